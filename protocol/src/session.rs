@@ -1,0 +1,1 @@
+pub struct EdgeSession; pub struct HubSession;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the test suites need on a fresh Debian/Ubuntu machine, then runs every
+# check CI runs: formatting, lints, the firmware's microcontroller build, and all tests.
+# The Rust test run comes last so its summary is the last thing printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/storesync/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "==> installing ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# PostgreSQL server binaries for the throw-away clusters the hub tests start.
+apt_install postgresql
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+echo "==> protocol builds without std"
+cargo build --locked -p storesync-protocol --no-default-features
+
+echo "==> cargo test"
+cargo test --locked --workspace
