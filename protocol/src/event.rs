@@ -65,7 +65,9 @@ impl EventClass {
 pub struct Epoch(pub u64);
 
 /// A position in a stream; the first event of a stream is 1, 0 means "nothing yet".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct SeqNo(pub u64);
 
 impl SeqNo {
@@ -242,7 +244,13 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer for a new epoch whose streams fork from `forks` (by class), or start from
     /// [`Hash::ZERO`] on a fresh install.
-    pub fn new(tenant: TenantId, store: StoreId, device: DeviceId, epoch: Epoch, forks: [Hash; 3]) -> Sealer {
+    pub fn new(
+        tenant: TenantId,
+        store: StoreId,
+        device: DeviceId,
+        epoch: Epoch,
+        forks: [Hash; 3],
+    ) -> Sealer {
         Sealer {
             tenant,
             store,
@@ -253,7 +261,13 @@ impl Sealer {
     }
 
     /// Resumes from persisted heads.
-    pub fn resume(tenant: TenantId, store: StoreId, device: DeviceId, epoch: Epoch, heads: [StreamHead; 3]) -> Sealer {
+    pub fn resume(
+        tenant: TenantId,
+        store: StoreId,
+        device: DeviceId,
+        epoch: Epoch,
+        heads: [StreamHead; 3],
+    ) -> Sealer {
         Sealer {
             tenant,
             store,
@@ -353,7 +367,11 @@ pub enum ChainError {
 
 /// Verifies that `events` extend the stream `stream` whose head is `head`, and returns the
 /// new head.
-pub fn verify_run(stream: &StreamId, head: StreamHead, events: &[Event]) -> Result<StreamHead, ChainError> {
+pub fn verify_run(
+    stream: &StreamId,
+    head: StreamHead,
+    events: &[Event],
+) -> Result<StreamHead, ChainError> {
     let mut head = head;
     for event in events {
         let seq = event.key.seq;

@@ -161,6 +161,9 @@ mod tests {
         let bytes = postcard::to_allocvec(&String::from("bad id")).unwrap();
         assert!(postcard::from_bytes::<StoreId>(&bytes).is_err());
         let bytes = postcard::to_allocvec(&String::from("good")).unwrap();
-        assert_eq!(postcard::from_bytes::<StoreId>(&bytes).unwrap().as_str(), "good");
+        assert_eq!(
+            postcard::from_bytes::<StoreId>(&bytes).unwrap().as_str(),
+            "good"
+        );
     }
 }

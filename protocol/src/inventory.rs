@@ -84,7 +84,11 @@ pub fn movements(body: &EventBody) -> Vec<Movement> {
 }
 
 fn order_key(m: &Movement) -> (UnixMillis, bool, &str) {
-    (m.at_ms, matches!(m.change, StockChange::Count(_)), m.source_id.as_str())
+    (
+        m.at_ms,
+        matches!(m.change, StockChange::Count(_)),
+        m.source_id.as_str(),
+    )
 }
 
 /// On hand per SKU from a set of movements (any order).

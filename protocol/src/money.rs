@@ -149,7 +149,11 @@ mod tests {
     const MAX: i64 = 1_000_000_000 * MONEY_SCALE;
 
     fn check(value: f64, expected: Option<i64>) {
-        assert_eq!(Money::from_f64_exact(value, MAX).map(Money::e4), expected, "{value}");
+        assert_eq!(
+            Money::from_f64_exact(value, MAX).map(Money::e4),
+            expected,
+            "{value}"
+        );
     }
 
     #[test]

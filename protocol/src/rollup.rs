@@ -81,7 +81,10 @@ pub fn bucket_start(at_ms: UnixMillis, granularity: Granularity, tz: &TimeZone) 
 
 fn day_start(ts: jiff::Timestamp, tz: &TimeZone, days_back: i64) -> Option<UnixMillis> {
     let zoned = ts.to_zoned(tz.clone());
-    let date = zoned.date().checked_sub(jiff::Span::new().days(days_back)).ok()?;
+    let date = zoned
+        .date()
+        .checked_sub(jiff::Span::new().days(days_back))
+        .ok()?;
     let start = date.to_zoned(tz.clone()).ok()?.start_of_day().ok()?;
     Some(start.timestamp().as_millisecond())
 }
@@ -189,7 +192,11 @@ pub fn rollup_rows(tx: &Transaction, tz: &TimeZone) -> Vec<(RollupKey, SalesFigu
             rows.push((key(Dimension::Register(register.clone())), figures));
         }
         if tx.kind != TransactionKind::Void {
-            let sign = if tx.kind == TransactionKind::Return { -1 } else { 1 };
+            let sign = if tx.kind == TransactionKind::Return {
+                -1
+            } else {
+                1
+            };
             for item in &tx.items {
                 let units = i64::from(item.quantity).abs() * sign;
                 let item_figures = SalesFigures {
@@ -197,7 +204,11 @@ pub fn rollup_rows(tx: &Transaction, tz: &TimeZone) -> Vec<(RollupKey, SalesFigu
                     units,
                     transactions: i64::from(tx.kind == TransactionKind::Sale),
                     refunds: i64::from(tx.kind == TransactionKind::Return),
-                    refund_amount_e4: if sign < 0 { item.amount().abs().e4() } else { 0 },
+                    refund_amount_e4: if sign < 0 {
+                        item.amount().abs().e4()
+                    } else {
+                        0
+                    },
                     voids: 0,
                 };
                 rows.push((key(Dimension::Item(item.sku.clone())), item_figures));
@@ -216,25 +227,80 @@ mod tests {
         let at: jiff::Timestamp = at.parse().unwrap();
         let expected: jiff::Timestamp = expected.parse().unwrap();
         let got = bucket_start(at.as_millisecond(), granularity, &tz);
-        assert_eq!(got, expected.as_millisecond(), "{at} {granularity:?}: got {:?}", jiff::Timestamp::from_millisecond(got));
+        assert_eq!(
+            got,
+            expected.as_millisecond(),
+            "{at} {granularity:?}: got {:?}",
+            jiff::Timestamp::from_millisecond(got)
+        );
     }
 
     #[test]
     fn buckets() {
         use Granularity::*;
-        check("Europe/Paris", "2026-11-22T09:30:45+01:00", Minute, "2026-11-22T09:30:00+01:00");
-        check("Europe/Paris", "2026-11-22T09:30:45+01:00", Hour, "2026-11-22T09:00:00+01:00");
-        check("Europe/Paris", "2026-11-22T00:30:00+01:00", Day, "2026-11-22T00:00:00+01:00");
+        check(
+            "Europe/Paris",
+            "2026-11-22T09:30:45+01:00",
+            Minute,
+            "2026-11-22T09:30:00+01:00",
+        );
+        check(
+            "Europe/Paris",
+            "2026-11-22T09:30:45+01:00",
+            Hour,
+            "2026-11-22T09:00:00+01:00",
+        );
+        check(
+            "Europe/Paris",
+            "2026-11-22T00:30:00+01:00",
+            Day,
+            "2026-11-22T00:00:00+01:00",
+        );
         // 2026-11-22 is a Sunday: its week started Monday 16th.
-        check("Europe/Paris", "2026-11-22T23:59:00+01:00", Week, "2026-11-16T00:00:00+01:00");
-        check("Asia/Kolkata", "2026-11-22T09:10:00+05:30", Hour, "2026-11-22T09:00:00+05:30");
-        check("Asia/Kolkata", "2026-11-22T03:10:00Z", Day, "2026-11-22T00:00:00+05:30");
+        check(
+            "Europe/Paris",
+            "2026-11-22T23:59:00+01:00",
+            Week,
+            "2026-11-16T00:00:00+01:00",
+        );
+        check(
+            "Asia/Kolkata",
+            "2026-11-22T09:10:00+05:30",
+            Hour,
+            "2026-11-22T09:00:00+05:30",
+        );
+        check(
+            "Asia/Kolkata",
+            "2026-11-22T03:10:00Z",
+            Day,
+            "2026-11-22T00:00:00+05:30",
+        );
         // DST fall-back in New York: the two 01:xx hours are separate buckets.
-        check("America/New_York", "2026-11-01T01:30:00-04:00", Hour, "2026-11-01T01:00:00-04:00");
-        check("America/New_York", "2026-11-01T01:30:00-05:00", Hour, "2026-11-01T01:00:00-05:00");
-        check("America/New_York", "2026-11-01T12:00:00-05:00", Day, "2026-11-01T00:00:00-04:00");
+        check(
+            "America/New_York",
+            "2026-11-01T01:30:00-04:00",
+            Hour,
+            "2026-11-01T01:00:00-04:00",
+        );
+        check(
+            "America/New_York",
+            "2026-11-01T01:30:00-05:00",
+            Hour,
+            "2026-11-01T01:00:00-05:00",
+        );
+        check(
+            "America/New_York",
+            "2026-11-01T12:00:00-05:00",
+            Day,
+            "2026-11-01T00:00:00-04:00",
+        );
         // Midnight does not exist on this day in Santiago (DST starts at 00:00).
-        check("America/Santiago", "2026-09-06T12:00:00-03:00", Day, "2026-09-06T01:00:00-03:00");
+        check(
+            "America/Santiago",
+            "2026-09-06T12:00:00-03:00",
+            Day,
+            "2026-09-06T01:00:00-03:00",
+        );
         check("UTC", "1999-12-31T23:59:59Z", Week, "1999-12-27T00:00:00Z");
     }
 }

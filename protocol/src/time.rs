@@ -44,7 +44,9 @@ impl EventTime {
         // brackets, for one); those extensions are refused here because POS systems do not
         // send them and they would make the original text unreproducible.
         if text.len() > 40 || text.contains('[') {
-            return Err(TimeError(String::from("expected e.g. 2026-11-22T09:30:00+01:00")));
+            return Err(TimeError(String::from(
+                "expected e.g. 2026-11-22T09:30:00+01:00",
+            )));
         }
         let ts: jiff::Timestamp = text
             .parse()

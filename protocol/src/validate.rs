@@ -185,7 +185,12 @@ impl<'a> Checker<'a> {
         });
     }
 
-    fn present<'v>(&mut self, obj: &'v Map<String, Value>, key: &str, path: &str) -> Option<&'v Value> {
+    fn present<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Option<&'v Value> {
         match obj.get(key) {
             None | Some(Value::Null) => {
                 self.fail(path, "is required");
@@ -212,7 +217,12 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn id<T>(&mut self, value: Option<&Value>, path: &str, make: fn(String) -> Result<T, crate::ids::IdError>) -> Option<T> {
+    fn id<T>(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        make: fn(String) -> Result<T, crate::ids::IdError>,
+    ) -> Option<T> {
         let s = self.string(value?, path)?;
         match check_id(s) {
             Ok(()) => make(s.to_owned()).ok(),
@@ -276,7 +286,13 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn money(&mut self, value: Option<&Value>, path: &str, abs_max_e4: i64, limit_name: &str) -> Option<Money> {
+    fn money(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        abs_max_e4: i64,
+        limit_name: &str,
+    ) -> Option<Money> {
         let f = match value? {
             Value::Number(n) => match n.as_f64() {
                 Some(f) => f,
@@ -285,7 +301,9 @@ impl<'a> Checker<'a> {
                     return None;
                 }
             },
-            Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity" | "nan" | "inf") => {
+            Value::String(s)
+                if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity" | "nan" | "inf") =>
+            {
                 self.fail(path, "must be a finite number");
                 return None;
             }
@@ -299,7 +317,10 @@ impl<'a> Checker<'a> {
             return None;
         }
         if f.abs() * MONEY_SCALE as f64 > abs_max_e4 as f64 {
-            self.fail(path, format!("exceeds {limit_name} = {}", Money::from_e4(abs_max_e4)));
+            self.fail(
+                path,
+                format!("exceeds {limit_name} = {}", Money::from_e4(abs_max_e4)),
+            );
             return None;
         }
         match Money::from_f64_exact(f, abs_max_e4) {
@@ -377,7 +398,11 @@ pub fn transaction_from_json(value: &Value, ctx: &Context<'_>) -> Result<Transac
             } else if lines.len() > limits.items_max {
                 c.fail(
                     "items",
-                    format!("has {} lines, more than items_max = {}", lines.len(), limits.items_max),
+                    format!(
+                        "has {} lines, more than items_max = {}",
+                        lines.len(),
+                        limits.items_max
+                    ),
                 );
                 None
             } else {
@@ -398,7 +423,12 @@ pub fn transaction_from_json(value: &Value, ctx: &Context<'_>) -> Result<Transac
     };
     let total_amount = {
         let v = c.present(obj, "totalAmount", "totalAmount");
-        c.money(v, "totalAmount", limits.total_abs_max_e4, "total_abs_max_e4")
+        c.money(
+            v,
+            "totalAmount",
+            limits.total_abs_max_e4,
+            "total_abs_max_e4",
+        )
     };
     let payment_method = {
         let v = c.present(obj, "paymentMethod", "paymentMethod");
@@ -430,7 +460,9 @@ pub fn transaction_from_json(value: &Value, ctx: &Context<'_>) -> Result<Transac
     let currency = match Checker::optional(obj, "currency") {
         None => Some(None),
         Some(v) => match c.string(v, "currency") {
-            Some(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => Some(Some(s.to_owned())),
+            Some(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => {
+                Some(Some(s.to_owned()))
+            }
             Some(_) => {
                 c.fail("currency", "must be three upper-case letters (ISO 4217)");
                 None
@@ -495,14 +527,22 @@ fn store_field(c: &mut Checker<'_>, obj: &Map<String, Value>) -> Option<StoreId>
     let store = c.id(v, "storeId", StoreId::new)?;
     if let Some(expected) = c.ctx.store {
         if &store != expected {
-            c.fail("storeId", format!("is {store}, but this agent serves store {expected}"));
+            c.fail(
+                "storeId",
+                format!("is {store}, but this agent serves store {expected}"),
+            );
             return None;
         }
     }
     Some(store)
 }
 
-fn line_item(c: &mut Checker<'_>, line: &Value, i: usize, kind: Option<TransactionKind>) -> Option<LineItem> {
+fn line_item(
+    c: &mut Checker<'_>,
+    line: &Value,
+    i: usize,
+    kind: Option<TransactionKind>,
+) -> Option<LineItem> {
     let base = format!("items[{i}]");
     let Value::Object(obj) = line else {
         c.fail(&base, "must be an object");
@@ -553,7 +593,11 @@ fn line_item(c: &mut Checker<'_>, line: &Value, i: usize, kind: Option<Transacti
     })
 }
 
-fn extra_fields(c: &mut Checker<'_>, obj: &Map<String, Value>, known: &[&str]) -> Option<Vec<(String, String)>> {
+fn extra_fields(
+    c: &mut Checker<'_>,
+    obj: &Map<String, Value>,
+    known: &[&str],
+) -> Option<Vec<(String, String)>> {
     let mut extra = Vec::new();
     let mut bytes = 0usize;
     for (name, value) in obj {
@@ -672,7 +716,10 @@ pub fn scan_from_json(value: &Value, ctx: &Context<'_>) -> Result<ScanEvent, Rej
             Some(s) => match ScanPurpose::parse(s) {
                 Some(p) => Some(p),
                 None => {
-                    c.fail("purpose", "must be one of sale, return, receiving, stockCount");
+                    c.fail(
+                        "purpose",
+                        "must be one of sale, return, receiving, stockCount",
+                    );
                     None
                 }
             },
@@ -738,7 +785,10 @@ pub fn scan_from_json(value: &Value, ctx: &Context<'_>) -> Result<ScanEvent, Rej
 /// Validates one stock adjustment object: `adjustmentId`, `storeId`, `sku`, `delta` (a
 /// non-zero integer within `quantity_abs_max`), `reason` (1 to `text_len_max` bytes),
 /// `timestamp`, and optional `source` (`hq`, `transfer`, `store`; default `store`).
-pub fn adjustment_from_json(value: &Value, ctx: &Context<'_>) -> Result<StockAdjustment, Rejection> {
+pub fn adjustment_from_json(
+    value: &Value,
+    ctx: &Context<'_>,
+) -> Result<StockAdjustment, Rejection> {
     let Value::Object(obj) = value else {
         return Err(Rejection::one("$", "must be a JSON object"));
     };
@@ -874,20 +924,56 @@ mod tests {
     fn transaction_rules() {
         check(valid(), None);
         check(with(&["transactionId"], Value::Null), Some("transactionId"));
-        check(with(&["transactionId"], json!("has space")), Some("transactionId"));
+        check(
+            with(&["transactionId"], json!("has space")),
+            Some("transactionId"),
+        );
         check(with(&["storeId"], json!("s2")), Some("storeId"));
-        check(with(&["timestamp"], json!("2026-11-22 nine")), Some("timestamp"));
-        check(with(&["timestamp"], json!("2026-11-22T10:00:00+01:00")), Some("timestamp"));
-        check(with(&["timestamp"], json!("2026-11-22T09:34:00+01:00")), None);
+        check(
+            with(&["timestamp"], json!("2026-11-22 nine")),
+            Some("timestamp"),
+        );
+        check(
+            with(&["timestamp"], json!("2026-11-22T10:00:00+01:00")),
+            Some("timestamp"),
+        );
+        check(
+            with(&["timestamp"], json!("2026-11-22T09:34:00+01:00")),
+            None,
+        );
         check(with(&["items"], json!([])), Some("items"));
-        check(with(&["items", "0", "quantity"], json!(0)), Some("items[0].quantity"));
-        check(with(&["items", "0", "quantity"], json!(-2)), Some("items[0].quantity"));
-        check(with(&["items", "0", "quantity"], json!(2.5)), Some("items[0].quantity"));
-        check(with(&["items", "0", "quantity"], json!(1_000_000)), Some("items[0].quantity"));
-        check(with(&["items", "1", "price"], json!(-3.1)), Some("items[1].price"));
-        check(with(&["items", "1", "price"], json!(3.10001)), Some("items[1].price"));
-        check(with(&["items", "1", "price"], json!("NaN")), Some("items[1].price"));
-        check(with(&["items", "1", "itemId"], Value::Null), Some("items[1].itemId"));
+        check(
+            with(&["items", "0", "quantity"], json!(0)),
+            Some("items[0].quantity"),
+        );
+        check(
+            with(&["items", "0", "quantity"], json!(-2)),
+            Some("items[0].quantity"),
+        );
+        check(
+            with(&["items", "0", "quantity"], json!(2.5)),
+            Some("items[0].quantity"),
+        );
+        check(
+            with(&["items", "0", "quantity"], json!(1_000_000)),
+            Some("items[0].quantity"),
+        );
+        check(
+            with(&["items", "1", "price"], json!(-3.1)),
+            Some("items[1].price"),
+        );
+        check(
+            with(&["items", "1", "price"], json!(3.10001)),
+            Some("items[1].price"),
+        );
+        check(
+            with(&["items", "1", "price"], json!("NaN")),
+            Some("items[1].price"),
+        );
+        check(
+            with(&["items", "1", "itemId"], Value::Null),
+            Some("items[1].itemId"),
+        );
         check(with(&["totalAmount"], json!(5.62)), Some("totalAmount"));
         check(with(&["totalAmount"], json!(5.61)), None);
         check(with(&["paymentMethod"], json!("")), Some("paymentMethod"));
@@ -918,7 +1004,10 @@ mod tests {
             store: None,
         };
         let tx = transaction_from_json(&valid(), &ctx).unwrap();
-        assert_eq!(tx.extra, alloc::vec![("loyaltyTier".into(), "\"gold\"".into())]);
+        assert_eq!(
+            tx.extra,
+            alloc::vec![("loyaltyTier".into(), "\"gold\"".into())]
+        );
         assert_eq!(tx.payment_method, "card");
         let back = tx.to_json();
         assert_eq!(back["loyaltyTier"], json!("gold"));
@@ -946,7 +1035,12 @@ mod tests {
             assert!(err.names("$"), "{err}");
         }
         let big = alloc::vec![b' '; limits.record_bytes_max + 1];
-        assert!(parse_transaction(&big, &ctx).unwrap_err().to_string().contains("record_bytes_max"));
+        assert!(
+            parse_transaction(&big, &ctx)
+                .unwrap_err()
+                .to_string()
+                .contains("record_bytes_max")
+        );
     }
 
     #[test]

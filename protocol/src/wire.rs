@@ -37,7 +37,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Alert, ScanEvent};
-use crate::event::{Epoch, Event, EventClass, Hash, SeqNo, StreamHead};
+use crate::event::{Epoch, Event, EventClass, SeqNo, StreamHead};
 use crate::ids::{DeviceId, StoreId, TenantId};
 use crate::time::UnixMillis;
 
@@ -89,6 +89,28 @@ pub struct EpochLink {
     pub heads: [StreamHead; 3],
 }
 
+/// A position in one of the device's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The class.
+    pub class: EventClass,
+    /// The sequence number.
+    pub seq: SeqNo,
+}
+
+/// A stream's committed head at the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCommitted {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The class.
+    pub class: EventClass,
+    /// Last committed sequence number and its chain hash (zero hash when nothing).
+    pub head: StreamHead,
+}
+
 /// Edge → hub: the first message of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -102,10 +124,11 @@ pub struct Hello {
     pub device: DeviceId,
     /// Current epoch.
     pub epoch: Epoch,
-    /// Where the current epoch forked from, if it is not the first.
+    /// Where the current epoch forked from, if it is not the device's first.
     pub link: Option<EpochLink>,
-    /// Per class, the highest sequence of the current epoch the edge has seen acknowledged.
-    pub acked: [SeqNo; 3],
+    /// Every stream the edge holds events of (the current epoch's always), with the
+    /// highest sequence number the edge has seen acknowledged.
+    pub acked: Vec<StreamPosition>,
     /// The edge's clock, for skew measurement.
     pub now_ms: UnixMillis,
     /// Events waiting to be sent, for fleet status.
@@ -117,8 +140,8 @@ pub struct Hello {
 pub struct Welcome {
     /// The negotiated version.
     pub version: u16,
-    /// Per class, the head of the current epoch's stream as the hub has committed it.
-    pub committed: [StreamHead; 3],
+    /// For every stream of the hello, the head the hub has committed.
+    pub committed: Vec<StreamCommitted>,
     /// The hub's clock.
     pub now_ms: UnixMillis,
 }
@@ -484,12 +507,18 @@ impl FrameDecoder {
 
 /// Decodes one frame from the start of `bytes`: `Ok(None)` when incomplete, otherwise the
 /// message and the number of bytes it took. A payload error reports how many bytes to skip.
-pub fn decode_frame(bytes: &[u8], frame_len_max: usize) -> Result<Option<(Decoded, usize)>, (WireError, usize)> {
+pub fn decode_frame(
+    bytes: &[u8],
+    frame_len_max: usize,
+) -> Result<Option<(Decoded, usize)>, (WireError, usize)> {
     let Some(header) = bytes.get(..HEADER_LEN) else {
         // Reject a wrong magic as soon as it is visible, rather than waiting for a header.
         if let Some(first) = bytes.first() {
             if *first != MAGIC[0] {
-                return Err((WireError::Magic([*first, bytes.get(1).copied().unwrap_or(0)]), 0));
+                return Err((
+                    WireError::Magic([*first, bytes.get(1).copied().unwrap_or(0)]),
+                    0,
+                ));
             }
         }
         return Ok(None);
@@ -536,12 +565,20 @@ mod tests {
         let a = VersionRange { min: 1, max: 3 };
         assert_eq!(a.negotiate(VersionRange { min: 2, max: 5 }), Some(3));
         assert_eq!(a.negotiate(VersionRange { min: 4, max: 5 }), None);
-        assert_eq!(VersionRange::CURRENT.negotiate(VersionRange::CURRENT), Some(PROTOCOL_VERSION));
+        assert_eq!(
+            VersionRange::CURRENT.negotiate(VersionRange::CURRENT),
+            Some(PROTOCOL_VERSION)
+        );
     }
 
     #[test]
     fn unknown_kinds() {
-        let mut frame = Message::Heartbeat(Heartbeat { now_ms: 5, backlog: 0 }).encode().unwrap();
+        let mut frame = Message::Heartbeat(Heartbeat {
+            now_ms: 5,
+            backlog: 0,
+        })
+        .encode()
+        .unwrap();
         // Rewrite the kind to an unknown optional one and fix the checksum.
         frame[3] = 0xfe;
         let n = frame.len();
@@ -560,13 +597,27 @@ mod tests {
 
     #[test]
     fn stream_errors() {
-        let frame = Message::Heartbeat(Heartbeat { now_ms: 5, backlog: 7 }).encode().unwrap();
+        let frame = Message::Heartbeat(Heartbeat {
+            now_ms: 5,
+            backlog: 7,
+        })
+        .encode()
+        .unwrap();
         let mut corrupt = frame.clone();
         let last = corrupt.len() - 5;
         corrupt[last] ^= 0x01;
-        assert_eq!(decode_frame(&corrupt, 1024).unwrap_err().0, WireError::Checksum);
-        assert!(matches!(decode_frame(b"GET / HTTP/1.1\r\n", 1024), Err((WireError::Magic(_), _))));
-        assert!(matches!(decode_frame(&frame, 1), Err((WireError::TooLarge { .. }, _))));
+        assert_eq!(
+            decode_frame(&corrupt, 1024).unwrap_err().0,
+            WireError::Checksum
+        );
+        assert!(matches!(
+            decode_frame(b"GET / HTTP/1.1\r\n", 1024),
+            Err((WireError::Magic(_), _))
+        ));
+        assert!(matches!(
+            decode_frame(&frame, 1),
+            Err((WireError::TooLarge { .. }, _))
+        ));
         // Incomplete is not an error.
         assert_eq!(decode_frame(&frame[..frame.len() - 1], 1024).unwrap(), None);
 
@@ -574,8 +625,14 @@ mod tests {
         for byte in frame.iter().chain(frame.iter()) {
             decoder.push(&[*byte]);
         }
-        assert!(matches!(decoder.next_frame(), Ok(Some(Decoded::Message(Message::Heartbeat(_))))));
-        assert!(matches!(decoder.next_frame(), Ok(Some(Decoded::Message(Message::Heartbeat(_))))));
+        assert!(matches!(
+            decoder.next_frame(),
+            Ok(Some(Decoded::Message(Message::Heartbeat(_))))
+        ));
+        assert!(matches!(
+            decoder.next_frame(),
+            Ok(Some(Decoded::Message(Message::Heartbeat(_))))
+        ));
         assert_eq!(decoder.next_frame(), Ok(None));
     }
 }

@@ -1,1 +1,0 @@
-pub struct EdgeSession; pub struct HubSession;
