@@ -1,1 +1,4 @@
 //! storesync-hub
+pub mod ingest;
+pub mod store;
+pub mod testing;

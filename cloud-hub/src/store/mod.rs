@@ -1,0 +1,518 @@
+//! The hub's storage interface and its two backends.
+//!
+//! [`Store`] is everything the rest of the hub asks of a database: tenants, stores, users and
+//! service clients; the ingest of verified event runs ([`Store::commit_events`]) with the
+//! per-device cursors ([`Store::stream_heads`]); and the reads behind the API (rollups,
+//! movements, alerts, sync status). [`pg::PgStore`] is the production backend,
+//! [`sqlite::SqliteStore`] the embedded one; both pass the same test suite.
+//!
+//! Backends do not know about roles or HTTP: every read is already scoped to one tenant and,
+//! where the caller says so, to a set of stores.
+
+pub mod pg;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use storesync_protocol::domain::Alert;
+use storesync_protocol::event::{Event, EventKey, Hash, SeqNo, StreamHead, StreamId};
+use storesync_protocol::ids::{AlertId, DeviceId, Sku, StoreId, TenantId};
+use storesync_protocol::inventory::Movement;
+use storesync_protocol::rollup::{Granularity, SalesFigures};
+use storesync_protocol::time::UnixMillis;
+use tokio::sync::broadcast;
+
+/// What a storage operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The PostgreSQL server or pool failed.
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// The SQLite database failed.
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+    /// A referenced tenant, store, user or alert does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The input breaks a rule of the store (e.g. an unknown time zone, a duplicate name).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A stored value could not be decoded (a bug or a corrupted row).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => StoreError::Postgres(format!("{}: {}", db.code().code(), db.message())),
+            None => StoreError::Postgres(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Postgres(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+/// What [`Store::commit_events`] did with a run. `inserted + duplicates + conflicts.len()`
+/// equals the number of events handed in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Events new to the hub, applied to the event tables and rollups.
+    pub inserted: u64,
+    /// Events the hub already held with the same content (same key and hash, or a
+    /// transaction id already stored with the same content under another key).
+    pub duplicates: u64,
+    /// Events whose key, or whose transaction id, the hub holds with different content.
+    /// They are reported, never applied and never overwrite what is stored.
+    pub conflicts: Vec<EventKey>,
+}
+
+/// A store (shop) of a tenant, as registered by `storesync-hub store add`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// Id.
+    pub store_id: StoreId,
+    /// Display name.
+    pub name: String,
+    /// Region, for grouping.
+    pub region: String,
+    /// IANA time zone; rollup buckets are in it.
+    pub time_zone: String,
+}
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The whole tenant, users included.
+    Admin,
+    /// Reads every store.
+    Analyst,
+    /// Reads and handles alerts of assigned stores only.
+    StoreManager,
+}
+
+impl Role {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::StoreManager => "store_manager",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "analyst" => Some(Role::Analyst),
+            "store_manager" | "manager" => Some(Role::StoreManager),
+            _ => None,
+        }
+    }
+}
+
+/// A person who signs in with a password, or a service client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User name or client id, unique per tenant and kind.
+    pub name: String,
+    /// `true` for a service client (`client_credentials`).
+    pub is_client: bool,
+    /// Argon2 PHC string of the password or client secret.
+    pub secret_hash: String,
+    /// Role.
+    pub role: Role,
+    /// Assigned stores (store managers only).
+    pub stores: Vec<StoreId>,
+}
+
+/// A refresh token as stored: only the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// BLAKE3 hex of the token text.
+    pub token_hash: String,
+    /// Tokens issued by rotation from one sign-in share a family.
+    pub family: String,
+    /// Principal name.
+    pub subject: String,
+    /// Whether the subject is a service client.
+    pub is_client: bool,
+    /// Expiry.
+    pub expires_ms: UnixMillis,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now spent; issue its successor.
+    Fresh(RefreshRecord),
+    /// Already spent: a replay. The family has been revoked.
+    Replayed,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// The dimension a rollup row is grouped by, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DimKind {
+    /// The whole store (`dim_value` is empty).
+    Store = 0,
+    /// One item.
+    Item = 1,
+    /// One payment method.
+    Payment = 2,
+    /// One register.
+    Register = 3,
+}
+
+impl DimKind {
+    /// From the stored number.
+    pub fn from_i16(n: i16) -> Option<DimKind> {
+        match n {
+            0 => Some(DimKind::Store),
+            1 => Some(DimKind::Item),
+            2 => Some(DimKind::Payment),
+            3 => Some(DimKind::Register),
+            _ => None,
+        }
+    }
+}
+
+/// The stored number of a granularity.
+pub fn granularity_code(g: Granularity) -> i16 {
+    match g {
+        Granularity::Minute => 0,
+        Granularity::Hour => 1,
+        Granularity::Day => 2,
+        Granularity::Week => 3,
+    }
+}
+
+/// Which rollup rows to read, and which columns to keep apart (the others are summed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupQuery {
+    /// A stored granularity (minute, hour or day).
+    pub granularity: Granularity,
+    /// Which dimension's rows.
+    pub dim: DimKind,
+    /// Buckets starting at or after this.
+    pub from_ms: UnixMillis,
+    /// Buckets starting before this.
+    pub to_ms: UnixMillis,
+    /// Only these stores (`None`: all of the tenant's).
+    pub stores: Option<Vec<StoreId>>,
+    /// Only these dimension values (`None`: all).
+    pub values: Option<Vec<String>>,
+    /// Keep stores apart.
+    pub by_store: bool,
+    /// Keep dimension values apart.
+    pub by_value: bool,
+    /// Keep buckets apart.
+    pub by_bucket: bool,
+}
+
+/// One summed rollup row. Columns not kept apart are empty (`""`, `0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    /// Store, or `None` when summed over stores.
+    pub store_id: Option<StoreId>,
+    /// Dimension value, or `""`.
+    pub value: String,
+    /// Bucket start, or 0.
+    pub bucket_ms: UnixMillis,
+    /// Sums.
+    pub figures: SalesFigures,
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertQuery {
+    /// Only these stores.
+    pub stores: Option<Vec<StoreId>>,
+    /// Only in this state (`open`, `acknowledged`, `resolved`).
+    pub state: Option<String>,
+    /// Raised before this (keyset pagination, newest first).
+    pub before_ms: Option<UnixMillis>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A stored alert, with when the hub last changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    /// The alert.
+    pub alert: Alert,
+    /// When the hub stored its current state.
+    pub updated_ms: UnixMillis,
+}
+
+/// What a sync session reports about a device when it talks to the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceContact {
+    /// The hub's clock at the contact.
+    pub now_ms: UnixMillis,
+    /// Events the device still holds unsent.
+    pub backlog: u64,
+    /// Device clock minus hub clock.
+    pub clock_skew_ms: i64,
+}
+
+/// The sync state of one device stream set, as the hub knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Store.
+    pub store_id: StoreId,
+    /// Device.
+    pub device_id: DeviceId,
+    /// Last contact (hub clock), if any.
+    pub last_seen_ms: Option<UnixMillis>,
+    /// Backlog at the last contact.
+    pub backlog: u64,
+    /// Clock skew at the last contact.
+    pub clock_skew_ms: i64,
+    /// Business time of the newest event committed from this device.
+    pub last_event_ms: Option<UnixMillis>,
+    /// When the last commit from the device happened (hub clock).
+    pub last_commit_ms: Option<UnixMillis>,
+}
+
+/// A change committed to the store, published to every hub process (through
+/// LISTEN/NOTIFY on PostgreSQL, in process on SQLite). Caches and live streams listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Tenant.
+    pub tenant: String,
+    /// Sales figures added per store by the commit.
+    #[serde(default)]
+    pub sales: Vec<StoreTick>,
+    /// Alerts created or changed.
+    #[serde(default)]
+    pub alerts: Vec<String>,
+    /// Stores whose data changed (sales, alerts, stock).
+    #[serde(default)]
+    pub stores: Vec<String>,
+}
+
+/// Sales added to one store by one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreTick {
+    /// Store.
+    pub store: String,
+    /// Revenue added, ten-thousandths.
+    pub revenue_e4: i64,
+    /// Sale transactions added.
+    pub transactions: i64,
+    /// Newest business time among them.
+    pub last_ms: i64,
+}
+
+/// The storage interface of the hub.
+///
+/// Every method that names a tenant runs with that tenant set for row-level security
+/// (PostgreSQL) or filters by it (SQLite); nothing crosses tenants.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Creates or upgrades the schema. Idempotent.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Subscribes to committed changes of every tenant.
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Creates a tenant. Idempotent on the id.
+    async fn create_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError>;
+
+    /// Whether the tenant exists.
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, StoreError>;
+
+    /// Adds or updates a store. The time zone must be a known IANA name.
+    async fn upsert_store(&self, tenant: &TenantId, store: &StoreInfo) -> Result<(), StoreError>;
+
+    /// The tenant's stores, by id.
+    async fn stores(&self, tenant: &TenantId) -> Result<Vec<StoreInfo>, StoreError>;
+
+    /// Sets an item's category (from the catalog).
+    async fn set_item_category(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        category: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Item → category of the tenant.
+    async fn item_categories(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<BTreeMap<String, String>, StoreError>;
+
+    /// Adds or replaces a user or service client.
+    async fn upsert_principal(
+        &self,
+        tenant: &TenantId,
+        principal: &Principal,
+    ) -> Result<(), StoreError>;
+
+    /// A user (`is_client = false`) or client by name.
+    async fn principal(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        is_client: bool,
+    ) -> Result<Option<Principal>, StoreError>;
+
+    /// Stores a new refresh token.
+    async fn insert_refresh(
+        &self,
+        tenant: &TenantId,
+        record: &RefreshRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Spends a refresh token (once). A replayed token revokes its whole family.
+    async fn use_refresh(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+        now_ms: UnixMillis,
+    ) -> Result<RefreshUse, StoreError>;
+
+    /// One verified run of events of one stream plus the stream's new head; commits
+    /// atomically and returns only after the commit. The same run twice changes nothing.
+    async fn commit_events(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        new_head: StreamHead,
+    ) -> Result<CommitOutcome, StoreError>;
+
+    /// The committed heads (cursors) of every stream of a device, all epochs.
+    async fn stream_heads(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+    ) -> Result<Vec<(StreamId, StreamHead)>, StoreError>;
+
+    /// The chain hash of the event at `seq` of `stream`, if the hub holds it.
+    async fn chain_hash_at(
+        &self,
+        stream: &StreamId,
+        seq: SeqNo,
+    ) -> Result<Option<Hash>, StoreError>;
+
+    /// Records a device's contact (last seen, backlog, clock skew).
+    async fn record_contact(
+        &self,
+        tenant: &TenantId,
+        store: &StoreId,
+        device: &DeviceId,
+        contact: &DeviceContact,
+    ) -> Result<(), StoreError>;
+
+    /// Sync state of every device of the tenant.
+    async fn device_status(&self, tenant: &TenantId) -> Result<Vec<DeviceStatus>, StoreError>;
+
+    /// Summed rollup rows.
+    async fn rollups(
+        &self,
+        tenant: &TenantId,
+        query: &RollupQuery,
+    ) -> Result<Vec<RollupRow>, StoreError>;
+
+    /// Stock movements of the given stores (all when `None`), optionally of one SKU,
+    /// with their store; at most `limit`.
+    async fn movements(
+        &self,
+        tenant: &TenantId,
+        stores: Option<&[StoreId]>,
+        sku: Option<&Sku>,
+        limit: u32,
+    ) -> Result<Vec<(StoreId, Movement)>, StoreError>;
+
+    /// Alerts, newest first.
+    async fn alerts(
+        &self,
+        tenant: &TenantId,
+        query: &AlertQuery,
+    ) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// One alert.
+    async fn alert(
+        &self,
+        tenant: &TenantId,
+        alert_id: &AlertId,
+    ) -> Result<Option<AlertRecord>, StoreError>;
+
+    /// Moves an alert to `state` (acknowledged or resolved), recording who did it.
+    async fn set_alert_state(
+        &self,
+        tenant: &TenantId,
+        alert_id: &AlertId,
+        state: storesync_protocol::domain::AlertState,
+        by: &str,
+        now_ms: UnixMillis,
+    ) -> Result<Option<AlertRecord>, StoreError>;
+
+    /// Records that could not be accepted, newest first.
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+}
+
+/// A record kept because it could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Store.
+    pub store_id: String,
+    /// The event key as text, `device/epoch/class/seq`.
+    pub event_key: String,
+    /// Why.
+    pub reason: String,
+    /// The raw event (postcard).
+    pub raw: Vec<u8>,
+    /// When the hub received it.
+    pub received_ms: UnixMillis,
+}
+
+/// The current time in Unix milliseconds (the hub shell's clock).
+pub fn now_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Resolves a time zone name, refusing unknown ones.
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, StoreError> {
+    jiff::tz::TimeZone::get(name)
+        .map_err(|e| StoreError::Invalid(format!("time zone {name:?}: {e}")))
+}
+
+/// `device/epoch/class/seq`, for logs and dead letters.
+pub fn key_text(key: &EventKey) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        key.stream.device,
+        key.stream.epoch.0,
+        key.stream.class.as_str(),
+        key.seq.0
+    )
+}

@@ -1,0 +1,1642 @@
+//! The PostgreSQL backend: tokio-postgres over a deadpool connection pool.
+//!
+//! Schema (see `schema/pg_v1.sql`): `tenant_id` leads every key. Event tables
+//! (`transactions`, `line_items`, `stock_movements`, `other_events`) are range-partitioned
+//! by business time (`at_ms`) in 7-day partitions, created ahead of time by
+//! [`PgStore::migrate`] and the maintenance task and on demand before an ingest that needs
+//! one (through the `SECURITY DEFINER` function `storesync_ensure_partitions`, so the hub's
+//! role needs no DDL rights), and detached and dropped by retention
+//! (`storesync_drop_partitions_before`). When the `timescaledb` extension is available the
+//! same tables become hypertables instead; that path is written but cannot be exercised on
+//! machines without TimescaleDB.
+//!
+//! Tenancy: row-level security is enabled and FORCEd on every table with a `tenant_id`, with
+//! one policy `tenant_id = current_setting('storesync.tenant_id', true)`. The hub connects as
+//! a role that owns nothing and has no BYPASSRLS, and every transaction starts with
+//! `SET LOCAL storesync.tenant_id = '…'` (tenant ids are validated to `[A-Za-z0-9._:-]`, so
+//! the literal needs no escaping). A session that never sets it sees no rows.
+//!
+//! Ingest ([`Store::commit_events`]) is one transaction: binary COPY of the run into a
+//! temporary staging table, `INSERT … ON CONFLICT DO NOTHING` into `event_keys`, the
+//! transaction-id registry, the event tables, the rollups (updated from the newly inserted
+//! rows only, in the same transaction, so rollups are exactly as fresh as the events), the
+//! stream head, and a `NOTIFY` that other hub processes receive after the commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::StreamExt;
+use jiff::tz::TimeZone;
+use storesync_protocol::domain::{Alert, AlertKind, AlertState, Severity};
+use storesync_protocol::event::{
+    Epoch, Event, EventBody, EventClass, EventKey, Hash, SeqNo, StreamHead, StreamId,
+};
+use storesync_protocol::ids::{AlertId, DeviceId, Sku, StoreId, TenantId};
+use storesync_protocol::inventory::{Movement, StockChange};
+use storesync_protocol::rollup::SalesFigures;
+use storesync_protocol::time::{EventTime, UnixMillis};
+use tokio::sync::broadcast;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{
+    AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
+    Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, Store, StoreError, StoreInfo,
+    granularity_code, key_text, now_ms, time_zone,
+};
+use crate::ingest::{self, Plan, alert_state_rank, body_kind, body_time, event_bytes};
+
+/// Width of one event-table partition: seven days.
+pub const PARTITION_WIDTH_MS: i64 = 7 * 86_400_000;
+
+/// The NOTIFY channel of committed changes.
+pub const CHANGES_CHANNEL: &str = "storesync_changes";
+
+/// Tables partitioned by time.
+const PARTITIONED: [&str; 4] = [
+    "transactions",
+    "line_items",
+    "stock_movements",
+    "other_events",
+];
+
+const SCHEMA_V1: &str = include_str!("schema/pg_v1.sql");
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    /// Connection string of the hub's own (non-owner, no BYPASSRLS) role.
+    pub url: String,
+    /// Connection string of the schema owner, used only by [`Store::migrate`]. When absent
+    /// the hub's role runs migrations, and owns the tables (RLS stays FORCEd, but an owner
+    /// could switch it off: give the hub a separate role in production).
+    pub admin_url: Option<String>,
+    /// The hub's role name, granted access by migrations (`None`: the role of `url`).
+    pub app_role: Option<String>,
+    /// Pooled connections.
+    pub pool_size_max: usize,
+    /// Listen for other hub processes' changes.
+    pub listen: bool,
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    config: PgConfig,
+    zones: Mutex<HashMap<(String, String), TimeZone>>,
+    partitions: Mutex<HashSet<i64>>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool_size_max", &self.config.pool_size_max)
+            .finish()
+    }
+}
+
+fn pg_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    url.parse::<tokio_postgres::Config>()
+        .map_err(|e| StoreError::Invalid(format!("database url: {e}")))
+}
+
+fn tenant_sql(tenant: &str) -> String {
+    // Ids are validated to [A-Za-z0-9._:-]; this assertion guards the literal below.
+    assert!(
+        storesync_protocol::ids::check_id(tenant).is_ok(),
+        "tenant id was validated"
+    );
+    format!("SET LOCAL storesync.tenant_id = '{tenant}'")
+}
+
+fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Hash)
+        .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))
+}
+
+impl PgStore {
+    /// Connects a pool (connections are opened lazily) and, when configured, the listener
+    /// for other hub processes' changes.
+    pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
+        let pg = pg_config(&config.url)?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size_max.max(1))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let (changes, _) = broadcast::channel(1024);
+        let store = PgStore {
+            pool,
+            config,
+            zones: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashSet::new()),
+            changes,
+        };
+        if store.config.listen {
+            store.spawn_listener();
+        }
+        Ok(store)
+    }
+
+    /// The pool, for benchmarks and tests.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn spawn_listener(&self) {
+        let url = self.config.url.clone();
+        let sender = self.changes.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen_once(&url, &sender).await {
+                    tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Creates the partitions covering `[from_ms, to_ms]` that this process has not seen.
+    pub async fn ensure_partitions(&self, from_ms: i64, to_ms: i64) -> Result<(), StoreError> {
+        let first = from_ms.div_euclid(PARTITION_WIDTH_MS);
+        let last = to_ms.div_euclid(PARTITION_WIDTH_MS);
+        let missing: Vec<i64> = {
+            let known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+            (first..=last).filter(|n| !known.contains(n)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        for n in &missing {
+            let start = n * PARTITION_WIDTH_MS;
+            client
+                .execute(
+                    "SELECT storesync_ensure_partitions($1, $2)",
+                    &[&start, &start],
+                )
+                .await?;
+        }
+        let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        known.extend(missing);
+        Ok(())
+    }
+
+    /// Detaches and drops partitions that end at or before `cutoff_ms`; returns how many.
+    pub async fn drop_partitions_before(&self, cutoff_ms: i64) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT storesync_drop_partitions_before($1)", &[&cutoff_ms])
+            .await?;
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(row.get(0))
+    }
+
+    async fn zone(&self, tenant: &str, store: &str) -> Result<TimeZone, StoreError> {
+        let key = (tenant.to_owned(), store.to_owned());
+        if let Some(tz) = self
+            .zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(tz.clone());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant)).await?;
+        let row = tx
+            .query_opt(
+                "SELECT time_zone FROM stores WHERE tenant_id = $1 AND store_id = $2",
+                &[&tenant, &store],
+            )
+            .await?;
+        tx.commit().await?;
+        let name: String = row
+            .ok_or_else(|| StoreError::NotFound(format!("store {store} of tenant {tenant}")))?
+            .get(0);
+        let tz = time_zone(&name)?;
+        self.zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, tz.clone());
+        Ok(tz)
+    }
+
+    async fn migrate_with(&self, client: &tokio_postgres::Client) -> Result<(), StoreError> {
+        client
+            .batch_execute("SELECT pg_advisory_lock(7401); CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_ms bigint NOT NULL)")
+            .await?;
+        let result = self.migrate_locked(client).await;
+        let unlock = client
+            .batch_execute("SELECT pg_advisory_unlock(7401)")
+            .await;
+        result?;
+        unlock?;
+        Ok(())
+    }
+
+    async fn migrate_locked(&self, client: &tokio_postgres::Client) -> Result<(), StoreError> {
+        let timescale = client
+            .query_opt(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+                &[],
+            )
+            .await?
+            .is_some();
+        let applied = client
+            .query_opt("SELECT 1 FROM schema_version WHERE version = 1", &[])
+            .await?
+            .is_some();
+        if !applied {
+            if timescale {
+                client
+                    .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                    .await?;
+                client
+                    .batch_execute(&SCHEMA_V1.replace("{partition}", ""))
+                    .await?;
+                // Hypertables on the integer time column, chunked like the native partitions.
+                client
+                    .batch_execute(
+                        "CREATE OR REPLACE FUNCTION storesync_now_ms() RETURNS bigint LANGUAGE sql STABLE AS \
+                         $$ SELECT (extract(epoch FROM now()) * 1000)::bigint $$",
+                    )
+                    .await?;
+                for table in PARTITIONED {
+                    client
+                        .batch_execute(&format!(
+                            "SELECT create_hypertable('{table}', 'at_ms', chunk_time_interval => {PARTITION_WIDTH_MS}, if_not_exists => true); \
+                             SELECT set_integer_now_func('{table}', 'storesync_now_ms', replace_if_exists => true);"
+                        ))
+                        .await?;
+                }
+            } else {
+                client
+                    .batch_execute(&SCHEMA_V1.replace("{partition}", "PARTITION BY RANGE (at_ms)"))
+                    .await?;
+            }
+            client
+                .execute(
+                    "INSERT INTO schema_version VALUES (1, $1) ON CONFLICT DO NOTHING",
+                    &[&now_ms()],
+                )
+                .await?;
+        }
+        client
+            .batch_execute(&partition_functions(timescale))
+            .await?;
+        // Row-level security on every table that has a tenant_id.
+        let tables = client
+            .query(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' \
+                 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+                &[],
+            )
+            .await?;
+        for row in tables {
+            let table: String = row.get(0);
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY; ALTER TABLE {table} FORCE ROW LEVEL SECURITY; \
+                     DROP POLICY IF EXISTS tenant_isolation ON {table}; \
+                     CREATE POLICY tenant_isolation ON {table} \
+                       USING (tenant_id = current_setting('storesync.tenant_id', true)) \
+                       WITH CHECK (tenant_id = current_setting('storesync.tenant_id', true));"
+                ))
+                .await?;
+        }
+        if let Some(role) = self.app_role().await? {
+            let own: String = client
+                .query_one("SELECT current_user::text", &[])
+                .await?
+                .get(0);
+            if own != role {
+                storesync_protocol::ids::check_id(&role)
+                    .map_err(|e| StoreError::Invalid(format!("app role {role:?}: {e}")))?;
+                client
+                    .batch_execute(&format!(
+                        "GRANT USAGE ON SCHEMA {schema} TO \"{role}\"; \
+                         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{role}\"; \
+                         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO \"{role}\"; \
+                         REVOKE ALL ON FUNCTION storesync_ensure_partitions(bigint, bigint) FROM PUBLIC; \
+                         REVOKE ALL ON FUNCTION storesync_drop_partitions_before(bigint) FROM PUBLIC; \
+                         GRANT EXECUTE ON FUNCTION storesync_ensure_partitions(bigint, bigint) TO \"{role}\"; \
+                         GRANT EXECUTE ON FUNCTION storesync_drop_partitions_before(bigint) TO \"{role}\";",
+                        schema = "public"
+                    ))
+                    .await?;
+            }
+        }
+        // Partitions from eight weeks back to four weeks ahead.
+        let now = now_ms();
+        client
+            .execute(
+                "SELECT storesync_ensure_partitions($1, $2)",
+                &[
+                    &(now - 8 * PARTITION_WIDTH_MS),
+                    &(now + 4 * PARTITION_WIDTH_MS),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn app_role(&self) -> Result<Option<String>, StoreError> {
+        if let Some(role) = &self.config.app_role {
+            return Ok(Some(role.clone()));
+        }
+        Ok(pg_config(&self.config.url)?.get_user().map(str::to_owned))
+    }
+
+    async fn commit_inner(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        new_head: StreamHead,
+    ) -> Result<(CommitOutcome, Option<Change>), StoreError> {
+        let tenant = stream.tenant.as_str();
+        let store = stream.store.as_str();
+        let device = stream.device.as_str();
+        let epoch = stream.epoch.0 as i64;
+        let class = stream.class as i16;
+        let tz = self.zone(tenant, store).await?;
+        if let (Some(lo), Some(hi)) = (
+            events.iter().map(|e| body_time(&e.body)).min(),
+            events.iter().map(|e| body_time(&e.body)).max(),
+        ) {
+            self.ensure_partitions(lo, hi).await?;
+        }
+        let now = now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "{}; \
+             CREATE TEMP TABLE IF NOT EXISTS staging_events (seq bigint, at_ms bigint, kind smallint, content_hash bytea, \
+               chain_hash bytea, transaction_id text, txn_kind smallint, total_e4 bigint, payment_method text, \
+               register_id text, event bytea) ON COMMIT DELETE ROWS; \
+             CREATE TEMP TABLE IF NOT EXISTS staging_lines (seq bigint, line_no smallint, at_ms bigint, \
+               transaction_id text, sku text, quantity integer, price_e4 bigint, kind smallint) ON COMMIT DELETE ROWS",
+            tenant_sql(tenant)
+        ))
+        .await?;
+
+        // 1. The run into staging, in binary COPY.
+        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(events.len());
+        {
+            let sink = tx.copy_in("COPY staging_events FROM STDIN BINARY").await?;
+            let writer = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT2,
+                    Type::BYTEA,
+                    Type::BYTEA,
+                    Type::TEXT,
+                    Type::INT2,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::BYTEA,
+                ],
+            );
+            futures::pin_mut!(writer);
+            for event in events {
+                let raw = event_bytes(event);
+                let seq = event.key.seq.0 as i64;
+                let at = body_time(&event.body);
+                let kind = body_kind(&event.body);
+                let content = &event.content_hash.0[..];
+                let chain = event.chain_hash();
+                let chain = &chain.0[..];
+                let (txn_id, txn_kind, total, payment, register) = match &event.body {
+                    EventBody::Transaction(t) => (
+                        Some(t.transaction_id.as_str()),
+                        Some(ingest::txn_kind_code(t.kind)),
+                        Some(t.total_amount.e4()),
+                        Some(t.payment_method.as_str()),
+                        t.register_id.as_ref().map(|r| r.as_str()),
+                    ),
+                    _ => (None, None, None, None, None),
+                };
+                writer
+                    .as_mut()
+                    .write(&[
+                        &seq, &at, &kind, &content, &chain, &txn_id, &txn_kind, &total, &payment,
+                        &register, &raw,
+                    ])
+                    .await?;
+                bytes.push(raw);
+            }
+            writer.as_mut().finish().await?;
+        }
+
+        // 2. Event identity: new keys go in, known keys are duplicates or conflicts.
+        let inserted_rows = tx
+            .query(
+                "INSERT INTO event_keys (tenant_id, device_id, epoch, class, seq, content_hash, chain_hash) \
+                 SELECT $1, $2, $3, $4, seq, content_hash, chain_hash FROM staging_events \
+                 ON CONFLICT DO NOTHING RETURNING seq",
+                &[&tenant, &device, &epoch, &class],
+            )
+            .await?;
+        let new_seqs: HashSet<i64> = inserted_rows.iter().map(|r| r.get(0)).collect();
+        let mut outcome = CommitOutcome::default();
+        let mut dead: Vec<(usize, String)> = Vec::new();
+        if new_seqs.len() < events.len() {
+            let rows = tx
+                .query(
+                    "SELECT s.seq, s.content_hash = k.content_hash FROM staging_events s JOIN event_keys k \
+                     ON k.tenant_id = $1 AND k.device_id = $2 AND k.epoch = $3 AND k.class = $4 AND k.seq = s.seq",
+                    &[&tenant, &device, &epoch, &class],
+                )
+                .await?;
+            let same: HashMap<i64, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            for (index, event) in events.iter().enumerate() {
+                let seq = event.key.seq.0 as i64;
+                if new_seqs.contains(&seq) {
+                    continue;
+                }
+                match same.get(&seq) {
+                    Some(false) => {
+                        outcome.conflicts.push(event.key.clone());
+                        dead.push((
+                            index,
+                            ingest::conflict_reason(event, "key already stored with other content"),
+                        ));
+                    }
+                    _ => outcome.duplicates += 1,
+                }
+            }
+        }
+
+        // 3. Re-validation, then the transaction-id registry.
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut txn_first: HashMap<&str, usize> = HashMap::new();
+        for (index, event) in events.iter().enumerate() {
+            if !new_seqs.contains(&(event.key.seq.0 as i64)) {
+                continue;
+            }
+            if let Some(reason) = reject_reason(event, stream, now) {
+                dead.push((index, reason));
+                outcome.inserted += 1;
+                continue;
+            }
+            if let EventBody::Transaction(t) = &event.body {
+                // The same transaction twice in one run: the first one counts.
+                if let Some(&first) = txn_first.get(t.transaction_id.as_str()) {
+                    if events[first].content_hash == event.content_hash {
+                        outcome.duplicates += 1;
+                    } else {
+                        outcome.conflicts.push(event.key.clone());
+                        dead.push((
+                            index,
+                            ingest::conflict_reason(
+                                event,
+                                "transaction id reused with other content",
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                txn_first.insert(t.transaction_id.as_str(), index);
+            }
+            candidates.push(index);
+        }
+        let txn_seqs: Vec<i64> = candidates
+            .iter()
+            .filter(|&&i| matches!(events[i].body, EventBody::Transaction(_)))
+            .map(|&i| events[i].key.seq.0 as i64)
+            .collect();
+        let mut apply: Vec<usize> = Vec::with_capacity(candidates.len());
+        if txn_seqs.is_empty() {
+            apply = candidates;
+        } else {
+            let rows = tx
+                .query(
+                    "INSERT INTO transaction_ids (tenant_id, transaction_id, content_hash) \
+                     SELECT $1, transaction_id, content_hash FROM staging_events WHERE seq = ANY($2) \
+                     ON CONFLICT DO NOTHING RETURNING transaction_id",
+                    &[&tenant, &txn_seqs],
+                )
+                .await?;
+            let fresh: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+            let known: Vec<&str> = candidates
+                .iter()
+                .filter_map(|&i| match &events[i].body {
+                    EventBody::Transaction(t) if !fresh.contains(t.transaction_id.as_str()) => {
+                        Some(t.transaction_id.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut stored: HashMap<String, Vec<u8>> = HashMap::new();
+            if !known.is_empty() {
+                for row in tx
+                    .query(
+                        "SELECT transaction_id, content_hash FROM transaction_ids WHERE tenant_id = $1 AND transaction_id = ANY($2)",
+                        &[&tenant, &known],
+                    )
+                    .await?
+                {
+                    stored.insert(row.get(0), row.get(1));
+                }
+            }
+            for index in candidates {
+                let event = &events[index];
+                match &event.body {
+                    EventBody::Transaction(t) if !fresh.contains(t.transaction_id.as_str()) => {
+                        let same = stored
+                            .get(t.transaction_id.as_str())
+                            .is_some_and(|h| h.as_slice() == &event.content_hash.0[..]);
+                        if same {
+                            outcome.duplicates += 1;
+                        } else {
+                            outcome.conflicts.push(event.key.clone());
+                            dead.push((
+                                index,
+                                ingest::conflict_reason(
+                                    event,
+                                    "transaction id reused with other content",
+                                ),
+                            ));
+                        }
+                    }
+                    _ => apply.push(index),
+                }
+            }
+        }
+        outcome.inserted += apply.len() as u64;
+
+        // 4. Rows of the applied events.
+        let plan = Plan::new(events, &apply, &tz, now);
+        for r in &plan.rejected {
+            dead.push((r.index, r.reason.clone()));
+        }
+        let applied_txn: Vec<i64> = plan
+            .transactions
+            .iter()
+            .map(|&i| events[i].key.seq.0 as i64)
+            .collect();
+        if !applied_txn.is_empty() {
+            tx.execute(
+                "INSERT INTO transactions (tenant_id, at_ms, device_id, epoch, seq, store_id, transaction_id, kind, total_e4, \
+                   payment_method, register_id, event) \
+                 SELECT $1, at_ms, $2, $3, seq, $4, transaction_id, txn_kind, total_e4, payment_method, register_id, event \
+                 FROM staging_events WHERE seq = ANY($5)",
+                &[&tenant, &device, &epoch, &store, &applied_txn],
+            )
+            .await?;
+        }
+        if !plan.lines.is_empty() {
+            let sink = tx.copy_in("COPY staging_lines FROM STDIN BINARY").await?;
+            let writer = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::INT8,
+                    Type::INT2,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT4,
+                    Type::INT8,
+                    Type::INT2,
+                ],
+            );
+            futures::pin_mut!(writer);
+            for line in &plan.lines {
+                writer
+                    .as_mut()
+                    .write(&[
+                        &line.seq,
+                        &line.line_no,
+                        &line.at_ms,
+                        &line.transaction_id,
+                        &line.sku,
+                        &line.quantity,
+                        &line.price_e4,
+                        &line.kind,
+                    ])
+                    .await?;
+            }
+            writer.as_mut().finish().await?;
+            tx.execute(
+                "INSERT INTO line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, \
+                   quantity, price_e4, kind) \
+                 SELECT $1, at_ms, $2, $3, seq, line_no, $4, transaction_id, sku, quantity, price_e4, kind FROM staging_lines",
+                &[&tenant, &device, &epoch, &store],
+            )
+            .await?;
+        }
+        let other_seqs: Vec<i64> = plan
+            .others
+            .iter()
+            .map(|&i| events[i].key.seq.0 as i64)
+            .collect();
+        if !other_seqs.is_empty() {
+            tx.execute(
+                "INSERT INTO other_events (tenant_id, at_ms, device_id, epoch, class, seq, store_id, kind, event) \
+                 SELECT $1, at_ms, $2, $3, $4, seq, $5, kind, event FROM staging_events WHERE seq = ANY($6)",
+                &[&tenant, &device, &epoch, &class, &store, &other_seqs],
+            )
+            .await?;
+        }
+        if !plan.movements.is_empty() {
+            let m = &plan.movements;
+            let at: Vec<i64> = m.iter().map(|r| r.at_ms).collect();
+            let classes: Vec<i16> = m.iter().map(|r| r.class).collect();
+            let seqs: Vec<i64> = m.iter().map(|r| r.seq).collect();
+            let skus: Vec<&str> = m.iter().map(|r| r.sku.as_str()).collect();
+            let sources: Vec<&str> = m.iter().map(|r| r.source_id.as_str()).collect();
+            let counts: Vec<bool> = m.iter().map(|r| r.is_count).collect();
+            let qty: Vec<i64> = m.iter().map(|r| r.quantity).collect();
+            tx.execute(
+                "INSERT INTO stock_movements (tenant_id, at_ms, device_id, epoch, class, seq, store_id, sku, source_id, is_count, quantity) \
+                 SELECT $1, a, $2, $3, c, s, $4, k, src, ic, q \
+                 FROM unnest($5::bigint[], $6::smallint[], $7::bigint[], $8::text[], $9::text[], $10::bool[], $11::bigint[]) \
+                   AS u(a, c, s, k, src, ic, q) ON CONFLICT DO NOTHING",
+                &[&tenant, &device, &epoch, &store, &at, &classes, &seqs, &skus, &sources, &counts, &qty],
+            )
+            .await?;
+        }
+        let mut changed_alerts = Vec::new();
+        for &index in &plan.alerts {
+            if let EventBody::Alert(alert) = &events[index].body {
+                upsert_alert(&tx, tenant, alert, now).await?;
+                changed_alerts.push(alert.alert_id.as_str().to_owned());
+            }
+        }
+        for (index, reason) in &dead {
+            let event = &events[*index];
+            tx.execute(
+                "INSERT INTO dead_letters (tenant_id, store_id, event_key, reason, raw, received_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&tenant, &store, &key_text(&event.key), reason, &bytes[*index], &now],
+            )
+            .await?;
+        }
+        for key in &outcome.conflicts {
+            let alert_id = format!("hub-conflict-{}-{}-{}-{}", device, epoch, class, key.seq.0);
+            let alert = Alert {
+                alert_id: AlertId::new(alert_id.chars().take(64).collect::<String>())
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                kind: AlertKind::ConflictingDuplicate,
+                severity: Severity::Warning,
+                store_id: stream.store.clone(),
+                subject: key_text(key),
+                raised_at: EventTime::from_unix_ms(now, 0),
+                state: AlertState::Open,
+                changed_by: None,
+                message:
+                    "an event arrived again with different content; the stored version was kept"
+                        .into(),
+                facts: vec![("seq".into(), key.seq.0 as i64)],
+            };
+            upsert_alert(&tx, tenant, &alert, now).await?;
+            changed_alerts.push(alert.alert_id.as_str().to_owned());
+        }
+
+        // 5. Rollups last: their rows are the contended ones, so they are locked for as
+        // short a time as possible, in key order.
+        upsert_rollups(&tx, tenant, &plan.rollups).await?;
+        let last_event_ms = events.iter().map(|e| body_time(&e.body)).max();
+        tx.execute(
+            "INSERT INTO stream_heads (tenant_id, device_id, epoch, class, store_id, seq, hash, last_event_ms, last_commit_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (tenant_id, device_id, epoch, class) DO UPDATE SET \
+               seq = GREATEST(stream_heads.seq, excluded.seq), \
+               hash = CASE WHEN excluded.seq >= stream_heads.seq THEN excluded.hash ELSE stream_heads.hash END, \
+               last_event_ms = GREATEST(stream_heads.last_event_ms, excluded.last_event_ms), \
+               last_commit_ms = excluded.last_commit_ms",
+            &[
+                &tenant,
+                &device,
+                &epoch,
+                &class,
+                &store,
+                &(new_head.seq.0 as i64),
+                &&new_head.hash.0[..],
+                &last_event_ms,
+                &now,
+            ],
+        )
+        .await?;
+        let change =
+            (!plan.ticks.is_empty() || !changed_alerts.is_empty() || !plan.movements.is_empty())
+                .then(|| Change {
+                    tenant: tenant.to_owned(),
+                    sales: plan.ticks.clone(),
+                    alerts: changed_alerts,
+                    stores: vec![store.to_owned()],
+                });
+        if let Some(change) = &change {
+            notify(&tx, change).await?;
+        }
+        tx.commit().await?;
+        Ok((outcome, change))
+    }
+
+    async fn tenant_query(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant)).await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    async fn tenant_execute(
+        &self,
+        tenant: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant)).await?;
+        let n = tx.execute(sql, params).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+/// Why an event that is new will not be applied (it is still kept, as a dead letter).
+pub(crate) fn reject_reason(event: &Event, stream: &StreamId, _now: UnixMillis) -> Option<String> {
+    if &event.key.stream != stream {
+        return Some(format!(
+            "event {} belongs to another stream",
+            key_text(&event.key)
+        ));
+    }
+    if !event.content_ok() {
+        return Some(format!(
+            "event {}: content does not match its hash",
+            key_text(&event.key)
+        ));
+    }
+    None
+}
+
+async fn notify(
+    tx: &deadpool_postgres::Transaction<'_>,
+    change: &Change,
+) -> Result<(), StoreError> {
+    let mut payload = serde_json::to_string(change).unwrap_or_default();
+    if payload.len() > 7000 {
+        // NOTIFY payloads are capped at 8000 bytes: a big change is sent as "these stores
+        // changed" without the figures.
+        let slim = Change {
+            tenant: change.tenant.clone(),
+            sales: Vec::new(),
+            alerts: Vec::new(),
+            stores: change.stores.clone(),
+        };
+        payload = serde_json::to_string(&slim).unwrap_or_default();
+    }
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+async fn listen_once(url: &str, sender: &broadcast::Sender<Change>) -> Result<(), StoreError> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "listener connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+        .await?;
+    while let Some(payload) = rx.recv().await {
+        match serde_json::from_str::<Change>(&payload) {
+            Ok(change) => {
+                let _ = sender.send(change);
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable change notification"),
+        }
+    }
+    driver.abort();
+    drop(client);
+    Err(StoreError::Postgres("listener connection closed".into()))
+}
+
+async fn upsert_alert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    alert: &Alert,
+    now: i64,
+) -> Result<(), StoreError> {
+    let facts = serde_json::to_value(&alert.facts).unwrap_or(serde_json::Value::Null);
+    tx.execute(
+        "INSERT INTO alerts (tenant_id, alert_id, store_id, kind, severity, subject, raised_ms, raised_offset_min, state, \
+           changed_by, message, facts, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (tenant_id, alert_id) DO UPDATE SET \
+           state = excluded.state, changed_by = excluded.changed_by, updated_ms = excluded.updated_ms \
+         WHERE alerts.state < excluded.state",
+        &[
+            &tenant,
+            &alert.alert_id.as_str(),
+            &alert.store_id.as_str(),
+            &alert.kind.as_str(),
+            &alert.severity.as_str(),
+            &alert.subject,
+            &alert.raised_at.unix_ms(),
+            &alert.raised_at.offset_minutes(),
+            &alert_state_rank(alert.state),
+            &alert.changed_by,
+            &alert.message,
+            &facts,
+            &now,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upsert_rollups(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    rollups: &BTreeMap<ingest::RollupKeyRow, SalesFigures>,
+) -> Result<(), StoreError> {
+    if rollups.is_empty() {
+        return Ok(());
+    }
+    let n = rollups.len();
+    let mut g = Vec::with_capacity(n);
+    let mut b = Vec::with_capacity(n);
+    let mut s = Vec::with_capacity(n);
+    let mut d = Vec::with_capacity(n);
+    let mut v = Vec::with_capacity(n);
+    let (mut rev, mut units, mut txs, mut refunds, mut refund_amt, mut voids) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    // The primary key order is (granularity, dim, store, value, bucket): sort by it so that
+    // concurrent ingests lock shared rows in the same order.
+    let mut rows: Vec<_> = rollups.iter().collect();
+    rows.sort_by(|(a, _), (b, _)| (a.0, a.3, &a.2, &a.4, a.1).cmp(&(b.0, b.3, &b.2, &b.4, b.1)));
+    for ((gran, bucket, store, dim, value), f) in rows {
+        g.push(*gran);
+        b.push(*bucket);
+        s.push(store.as_str());
+        d.push(*dim);
+        v.push(value.as_str());
+        rev.push(f.revenue_e4);
+        units.push(f.units);
+        txs.push(f.transactions);
+        refunds.push(f.refunds);
+        refund_amt.push(f.refund_amount_e4);
+        voids.push(f.voids);
+    }
+    tx.execute(
+        "INSERT INTO sales_rollups AS r (tenant_id, granularity, bucket_ms, store_id, dim, dim_value, revenue_e4, units, \
+           transactions, refunds, refund_amount_e4, voids) \
+         SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::text[], $5::smallint[], $6::text[], $7::bigint[], \
+           $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) \
+         ON CONFLICT (tenant_id, granularity, dim, store_id, dim_value, bucket_ms) DO UPDATE SET \
+           revenue_e4 = r.revenue_e4 + excluded.revenue_e4, units = r.units + excluded.units, \
+           transactions = r.transactions + excluded.transactions, refunds = r.refunds + excluded.refunds, \
+           refund_amount_e4 = r.refund_amount_e4 + excluded.refund_amount_e4, voids = r.voids + excluded.voids",
+        &[&tenant, &g, &b, &s, &d, &v, &rev, &units, &txs, &refunds, &refund_amt, &voids],
+    )
+    .await?;
+    Ok(())
+}
+
+fn partition_functions(timescale: bool) -> String {
+    let tables = PARTITIONED.map(|t| format!("'{t}'")).join(", ");
+    if timescale {
+        // Hypertables create their own chunks; retention drops chunks.
+        return format!(
+            "CREATE OR REPLACE FUNCTION storesync_ensure_partitions(from_ms bigint, to_ms bigint) RETURNS void \
+             LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$ SELECT $$; \
+             CREATE OR REPLACE FUNCTION storesync_drop_partitions_before(cutoff_ms bigint) RETURNS bigint \
+             LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$ \
+             DECLARE t text; n bigint := 0; BEGIN \
+               FOREACH t IN ARRAY ARRAY[{tables}] LOOP \
+                 n := n + (SELECT count(*) FROM drop_chunks(t::regclass, older_than => cutoff_ms)); \
+               END LOOP; RETURN n; END $$;"
+        );
+    }
+    format!(
+        "CREATE OR REPLACE FUNCTION storesync_ensure_partitions(from_ms bigint, to_ms bigint) RETURNS void \
+         LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$ \
+         DECLARE t text; w bigint := {PARTITION_WIDTH_MS}; n bigint; \
+         BEGIN \
+           IF to_ms - from_ms > 600 * w THEN RAISE EXCEPTION 'partition range too wide'; END IF; \
+           n := floor(from_ms::numeric / w)::bigint; \
+           WHILE n * w <= to_ms LOOP \
+             FOREACH t IN ARRAY ARRAY[{tables}] LOOP \
+               IF to_regclass(format('%I', t || '_w' || replace(n::text, '-', 'm'))) IS NULL THEN \
+                 BEGIN \
+                   EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%s) TO (%s)', \
+                     t || '_w' || replace(n::text, '-', 'm'), t, n * w, (n + 1) * w); \
+                 EXCEPTION WHEN duplicate_table OR unique_violation THEN NULL; \
+                 END; \
+               END IF; \
+             END LOOP; \
+             n := n + 1; \
+           END LOOP; \
+         END $$; \
+         CREATE OR REPLACE FUNCTION storesync_drop_partitions_before(cutoff_ms bigint) RETURNS bigint \
+         LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$ \
+         DECLARE r record; dropped bigint := 0; w bigint := {PARTITION_WIDTH_MS}; \
+         BEGIN \
+           FOR r IN SELECT parent.relname AS parent, child.relname AS child FROM pg_inherits i \
+               JOIN pg_class parent ON parent.oid = i.inhparent JOIN pg_class child ON child.oid = i.inhrelid \
+               WHERE parent.relname = ANY(ARRAY[{tables}]) AND child.relname ~ '_w[0-9]+$' LOOP \
+             IF (substring(r.child FROM '_w([0-9]+)$')::bigint + 1) * w <= cutoff_ms THEN \
+               EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', r.parent, r.child); \
+               EXECUTE format('DROP TABLE %I', r.child); \
+               dropped := dropped + 1; \
+             END IF; \
+           END LOOP; \
+           RETURN dropped; \
+         END $$;"
+    )
+}
+
+fn stream_of(
+    tenant: &TenantId,
+    row: &tokio_postgres::Row,
+) -> Result<(StreamId, StreamHead), StoreError> {
+    let class: i16 = row.get("class");
+    let stream = StreamId {
+        tenant: tenant.clone(),
+        store: StoreId::new(row.get::<_, String>("store_id"))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        device: DeviceId::new(row.get::<_, String>("device_id"))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        epoch: Epoch(row.get::<_, i64>("epoch") as u64),
+        class: EventClass::from_u8(class as u8)
+            .ok_or_else(|| StoreError::Corrupt(format!("class {class}")))?,
+    };
+    let head = StreamHead {
+        seq: SeqNo(row.get::<_, i64>("seq") as u64),
+        hash: hash_of(row.get::<_, &[u8]>("hash"))?,
+    };
+    Ok((stream, head))
+}
+
+#[allow(clippy::too_many_arguments)] // one argument per stored column
+pub(crate) fn alert_from_parts(
+    alert_id: String,
+    store_id: String,
+    kind: &str,
+    severity: &str,
+    subject: String,
+    raised_ms: i64,
+    offset: i16,
+    state: i16,
+    changed_by: Option<String>,
+    message: String,
+    facts: &serde_json::Value,
+) -> Result<Alert, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("alert {alert_id}: {what}"));
+    Ok(Alert {
+        alert_id: AlertId::new(alert_id.clone()).map_err(|_| corrupt("id"))?,
+        kind: AlertKind::parse(kind).ok_or_else(|| corrupt("kind"))?,
+        severity: match severity {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "critical" => Severity::Critical,
+            _ => return Err(corrupt("severity")),
+        },
+        store_id: StoreId::new(store_id).map_err(|_| corrupt("store"))?,
+        subject,
+        raised_at: EventTime::from_unix_ms(raised_ms, offset),
+        state: match state {
+            0 => AlertState::Open,
+            1 => AlertState::Acknowledged,
+            _ => AlertState::Resolved,
+        },
+        changed_by,
+        message,
+        facts: serde_json::from_value(facts.clone()).unwrap_or_default(),
+    })
+}
+
+fn alert_of(row: &tokio_postgres::Row) -> Result<AlertRecord, StoreError> {
+    let facts: serde_json::Value = row.get("facts");
+    Ok(AlertRecord {
+        alert: alert_from_parts(
+            row.get("alert_id"),
+            row.get("store_id"),
+            row.get::<_, &str>("kind"),
+            row.get::<_, &str>("severity"),
+            row.get("subject"),
+            row.get("raised_ms"),
+            row.get("raised_offset_min"),
+            row.get("state"),
+            row.get("changed_by"),
+            row.get("message"),
+            &facts,
+        )?,
+        updated_ms: row.get("updated_ms"),
+    })
+}
+
+const ALERT_COLUMNS: &str = "alert_id, store_id, kind, severity, subject, raised_ms, raised_offset_min, state, changed_by, message, facts, updated_ms";
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let url = self.config.admin_url.as_deref().unwrap_or(&self.config.url);
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let result = self.migrate_with(&client).await;
+        drop(client);
+        let _ = driver.await;
+        self.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        result
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    async fn create_tenant(&self, tenant: &TenantId, name: &str) -> Result<(), StoreError> {
+        self.tenant_execute(
+            tenant.as_str(),
+            "INSERT INTO tenants (tenant_id, name, created_ms) VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE SET name = excluded.name",
+            &[&tenant.as_str(), &name, &now_ms()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn tenant_exists(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT 1 FROM tenants WHERE tenant_id = $1",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn upsert_store(&self, tenant: &TenantId, store: &StoreInfo) -> Result<(), StoreError> {
+        time_zone(&store.time_zone)?;
+        if !self.tenant_exists(tenant).await? {
+            return Err(StoreError::NotFound(format!("tenant {tenant}")));
+        }
+        self.tenant_execute(
+            tenant.as_str(),
+            "INSERT INTO stores (tenant_id, store_id, name, region, time_zone) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, store_id) DO UPDATE SET name = excluded.name, region = excluded.region, time_zone = excluded.time_zone",
+            &[&tenant.as_str(), &store.store_id.as_str(), &store.name, &store.region, &store.time_zone],
+        )
+        .await?;
+        self.zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(
+                tenant.as_str().to_owned(),
+                store.store_id.as_str().to_owned(),
+            ));
+        Ok(())
+    }
+
+    async fn stores(&self, tenant: &TenantId) -> Result<Vec<StoreInfo>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT store_id, name, region, time_zone FROM stores WHERE tenant_id = $1 ORDER BY store_id",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoreInfo {
+                    store_id: StoreId::new(r.get::<_, String>(0))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    name: r.get(1),
+                    region: r.get(2),
+                    time_zone: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    async fn set_item_category(
+        &self,
+        tenant: &TenantId,
+        sku: &Sku,
+        category: &str,
+    ) -> Result<(), StoreError> {
+        self.tenant_execute(
+            tenant.as_str(),
+            "INSERT INTO items (tenant_id, sku, category) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, sku) DO UPDATE SET category = excluded.category",
+            &[&tenant.as_str(), &sku.as_str(), &category],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn item_categories(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT sku, category FROM items WHERE tenant_id = $1",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn upsert_principal(&self, tenant: &TenantId, p: &Principal) -> Result<(), StoreError> {
+        if !self.tenant_exists(tenant).await? {
+            return Err(StoreError::NotFound(format!("tenant {tenant}")));
+        }
+        let stores: Vec<&str> = p.stores.iter().map(|s| s.as_str()).collect();
+        self.tenant_execute(
+            tenant.as_str(),
+            "INSERT INTO principals (tenant_id, is_client, name, secret_hash, role, stores) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, is_client, name) DO UPDATE SET secret_hash = excluded.secret_hash, role = excluded.role, stores = excluded.stores",
+            &[&tenant.as_str(), &p.is_client, &p.name, &p.secret_hash, &p.role.as_str(), &stores],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn principal(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        is_client: bool,
+    ) -> Result<Option<Principal>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT name, secret_hash, role, stores FROM principals WHERE tenant_id = $1 AND is_client = $2 AND name = $3",
+                &[&tenant.as_str(), &is_client, &name],
+            )
+            .await?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let role: String = r.get(2);
+        let stores: Vec<String> = r.get(3);
+        Ok(Some(Principal {
+            name: r.get(0),
+            is_client,
+            secret_hash: r.get(1),
+            role: super::Role::parse(&role)
+                .ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
+            stores: stores
+                .into_iter()
+                .filter_map(|s| StoreId::new(s).ok())
+                .collect(),
+        }))
+    }
+
+    async fn insert_refresh(&self, tenant: &TenantId, r: &RefreshRecord) -> Result<(), StoreError> {
+        self.tenant_execute(
+            tenant.as_str(),
+            "INSERT INTO refresh_tokens (tenant_id, token_hash, family, subject, is_client, expires_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&tenant.as_str(), &r.token_hash, &r.family, &r.subject, &r.is_client, &r.expires_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn use_refresh(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+        now: UnixMillis,
+    ) -> Result<RefreshUse, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant.as_str())).await?;
+        let row = tx
+            .query_opt(
+                "SELECT family, subject, is_client, expires_ms, used, revoked FROM refresh_tokens \
+                 WHERE tenant_id = $1 AND token_hash = $2 FOR UPDATE",
+                &[&tenant.as_str(), &token_hash],
+            )
+            .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(RefreshUse::Invalid);
+        };
+        let family: String = row.get(0);
+        let used: bool = row.get(4);
+        let revoked: bool = row.get(5);
+        let expires_ms: i64 = row.get(3);
+        if used {
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked = true WHERE tenant_id = $1 AND family = $2",
+                &[&tenant.as_str(), &family],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(RefreshUse::Replayed);
+        }
+        if revoked || expires_ms <= now {
+            tx.commit().await?;
+            return Ok(RefreshUse::Invalid);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET used = true WHERE tenant_id = $1 AND token_hash = $2",
+            &[&tenant.as_str(), &token_hash],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RefreshUse::Fresh(RefreshRecord {
+            token_hash: token_hash.to_owned(),
+            family,
+            subject: row.get(1),
+            is_client: row.get(2),
+            expires_ms,
+        }))
+    }
+
+    async fn commit_events(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        new_head: StreamHead,
+    ) -> Result<CommitOutcome, StoreError> {
+        let (outcome, _change) = self.commit_inner(stream, events, new_head).await?;
+        Ok(outcome)
+    }
+
+    async fn stream_heads(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+    ) -> Result<Vec<(StreamId, StreamHead)>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT store_id, device_id, epoch, class, seq, hash FROM stream_heads WHERE tenant_id = $1 AND device_id = $2 ORDER BY epoch, class",
+                &[&tenant.as_str(), &device.as_str()],
+            )
+            .await?;
+        rows.iter().map(|r| stream_of(tenant, r)).collect()
+    }
+
+    async fn chain_hash_at(
+        &self,
+        stream: &StreamId,
+        seq: SeqNo,
+    ) -> Result<Option<Hash>, StoreError> {
+        let rows = self
+            .tenant_query(
+                stream.tenant.as_str(),
+                "SELECT chain_hash FROM event_keys WHERE tenant_id = $1 AND device_id = $2 AND epoch = $3 AND class = $4 AND seq = $5",
+                &[
+                    &stream.tenant.as_str(),
+                    &stream.device.as_str(),
+                    &(stream.epoch.0 as i64),
+                    &(stream.class as i16),
+                    &(seq.0 as i64),
+                ],
+            )
+            .await?;
+        rows.first()
+            .map(|r| hash_of(r.get::<_, &[u8]>(0)))
+            .transpose()
+    }
+
+    async fn record_contact(
+        &self,
+        tenant: &TenantId,
+        store: &StoreId,
+        device: &DeviceId,
+        c: &DeviceContact,
+    ) -> Result<(), StoreError> {
+        self.tenant_execute(
+            tenant.as_str(),
+            "INSERT INTO devices (tenant_id, device_id, store_id, last_seen_ms, backlog, clock_skew_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, device_id) DO UPDATE SET store_id = excluded.store_id, last_seen_ms = excluded.last_seen_ms, \
+               backlog = excluded.backlog, clock_skew_ms = excluded.clock_skew_ms",
+            &[&tenant.as_str(), &device.as_str(), &store.as_str(), &c.now_ms, &(c.backlog as i64), &c.clock_skew_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn device_status(&self, tenant: &TenantId) -> Result<Vec<DeviceStatus>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "WITH heads AS (SELECT store_id, device_id, max(last_event_ms) AS last_event_ms, max(last_commit_ms) AS last_commit_ms \
+                   FROM stream_heads WHERE tenant_id = $1 GROUP BY store_id, device_id) \
+                 SELECT coalesce(d.store_id, h.store_id), coalesce(d.device_id, h.device_id), d.last_seen_ms, coalesce(d.backlog, 0), \
+                   coalesce(d.clock_skew_ms, 0), h.last_event_ms, h.last_commit_ms \
+                 FROM (SELECT * FROM devices WHERE tenant_id = $1) d FULL JOIN heads h ON h.device_id = d.device_id \
+                 ORDER BY 1, 2",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceStatus {
+                    store_id: StoreId::new(r.get::<_, String>(0))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    device_id: DeviceId::new(r.get::<_, String>(1))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    last_seen_ms: r.get(2),
+                    backlog: r.get::<_, i64>(3).max(0) as u64,
+                    clock_skew_ms: r.get(4),
+                    last_event_ms: r.get(5),
+                    last_commit_ms: r.get(6),
+                })
+            })
+            .collect()
+    }
+
+    async fn rollups(
+        &self,
+        tenant: &TenantId,
+        q: &RollupQuery,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let store_col = if q.by_store { "store_id" } else { "''::text" };
+        let value_col = if q.by_value { "dim_value" } else { "''::text" };
+        let bucket_col = if q.by_bucket {
+            "bucket_ms"
+        } else {
+            "0::bigint"
+        };
+        let stores: Option<Vec<&str>> = q
+            .stores
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str()).collect());
+        let values: Option<Vec<&str>> = q
+            .values
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect());
+        let sql = format!(
+            "SELECT {store_col}, {value_col}, {bucket_col}, sum(revenue_e4)::bigint, sum(units)::bigint, sum(transactions)::bigint, \
+               sum(refunds)::bigint, sum(refund_amount_e4)::bigint, sum(voids)::bigint \
+             FROM sales_rollups WHERE tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5 \
+               AND ($6::text[] IS NULL OR store_id = ANY($6)) AND ($7::text[] IS NULL OR dim_value = ANY($7)) \
+             GROUP BY 1, 2, 3 ORDER BY 3, 1, 2"
+        );
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                &sql,
+                &[
+                    &tenant.as_str(),
+                    &granularity_code(q.granularity),
+                    &(q.dim as i16),
+                    &q.from_ms,
+                    &q.to_ms,
+                    &stores,
+                    &values,
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let store: String = r.get(0);
+                Ok(RollupRow {
+                    store_id: if q.by_store {
+                        Some(StoreId::new(store).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+                    } else {
+                        None
+                    },
+                    value: r.get(1),
+                    bucket_ms: r.get(2),
+                    figures: SalesFigures {
+                        revenue_e4: r.get(3),
+                        units: r.get(4),
+                        transactions: r.get(5),
+                        refunds: r.get(6),
+                        refund_amount_e4: r.get(7),
+                        voids: r.get(8),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn movements(
+        &self,
+        tenant: &TenantId,
+        stores: Option<&[StoreId]>,
+        sku: Option<&Sku>,
+        limit: u32,
+    ) -> Result<Vec<(StoreId, Movement)>, StoreError> {
+        let stores: Option<Vec<&str>> = stores.map(|s| s.iter().map(|s| s.as_str()).collect());
+        let sku = sku.map(|s| s.as_str());
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT store_id, sku, at_ms, transaction_id, false, \
+                   (CASE WHEN kind = 0 THEN -abs(quantity) ELSE abs(quantity) END)::bigint \
+                 FROM line_items WHERE tenant_id = $1 AND kind <> 2 AND ($2::text[] IS NULL OR store_id = ANY($2)) AND ($3::text IS NULL OR sku = $3) \
+                 UNION ALL \
+                 SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements \
+                 WHERE tenant_id = $1 AND ($2::text[] IS NULL OR store_id = ANY($2)) AND ($3::text IS NULL OR sku = $3) \
+                 LIMIT $4",
+                &[&tenant.as_str(), &stores, &sku, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let is_count: bool = r.get(4);
+                let qty: i64 = r.get(5);
+                Ok((
+                    StoreId::new(r.get::<_, String>(0))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    Movement {
+                        sku: Sku::new(r.get::<_, String>(1))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        at_ms: r.get(2),
+                        source_id: r.get(3),
+                        change: if is_count {
+                            StockChange::Count(qty)
+                        } else {
+                            StockChange::Delta(qty)
+                        },
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn alerts(
+        &self,
+        tenant: &TenantId,
+        q: &AlertQuery,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        let stores: Option<Vec<&str>> = q
+            .stores
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str()).collect());
+        let state: Option<i16> = q
+            .state
+            .as_deref()
+            .and_then(AlertState::parse)
+            .map(alert_state_rank);
+        let sql = format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND ($2::text[] IS NULL OR store_id = ANY($2)) \
+             AND ($3::smallint IS NULL OR state = $3) AND ($4::bigint IS NULL OR raised_ms < $4) \
+             ORDER BY raised_ms DESC, alert_id LIMIT $5"
+        );
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                &sql,
+                &[
+                    &tenant.as_str(),
+                    &stores,
+                    &state,
+                    &q.before_ms,
+                    &i64::from(q.limit),
+                ],
+            )
+            .await?;
+        rows.iter().map(alert_of).collect()
+    }
+
+    async fn alert(
+        &self,
+        tenant: &TenantId,
+        alert_id: &AlertId,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        let sql =
+            format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE tenant_id = $1 AND alert_id = $2");
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                &sql,
+                &[&tenant.as_str(), &alert_id.as_str()],
+            )
+            .await?;
+        rows.first().map(alert_of).transpose()
+    }
+
+    async fn set_alert_state(
+        &self,
+        tenant: &TenantId,
+        alert_id: &AlertId,
+        state: AlertState,
+        by: &str,
+        now: UnixMillis,
+    ) -> Result<Option<AlertRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant.as_str())).await?;
+        let sql = format!(
+            "UPDATE alerts SET state = GREATEST(state, $3), changed_by = $4, updated_ms = $5 \
+             WHERE tenant_id = $1 AND alert_id = $2 RETURNING {ALERT_COLUMNS}"
+        );
+        let row = tx
+            .query_opt(
+                &sql,
+                &[
+                    &tenant.as_str(),
+                    &alert_id.as_str(),
+                    &alert_state_rank(state),
+                    &by,
+                    &now,
+                ],
+            )
+            .await?;
+        let record = row.as_ref().map(alert_of).transpose()?;
+        if let Some(r) = &record {
+            notify(
+                &tx,
+                &Change {
+                    tenant: tenant.as_str().to_owned(),
+                    sales: Vec::new(),
+                    alerts: vec![alert_id.as_str().to_owned()],
+                    stores: vec![r.alert.store_id.as_str().to_owned()],
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn dead_letters(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT store_id, event_key, reason, raw, received_ms FROM dead_letters WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&tenant.as_str(), &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadLetter {
+                store_id: r.get(0),
+                event_key: r.get(1),
+                reason: r.get(2),
+                raw: r.get(3),
+                received_ms: r.get(4),
+            })
+            .collect())
+    }
+}
+
+/// Keeps the key type in use for readers of this module's signatures.
+pub type Key = EventKey;

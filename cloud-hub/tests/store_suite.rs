@@ -1,0 +1,542 @@
+//! One suite, both backends: PostgreSQL (a throw-away cluster) and embedded SQLite.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::*;
+use storesync_hub::store::{AlertQuery, DimKind, RollupQuery, Store, granularity_code};
+use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
+use storesync_protocol::event::{EventBody, SeqNo};
+use storesync_protocol::ids::{AlertId, DeviceId};
+use storesync_protocol::inventory::{fold, movements};
+use storesync_protocol::rollup::{Dimension, Granularity, SalesFigures, rollup_rows};
+
+fn all_rollups(
+    store: &str,
+    bodies: &[EventBody],
+    tz: &str,
+) -> BTreeMap<(i16, i64, i16, String), SalesFigures> {
+    let tz = jiff::tz::TimeZone::get(tz).unwrap();
+    let mut out: BTreeMap<(i16, i64, i16, String), SalesFigures> = BTreeMap::new();
+    for body in bodies {
+        if let EventBody::Transaction(t) = body {
+            assert_eq!(t.store_id.as_str(), store);
+            for (key, f) in rollup_rows(t, &tz) {
+                let (dim, value) = match key.dimension {
+                    Dimension::Store => (0, String::new()),
+                    Dimension::Item(s) => (1, s.as_str().to_owned()),
+                    Dimension::Payment(p) => (2, p),
+                    Dimension::Register(r) => (3, r.as_str().to_owned()),
+                };
+                out.entry((granularity_code(key.granularity), key.bucket_ms, dim, value))
+                    .or_default()
+                    .add(&f);
+            }
+        }
+    }
+    out
+}
+
+async fn stored_rollups(
+    store: &dyn Store,
+    tenant_name: &str,
+) -> BTreeMap<(i16, i64, i16, String), SalesFigures> {
+    let mut out = BTreeMap::new();
+    for g in Granularity::STORED {
+        for dim in [
+            DimKind::Store,
+            DimKind::Item,
+            DimKind::Payment,
+            DimKind::Register,
+        ] {
+            let rows = store
+                .rollups(
+                    &tenant(tenant_name),
+                    &RollupQuery {
+                        granularity: g,
+                        dim,
+                        from_ms: 0,
+                        to_ms: i64::MAX,
+                        stores: None,
+                        values: None,
+                        by_store: false,
+                        by_value: true,
+                        by_bucket: true,
+                    },
+                )
+                .await
+                .unwrap();
+            for r in rows {
+                out.insert(
+                    (granularity_code(g), r.bucket_ms, dim as i16, r.value),
+                    r.figures,
+                );
+            }
+        }
+    }
+    out
+}
+
+fn sample_bodies(store: &str) -> Vec<EventBody> {
+    vec![
+        sale("t1", store, T0, &[("sku-1", 2, 150), ("sku-2", 1, 999)]),
+        sale("t2", store, T0 + 61_000, &[("sku-1", 1, 150)]),
+        EventBody::Transaction(txn(
+            "t3",
+            store,
+            T0 + 3_700_000,
+            &[("sku-2", -1, 999)],
+            "cash",
+            TransactionKind::Return,
+        )),
+        EventBody::Transaction(txn(
+            "t4",
+            store,
+            T0 + 90_000_000,
+            &[("sku-3", 1, 500)],
+            "cash",
+            TransactionKind::Void,
+        )),
+        sale("t5", store, T0 + 90_000_000, &[("sku-3", 4, 250)]),
+    ]
+}
+
+async fn ingest_then_replay_changes_nothing(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "Europe/Paris")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 7);
+    let bodies = sample_bodies("s1");
+    let (stream, events, head) = device.run(bodies.clone());
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!(
+        (
+            outcome.inserted,
+            outcome.duplicates,
+            outcome.conflicts.len()
+        ),
+        (5, 0, 0)
+    );
+    let expected = all_rollups("s1", &bodies, "Europe/Paris");
+    let first = stored_rollups(&*store, "acme").await;
+    assert_eq!(first, expected, "hub rollups equal the protocol's own");
+
+    let again = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!(
+        (again.inserted, again.duplicates, again.conflicts.len()),
+        (0, 5, 0)
+    );
+    assert_eq!(
+        stored_rollups(&*store, "acme").await,
+        expected,
+        "a replay changes nothing"
+    );
+
+    // A run overlapping the stored one and extending it.
+    let (_, more, head2) = device.run(vec![sale("t6", "s1", T0 + 120_000, &[("sku-1", 3, 150)])]);
+    let mut overlap = events[3..].to_vec();
+    overlap.extend(more);
+    let outcome = store.commit_events(&stream, &overlap, head2).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (1, 2));
+}
+
+async fn heads_and_chain_hashes(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    assert!(
+        store
+            .stream_heads(&tenant("acme"), &DeviceId::new("d1").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (stream, events, head) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let (scan_stream, scans, scan_head) = device.run(vec![scan(
+        "sc1",
+        "s1",
+        T0,
+        "sku-1",
+        ScanPurpose::Receiving,
+        10,
+    )]);
+    store
+        .commit_events(&scan_stream, &scans, scan_head)
+        .await
+        .unwrap();
+    let heads = store
+        .stream_heads(&tenant("acme"), &DeviceId::new("d1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        heads,
+        vec![(stream.clone(), head), (scan_stream.clone(), scan_head)]
+    );
+    for event in &events {
+        assert_eq!(
+            store.chain_hash_at(&stream, event.key.seq).await.unwrap(),
+            Some(event.chain_hash())
+        );
+    }
+    assert_eq!(store.chain_hash_at(&stream, SeqNo(99)).await.unwrap(), None);
+    // Another tenant sees none of it.
+    setup_tenant(&*store, "other", &[("s1", "north", "UTC")]).await;
+    assert!(
+        store
+            .stream_heads(&tenant("other"), &DeviceId::new("d1").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut foreign = stream.clone();
+    foreign.tenant = tenant("other");
+    assert_eq!(store.chain_hash_at(&foreign, SeqNo(1)).await.unwrap(), None);
+}
+
+async fn same_key_other_content_is_a_conflict(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, events, head) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let before = stored_rollups(&*store, "acme").await;
+    // A device restored from an old backup reuses epoch and sequence with other content.
+    let mut forged_device = Device::new("acme", "s1", "d1", 1);
+    let (_, forged, forged_head) =
+        forged_device.run(vec![sale("x1", "s1", T0, &[("sku-9", 9, 100)])]);
+    let outcome = store
+        .commit_events(&stream, &forged, forged_head)
+        .await
+        .unwrap();
+    assert_eq!(outcome.conflicts, vec![forged[0].key.clone()]);
+    assert_eq!(outcome.inserted, 0);
+    assert_eq!(
+        stored_rollups(&*store, "acme").await,
+        before,
+        "the stored version is kept"
+    );
+    assert_eq!(
+        store.chain_hash_at(&stream, SeqNo(1)).await.unwrap(),
+        Some(events[0].chain_hash())
+    );
+    let heads = store
+        .stream_heads(&tenant("acme"), &DeviceId::new("d1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(heads[0].1, head, "the head never goes backwards");
+    let dead = store.dead_letters(&tenant("acme"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.starts_with("conflict"), "{}", dead[0].reason);
+    let alerts = store
+        .alerts(
+            &tenant("acme"),
+            &AlertQuery {
+                limit: 10,
+                ..AlertQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].alert.kind.as_str(), "conflicting_duplicate");
+}
+
+async fn transaction_ids_are_idempotent_across_epochs(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let bodies = sample_bodies("s1");
+    let (stream, events, head) = device.run(bodies.clone());
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let before = stored_rollups(&*store, "acme").await;
+    // Restored into a new epoch, the device sends t1 again (same content), t2 with other
+    // content, and a new t7; t7 twice in the same run counts once.
+    let mut restored = Device::new("acme", "s1", "d1", 2);
+    let (stream2, events2, head2) = restored.run(vec![
+        bodies[0].clone(),
+        sale("t2", "s1", T0 + 61_000, &[("sku-1", 5, 150)]),
+        sale("t7", "s1", T0 + 500, &[("sku-1", 1, 100)]),
+        sale("t7", "s1", T0 + 500, &[("sku-1", 1, 100)]),
+    ]);
+    let outcome = store
+        .commit_events(&stream2, &events2, head2)
+        .await
+        .unwrap();
+    assert_eq!(outcome.inserted, 1);
+    assert_eq!(outcome.duplicates, 2);
+    assert_eq!(outcome.conflicts, vec![events2[1].key.clone()]);
+    let after = stored_rollups(&*store, "acme").await;
+    let day = |m: &BTreeMap<(i16, i64, i16, String), SalesFigures>| -> i64 {
+        m.iter()
+            .filter(|(k, _)| k.0 == 2 && k.2 == 0)
+            .map(|(_, f)| f.transactions)
+            .sum()
+    };
+    assert_eq!(day(&after), day(&before) + 1);
+}
+
+async fn rejected_records_become_dead_letters(store: Arc<dyn Store>) {
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "UTC"), ("s2", "south", "UTC")],
+    )
+    .await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    // A transaction claiming another store, and one whose total does not add up.
+    let mut bad_total = txn(
+        "t9",
+        "s1",
+        T0,
+        &[("sku-1", 1, 100)],
+        "card",
+        TransactionKind::Sale,
+    );
+    bad_total.total_amount = storesync_protocol::money::Money::from_cents(100_000);
+    let (stream, events, head) = device.run(vec![
+        sale("t8", "s2", T0, &[("sku-1", 1, 100)]),
+        EventBody::Transaction(bad_total),
+        sale("t10", "s1", T0, &[("sku-1", 1, 100)]),
+    ]);
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!(outcome.inserted, 3, "kept keys count as inserted");
+    let dead = store.dead_letters(&tenant("acme"), 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter().any(|d| d.reason.contains("storeId")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter().any(|d| d.reason.contains("totalAmount")),
+        "{dead:?}"
+    );
+    assert!(dead.iter().all(|d| !d.raw.is_empty()));
+    let rollups = stored_rollups(&*store, "acme").await;
+    let tx_count: i64 = rollups
+        .iter()
+        .filter(|(k, _)| k.0 == 2 && k.2 == 0)
+        .map(|(_, f)| f.transactions)
+        .sum();
+    assert_eq!(tx_count, 1);
+}
+
+async fn inventory_equals_the_protocol_fold(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let sales = sample_bodies("s1");
+    let stock = vec![
+        scan("c1", "s1", T0 - 1000, "sku-1", ScanPurpose::StockCount, 50),
+        scan("r1", "s1", T0 + 10, "sku-2", ScanPurpose::Receiving, 12),
+        scan("x1", "s1", T0 + 11, "sku-2", ScanPurpose::Sale, 1),
+        scan(
+            "c2",
+            "s1",
+            T0 + 61_000,
+            "sku-1",
+            ScanPurpose::StockCount,
+            40,
+        ),
+    ];
+    let adjust = vec![adjustment("a1", "s1", T0 + 5, "sku-3", 7)];
+    for bodies in [sales.clone(), stock.clone(), adjust.clone()] {
+        let (stream, events, head) = device.run(bodies);
+        store.commit_events(&stream, &events, head).await.unwrap();
+    }
+    let all: Vec<EventBody> = sales.into_iter().chain(stock).chain(adjust).collect();
+    let expected = fold(all.iter().flat_map(movements).collect());
+    let stored = store
+        .movements(&tenant("acme"), None, None, 10_000)
+        .await
+        .unwrap();
+    let got = fold(stored.into_iter().map(|(_, m)| m).collect());
+    assert_eq!(got, expected);
+}
+
+async fn alerts_list_acknowledge_resolve(store: Arc<dyn Store>) {
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "UTC"), ("s2", "south", "UTC")],
+    )
+    .await;
+    let mut d1 = Device::new("acme", "s1", "d1", 1);
+    let mut d2 = Device::new("acme", "s2", "d2", 1);
+    let (st1, ev1, h1) = d1.run(vec![
+        alert("al-1", "s1", T0, AlertState::Open),
+        alert("al-2", "s1", T0 + 1, AlertState::Open),
+    ]);
+    let (st2, ev2, h2) = d2.run(vec![alert("al-3", "s2", T0 + 2, AlertState::Open)]);
+    store.commit_events(&st1, &ev1, h1).await.unwrap();
+    store.commit_events(&st2, &ev2, h2).await.unwrap();
+    let acme = tenant("acme");
+    let all = store
+        .alerts(
+            &acme,
+            &AlertQuery {
+                limit: 10,
+                ..AlertQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|a| a.alert.alert_id.as_str())
+            .collect::<Vec<_>>(),
+        ["al-3", "al-2", "al-1"]
+    );
+    let s1_only = store
+        .alerts(
+            &acme,
+            &AlertQuery {
+                stores: Some(vec![store_id("s1")]),
+                limit: 10,
+                ..AlertQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s1_only.len(), 2);
+    let page = store
+        .alerts(
+            &acme,
+            &AlertQuery {
+                limit: 1,
+                before_ms: Some(T0 + 2),
+                ..AlertQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page[0].alert.alert_id.as_str(), "al-2");
+    let id = AlertId::new("al-1").unwrap();
+    let acked = store
+        .set_alert_state(&acme, &id, AlertState::Acknowledged, "mia", T0 + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (acked.alert.state, acked.alert.changed_by.as_deref()),
+        (AlertState::Acknowledged, Some("mia"))
+    );
+    store
+        .set_alert_state(&acme, &id, AlertState::Resolved, "mia", T0 + 11)
+        .await
+        .unwrap();
+    // An edge replaying the old open state does not reopen it.
+    let (st1b, ev1b, h1b) = d1.run(vec![alert("al-1", "s1", T0, AlertState::Open)]);
+    store.commit_events(&st1b, &ev1b, h1b).await.unwrap();
+    assert_eq!(
+        store.alert(&acme, &id).await.unwrap().unwrap().alert.state,
+        AlertState::Resolved
+    );
+    let open = store
+        .alerts(
+            &acme,
+            &AlertQuery {
+                state: Some("open".into()),
+                limit: 10,
+                ..AlertQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 2);
+    setup_tenant(&*store, "other", &[]).await;
+    assert!(store.alert(&tenant("other"), &id).await.unwrap().is_none());
+    assert!(
+        store
+            .set_alert_state(&tenant("other"), &id, AlertState::Resolved, "x", 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn tenants_do_not_see_each_other(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    setup_tenant(&*store, "globex", &[("s1", "west", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, events, head) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &events, head).await.unwrap();
+    assert!(stored_rollups(&*store, "globex").await.is_empty());
+    assert!(
+        store
+            .movements(&tenant("globex"), None, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.stores(&tenant("globex")).await.unwrap()[0].region,
+        "west"
+    );
+    assert!(!store.tenant_exists(&tenant("initech")).await.unwrap());
+    // Same event ids under another tenant are independent.
+    let mut other = Device::new("globex", "s1", "d1", 1);
+    let (stream, events, head) = other.run(sample_bodies("s1"));
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!(outcome.inserted, 5);
+}
+
+async fn sync_status_tracks_devices(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, events, head) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let contact = storesync_hub::store::DeviceContact {
+        now_ms: T0 + 100_000_000,
+        backlog: 3,
+        clock_skew_ms: -40,
+    };
+    store
+        .record_contact(
+            &tenant("acme"),
+            &store_id("s1"),
+            &DeviceId::new("d1").unwrap(),
+            &contact,
+        )
+        .await
+        .unwrap();
+    let status = store.device_status(&tenant("acme")).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].backlog, 3);
+    assert_eq!(status[0].clock_skew_ms, -40);
+    assert_eq!(status[0].last_event_ms, Some(T0 + 90_000_000));
+}
+
+async fn unknown_time_zone_is_refused(store: Arc<dyn Store>) {
+    store.create_tenant(&tenant("acme"), "Acme").await.unwrap();
+    let info = storesync_hub::store::StoreInfo {
+        store_id: store_id("s1"),
+        name: "x".into(),
+        region: "r".into(),
+        time_zone: "Mars/Olympus".into(),
+    };
+    assert!(store.upsert_store(&tenant("acme"), &info).await.is_err());
+    assert!(
+        store
+            .upsert_store(
+                &tenant("nobody"),
+                &storesync_hub::store::StoreInfo {
+                    time_zone: "UTC".into(),
+                    ..info
+                }
+            )
+            .await
+            .is_err()
+    );
+}
+
+on_both_backends!(
+    ingest_then_replay_changes_nothing,
+    heads_and_chain_hashes,
+    same_key_other_content_is_a_conflict,
+    transaction_ids_are_idempotent_across_epochs,
+    rejected_records_become_dead_letters,
+    inventory_equals_the_protocol_fold,
+    alerts_list_acknowledge_resolve,
+    tenants_do_not_see_each_other,
+    sync_status_tracks_devices,
+    unknown_time_zone_is_refused,
+);
