@@ -1,0 +1,362 @@
+//! Local rollups: per minute, hour and day, by store, item, payment method and register.
+//!
+//! The figures and buckets come from `storesync_protocol::rollup` so the hub computes the
+//! same numbers from the same events. The writer adds a batch's contribution with one
+//! multi-row upsert per 1,000 rows inside the ingest transaction; [`recompute`] rebuilds
+//! them from the event log, which is how tests (and an operator) check them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use storesync_protocol::rollup::{Granularity, RollupKey, SalesFigures, bucket_start};
+use storesync_protocol::{EventBody, EventClass};
+
+use crate::store::{Store, StoreError};
+use crate::writer::{rollup_key_sql, sorted_rollups};
+
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Adds `delta` to the stored rollups.
+pub(crate) async fn upsert(
+    conn: &mut SqliteConnection,
+    delta: &HashMap<RollupKey, SalesFigures>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&RollupKey, &SalesFigures)> = sorted_rollups(delta).into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO rollups (granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions, \
+             refunds, refund_amount_e4, voids) ",
+        );
+        qb.push_values(chunk, |mut b, (key, f)| {
+            let (granularity, kind, value) = rollup_key_sql(key);
+            b.push_bind(granularity)
+                .push_bind(key.bucket_ms)
+                .push_bind(kind)
+                .push_bind(value)
+                .push_bind(f.revenue_e4)
+                .push_bind(f.units)
+                .push_bind(f.transactions)
+                .push_bind(f.refunds)
+                .push_bind(f.refund_amount_e4)
+                .push_bind(f.voids);
+        });
+        qb.push(
+            " ON CONFLICT(granularity, bucket_ms, dim_kind, dim_value) DO UPDATE SET \
+             revenue_e4 = revenue_e4 + excluded.revenue_e4, units = units + excluded.units, \
+             transactions = transactions + excluded.transactions, refunds = refunds + excluded.refunds, \
+             refund_amount_e4 = refund_amount_e4 + excluded.refund_amount_e4, voids = voids + excluded.voids",
+        );
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The newest minute bucket per register since `since_ms`.
+pub(crate) async fn load_register_last_seen(
+    conn: &mut SqliteConnection,
+    since_ms: i64,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT dim_value, MAX(bucket_ms) FROM rollups WHERE granularity = 0 AND dim_kind = 3 AND bucket_ms >= ? GROUP BY dim_value",
+    )
+    .bind(since_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+        .collect())
+}
+
+/// The store-dimension figures of one bucket.
+pub(crate) async fn store_figures(
+    conn: &mut SqliteConnection,
+    granularity: i64,
+    bucket_ms: i64,
+) -> Result<Option<SalesFigures>, StoreError> {
+    let row = sqlx::query(
+        "SELECT revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups \
+         WHERE granularity = ? AND bucket_ms = ? AND dim_kind = 0 AND dim_value = ''",
+    )
+    .bind(granularity)
+    .bind(bucket_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| figures_from(&r, 0)))
+}
+
+fn figures_from(r: &sqlx::sqlite::SqliteRow, at: usize) -> SalesFigures {
+    SalesFigures {
+        revenue_e4: r.get(at),
+        units: r.get(at + 1),
+        transactions: r.get(at + 2),
+        refunds: r.get(at + 3),
+        refund_amount_e4: r.get(at + 4),
+        voids: r.get(at + 5),
+    }
+}
+
+/// What a rollup query groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// The whole store.
+    Store,
+    /// Item.
+    Item,
+    /// Payment method.
+    Payment,
+    /// Register.
+    Register,
+}
+
+impl Grouping {
+    /// Parses the API name.
+    pub fn parse(s: &str) -> Option<Grouping> {
+        match s {
+            "store" => Some(Grouping::Store),
+            "item" => Some(Grouping::Item),
+            "payment" | "paymentMethod" => Some(Grouping::Payment),
+            "register" => Some(Grouping::Register),
+            _ => None,
+        }
+    }
+
+    fn kind(self) -> i64 {
+        match self {
+            Grouping::Store => 0,
+            Grouping::Item => 1,
+            Grouping::Payment => 2,
+            Grouping::Register => 3,
+        }
+    }
+}
+
+/// One row of a rollup answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollupRow {
+    /// Bucket start, RFC 3339 in the store's time zone.
+    pub bucket: String,
+    /// Bucket start, Unix milliseconds.
+    pub bucket_ms: i64,
+    /// Group value (`""` for the store).
+    pub group: String,
+    /// Revenue in currency units.
+    pub revenue: f64,
+    /// Units.
+    pub units: i64,
+    /// Sale transactions.
+    pub transactions: i64,
+    /// Return transactions.
+    pub refunds: i64,
+    /// Refunded amount in currency units.
+    pub refund_amount: f64,
+    /// Voids.
+    pub voids: i64,
+    /// Units per sale transaction.
+    pub basket_units: Option<f64>,
+    /// Revenue per sale transaction.
+    pub basket_revenue: Option<f64>,
+}
+
+fn money(e4: i64) -> f64 {
+    storesync_protocol::Money::from_e4(e4).to_f64()
+}
+
+fn row_of(bucket_ms: i64, group: String, f: &SalesFigures, tz: &jiff::tz::TimeZone) -> RollupRow {
+    let bucket = jiff::Timestamp::from_millisecond(bucket_ms)
+        .map(|ts| {
+            ts.to_zoned(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        })
+        .unwrap_or_default();
+    RollupRow {
+        bucket,
+        bucket_ms,
+        group,
+        revenue: money(f.revenue_e4),
+        units: f.units,
+        transactions: f.transactions,
+        refunds: f.refunds,
+        refund_amount: money(f.refund_amount_e4),
+        voids: f.voids,
+        basket_units: f.basket_units(),
+        basket_revenue: (f.transactions > 0).then(|| money(f.revenue_e4) / f.transactions as f64),
+    }
+}
+
+/// Rollup rows of `granularity` in `[from_ms, to_ms)` grouped by `grouping`, at most `limit`.
+/// Weeks are summed from days.
+pub async fn query(
+    pool: &SqlitePool,
+    tz: &jiff::tz::TimeZone,
+    granularity: Granularity,
+    grouping: Grouping,
+    from_ms: i64,
+    to_ms: i64,
+    limit: usize,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let stored = match granularity {
+        Granularity::Minute => 0,
+        Granularity::Hour => 1,
+        Granularity::Day | Granularity::Week => 2,
+    };
+    let rows = sqlx::query(
+        "SELECT bucket_ms, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups \
+         WHERE granularity = ? AND dim_kind = ? AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms, dim_value LIMIT ?",
+    )
+    .bind(stored)
+    .bind(grouping.kind())
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    let mut merged: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
+    for r in &rows {
+        let mut bucket: i64 = r.get(0);
+        if granularity == Granularity::Week {
+            bucket = bucket_start(bucket, Granularity::Week, tz);
+        }
+        merged
+            .entry((bucket, r.get(1)))
+            .or_default()
+            .add(&figures_from(r, 2));
+    }
+    Ok(merged
+        .into_iter()
+        .map(|((b, g), f)| row_of(b, g, &f, tz))
+        .collect())
+}
+
+/// The items with the most revenue (or units) in `[from_ms, to_ms)`, from hour rollups.
+pub async fn top_items(
+    pool: &SqlitePool,
+    from_ms: i64,
+    to_ms: i64,
+    by_units: bool,
+    limit: usize,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let order = if by_units { "units" } else { "revenue_e4" };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT dim_value, SUM(revenue_e4) AS revenue_e4, SUM(units) AS units, SUM(transactions) FROM rollups \
+         WHERE granularity = 1 AND dim_kind = 1 AND bucket_ms >= ? AND bucket_ms < ? \
+         GROUP BY dim_value ORDER BY {order} DESC, dim_value LIMIT ?"
+    )))
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "itemId": r.get::<String, _>(0),
+                "revenue": money(r.get(1)),
+                "units": r.get::<i64, _>(2),
+                "transactions": r.get::<i64, _>(3),
+            })
+        })
+        .collect())
+}
+
+/// Store figures summed over minute buckets in `[from_ms, to_ms)`.
+pub async fn store_total(
+    pool: &SqlitePool,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<SalesFigures, StoreError> {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(revenue_e4),0), COALESCE(SUM(units),0), COALESCE(SUM(transactions),0), \
+         COALESCE(SUM(refunds),0), COALESCE(SUM(refund_amount_e4),0), COALESCE(SUM(voids),0) FROM rollups \
+         WHERE granularity = 0 AND dim_kind = 0 AND bucket_ms >= ? AND bucket_ms < ?",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_one(pool)
+    .await?;
+    Ok(figures_from(&row, 0))
+}
+
+/// Rollup figures as JSON numbers for the summary.
+pub fn figures_json(f: &SalesFigures) -> serde_json::Value {
+    serde_json::json!({
+        "revenue": money(f.revenue_e4),
+        "units": f.units,
+        "transactions": f.transactions,
+        "refunds": f.refunds,
+        "refundAmount": money(f.refund_amount_e4),
+        "voids": f.voids,
+        "basketUnits": f.basket_units(),
+    })
+}
+
+/// The result of comparing stored rollups with a recomputation from the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recomputed {
+    /// Sales events read.
+    pub transactions: u64,
+    /// Rollup rows stored.
+    pub stored_rows: usize,
+    /// Keys whose stored figures differ from the recomputed ones (at most 20 shown).
+    pub mismatches: Vec<String>,
+}
+
+/// Recomputes every rollup from the transactions in the event log and compares with the
+/// stored table. Only meaningful while no acknowledged event has been pruned.
+pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recomputed, StoreError> {
+    let pool = store.reader();
+    let mut expected: HashMap<(i64, i64, i64, String), SalesFigures> = HashMap::new();
+    let mut transactions = 0u64;
+    let rows = sqlx::query(
+        "SELECT epoch, class, seq, prev, content_hash, body FROM events WHERE class = ?",
+    )
+    .bind(EventClass::Sales as i64)
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        let event = crate::store::event_from_row(store.identity(), row)?;
+        if let EventBody::Transaction(tx) = &event.body {
+            transactions += 1;
+            for (key, f) in storesync_protocol::rollup::rollup_rows(tx, tz) {
+                let (g, k, v) = rollup_key_sql(&key);
+                expected
+                    .entry((g, key.bucket_ms, k, v))
+                    .or_default()
+                    .add(&f);
+            }
+        }
+    }
+    let stored = sqlx::query(
+        "SELECT granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut mismatches = Vec::new();
+    let stored_rows = stored.len();
+    for r in &stored {
+        let key = (
+            r.get::<i64, _>(0),
+            r.get::<i64, _>(1),
+            r.get::<i64, _>(2),
+            r.get::<String, _>(3),
+        );
+        let got = figures_from(r, 4);
+        let want = expected.remove(&key).unwrap_or_default();
+        if got != want {
+            mismatches.push(format!("{key:?}: stored {got:?}, recomputed {want:?}"));
+        }
+    }
+    for (key, want) in expected {
+        mismatches.push(format!("{key:?}: missing, recomputed {want:?}"));
+    }
+    mismatches.truncate(20);
+    Ok(Recomputed {
+        transactions,
+        stored_rows,
+        mismatches,
+    })
+}

@@ -1,0 +1,1104 @@
+//! The single writer task: group commit of everything the agent records.
+//!
+//! Every ingest path (HTTP, CSV, bridge) sends [`Submission`]s through a [`WriterHandle`].
+//! The task takes the first waiting request and every other request already queued, up to
+//! `limits.batch_records_max` records, and commits them in **one** SQLite transaction:
+//! sealed events, dead letters, rollup increments, inventory, alerts raised by the batch
+//! and the sealer's stream heads. Only after `COMMIT` returns (WAL fsynced,
+//! `synchronous=FULL`) does any caller hear its outcome, so a 2xx, a CSV report or a
+//! bridge ack always means durable.
+//!
+//! # Idempotency keys
+//!
+//! A record's id (`transactionId`, `scanId`, `adjustmentId`) is hashed with BLAKE3 to a
+//! 63-bit integer, its *dedupe key*, and its content hash to a 64-bit *content tag*. The
+//! writer keeps `dedupe key → content tag` in memory for every event in the log and every
+//! archived key younger than `retention.dedupe_days`, rebuilt at start from two unindexed
+//! columns of `events` plus `dedupe_archive`. Nothing random is ever inserted into an
+//! on-disk unique index, which is what makes random UUIDv4 transaction ids as cheap as
+//! time-ordered ones (see the crate docs). Same key, same tag: duplicate. Same key,
+//! different tag: a conflict, dead-lettered, with an alert. The map costs about 32 bytes
+//! per retained record.
+//!
+//! # Overflow policy
+//!
+//! The request queue holds `limits.queue_requests_max` requests; when it is full,
+//! [`WriterHandle::submit`] fails at once with [`StoreError::Busy`] (HTTP 503), so memory
+//! stays bounded under overload and clients retry.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use storesync_protocol::domain::{AlertKind, AlertState, Severity};
+use storesync_protocol::ids::AlertId;
+use storesync_protocol::inventory::{Movement, OnHand};
+use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures};
+use storesync_protocol::validate::FieldError;
+use storesync_protocol::{
+    Alert, Epoch, Event, EventBody, EventClass, EventTime, ScanEvent, Sealer, SeqNo, Sku,
+    StockAdjustment, Transaction,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::alerts::{self, AlertView, Candidate};
+use crate::config::Settings;
+use crate::inventory;
+use crate::metrics::Metrics;
+use crate::rollup;
+use crate::store::{StoreError, epoch_sql};
+
+/// A validated record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A POS transaction.
+    Transaction(Transaction),
+    /// A scanner event.
+    Scan(ScanEvent),
+    /// A stock adjustment.
+    Adjustment(StockAdjustment),
+}
+
+impl Record {
+    fn id_field(&self) -> (&'static str, &str) {
+        match self {
+            Record::Transaction(t) => ("transactionId", t.transaction_id.as_str()),
+            Record::Scan(s) => ("scanId", s.scan_id.as_str()),
+            Record::Adjustment(a) => ("adjustmentId", a.adjustment_id.as_str()),
+        }
+    }
+
+    fn into_body(self) -> EventBody {
+        match self {
+            Record::Transaction(t) => EventBody::Transaction(t),
+            Record::Scan(s) => EventBody::Scan(s),
+            Record::Adjustment(a) => EventBody::Adjustment(a),
+        }
+    }
+}
+
+/// One record offered to the writer, valid or not, with its raw bytes for dead letters.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Where it came from (`http`, `csv:<file>:<lines>`, `bridge:<device>`...).
+    pub source: String,
+    /// `transaction`, `scan`, `adjustment` or `frame`.
+    pub kind: &'static str,
+    /// The bytes as received.
+    pub raw: Vec<u8>,
+    /// The validated record, or why it is not one.
+    pub parsed: Result<Record, Vec<FieldError>>,
+    /// When this corrects a dead letter: its id.
+    pub resubmit_of: Option<i64>,
+}
+
+/// What became of a submission. Every variant is durable when the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Sealed into the log.
+    Accepted {
+        /// Epoch, as decimal text (it does not fit a JSON number exactly).
+        epoch: String,
+        /// Class name.
+        class: &'static str,
+        /// Sequence in the stream.
+        seq: u64,
+    },
+    /// The same record (same id, same content) is already in the log.
+    Duplicate,
+    /// The id is already recorded with different content; kept as a dead letter.
+    Conflict {
+        /// The dead letter.
+        dead_letter: i64,
+        /// Field and reason.
+        errors: Vec<ErrorView>,
+    },
+    /// Invalid; kept as a dead letter.
+    Rejected {
+        /// The dead letter.
+        dead_letter: i64,
+        /// Every failed rule.
+        errors: Vec<ErrorView>,
+    },
+}
+
+/// A field error as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorView {
+    /// The field's path.
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<&FieldError> for ErrorView {
+    fn from(e: &FieldError) -> Self {
+        ErrorView {
+            field: e.field.clone(),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+/// What pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// Acknowledged events past retention.
+    pub events: u64,
+    /// Dead letters past retention.
+    pub dead_letters: u64,
+    /// Archived idempotency keys past retention.
+    pub dedupe_keys: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    Ingest {
+        items: Vec<Submission>,
+        now_ms: i64,
+        reply: Reply<Vec<Outcome>>,
+    },
+    SetAlertState {
+        alert_id: String,
+        state: AlertState,
+        by: String,
+        now_ms: i64,
+        reply: Reply<Option<AlertView>>,
+    },
+    MarkAcked {
+        epoch: Epoch,
+        class: EventClass,
+        through: SeqNo,
+        reply: Reply<()>,
+    },
+    Prune {
+        now_ms: i64,
+        reply: Reply<PruneReport>,
+    },
+    Tick {
+        now_ms: i64,
+    },
+}
+
+/// The sending side of the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Ingest { .. } => "Ingest",
+            Command::SetAlertState { .. } => "SetAlertState",
+            Command::MarkAcked { .. } => "MarkAcked",
+            Command::Prune { .. } => "Prune",
+            Command::Tick { .. } => "Tick",
+        })
+    }
+}
+
+impl WriterHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records `items` durably; the outcomes are in the order of `items`.
+    pub async fn submit(
+        &self,
+        items: Vec<Submission>,
+        now_ms: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(|reply| Command::Ingest {
+            items,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Acknowledges or resolves an alert; `None` when there is no such alert.
+    pub async fn set_alert_state(
+        &self,
+        alert_id: String,
+        state: AlertState,
+        by: String,
+        now_ms: i64,
+    ) -> Result<Option<AlertView>, StoreError> {
+        self.call(|reply| Command::SetAlertState {
+            alert_id,
+            state,
+            by,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Outbox: the hub has durably committed `(epoch, class)` through `through`. Never
+    /// moves the acknowledged position backwards, nor past the head.
+    pub async fn mark_acked(
+        &self,
+        epoch: Epoch,
+        class: EventClass,
+        through: SeqNo,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Command::MarkAcked {
+            epoch,
+            class,
+            through,
+            reply,
+        })
+        .await
+    }
+
+    /// Outbox: deletes acknowledged events older than `retention.acked_days` (never an
+    /// unacknowledged one), old dead letters and old archived keys.
+    pub async fn prune(&self, now_ms: i64) -> Result<PruneReport, StoreError> {
+        self.call(|reply| Command::Prune { now_ms, reply }).await
+    }
+
+    /// Periodic work: time-based alerts, WAL checkpoint, pruning.
+    pub async fn tick(&self, now_ms: i64) -> Result<(), StoreError> {
+        // A tick is advisory: dropped when the queue is full.
+        self.tx
+            .try_send(Command::Tick { now_ms })
+            .map_err(|_| StoreError::Busy)
+    }
+}
+
+/// An identity hasher for keys that already are uniform hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.0 = n as u64;
+    }
+}
+
+type KeyMap = HashMap<i64, i64, BuildHasherDefault<KeyHasher>>;
+
+/// The dedupe key of a record id: 63 bits of BLAKE3, non-negative.
+pub fn dedupe_key(kind: &str, id: &str) -> i64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(kind.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(id.as_bytes());
+    let bytes = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes.as_bytes()[..8]);
+    (u64::from_le_bytes(first) >> 1) as i64
+}
+
+fn content_tag(hash: &storesync_protocol::Hash) -> i64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.0[..8]);
+    i64::from_le_bytes(first)
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    sealer: Sealer,
+    settings: Arc<Settings>,
+    dedupe: KeyMap,
+    on_hand: HashMap<Sku, OnHand>,
+    cooldown: HashMap<(AlertKind, String), i64>,
+    register_last_seen: HashMap<String, i64>,
+    last_hour_evaluated: i64,
+    alerts_tx: broadcast::Sender<AlertView>,
+    metrics: Arc<Metrics>,
+    commits_since_checkpoint: u64,
+}
+
+/// Starts the writer on `conn`; it runs until every [`WriterHandle`] is dropped, then
+/// finishes the queued requests and checkpoints.
+pub async fn spawn(
+    mut conn: SqliteConnection,
+    sealer: Sealer,
+    settings: Arc<Settings>,
+    alerts_tx: broadcast::Sender<AlertView>,
+    metrics: Arc<Metrics>,
+    now_ms: i64,
+) -> Result<(WriterHandle, tokio::task::JoinHandle<()>), StoreError> {
+    let dedupe = load_dedupe(&mut conn).await?;
+    let on_hand = inventory::load_on_hand(&mut conn).await?;
+    let register_last_seen =
+        rollup::load_register_last_seen(&mut conn, now_ms - 7 * 86_400_000).await?;
+    let cooldown = alerts::load_cooldowns(
+        &mut conn,
+        now_ms - settings.config.alerts.cooldown_minutes * 60_000,
+    )
+    .await?;
+    metrics.set_dedupe_keys(dedupe.len());
+    let (tx, rx) = mpsc::channel(settings.config.limits.queue_requests_max);
+    let writer = Writer {
+        conn,
+        sealer,
+        settings,
+        dedupe,
+        on_hand,
+        cooldown,
+        register_last_seen,
+        last_hour_evaluated: 0,
+        alerts_tx,
+        metrics,
+        commits_since_checkpoint: 0,
+    };
+    let task = tokio::spawn(writer.run(rx));
+    Ok((WriterHandle { tx }, task))
+}
+
+async fn load_dedupe(conn: &mut SqliteConnection) -> Result<KeyMap, StoreError> {
+    let mut map = KeyMap::default();
+    let rows = sqlx::query(
+        "SELECT dedupe_key, content_tag FROM events WHERE dedupe_key IS NOT NULL \
+         UNION ALL SELECT dedupe_key, content_tag FROM dedupe_archive",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    map.reserve(rows.len());
+    for row in rows {
+        map.insert(row.get(0), row.get(1));
+    }
+    Ok(map)
+}
+
+struct Pending {
+    reply: Reply<Vec<Outcome>>,
+    outcomes: Vec<Option<Outcome>>,
+}
+
+/// A dead letter waiting for its row id.
+struct DeadRow {
+    request: usize,
+    index: usize,
+    source: String,
+    kind: &'static str,
+    errors: Vec<ErrorView>,
+    raw: Vec<u8>,
+    conflict: bool,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let batch_max = self.settings.config.limits.batch_records_max;
+        let mut deferred: Vec<Command> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut batch: Vec<(Vec<Submission>, i64, Reply<Vec<Outcome>>)> = Vec::new();
+            let mut records = 0usize;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Ingest {
+                        items,
+                        now_ms,
+                        reply,
+                    } => {
+                        records += items.len();
+                        batch.push((items, now_ms, reply));
+                    }
+                    other => deferred.push(other),
+                }
+                if records >= batch_max {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.ingest_batch(batch).await;
+            }
+            for command in deferred.drain(..) {
+                self.handle_other(command).await;
+            }
+        }
+        // Every handle is gone: the queue is drained and every request answered.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut self.conn)
+            .await
+        {
+            tracing::warn!(error = %e, "final checkpoint failed");
+        }
+        let _ = self.conn.close().await;
+    }
+
+    async fn handle_other(&mut self, command: Command) {
+        match command {
+            Command::Ingest { .. } => {}
+            Command::SetAlertState {
+                alert_id,
+                state,
+                by,
+                now_ms,
+                reply,
+            } => {
+                let result = self.set_alert_state(&alert_id, state, &by, now_ms).await;
+                let _ = reply.send(result);
+            }
+            Command::MarkAcked {
+                epoch,
+                class,
+                through,
+                reply,
+            } => {
+                let result = sqlx::query("UPDATE stream_heads SET acked = MAX(acked, MIN(seq, ?)) WHERE epoch = ? AND class = ?")
+                    .bind(i64::try_from(through.0).unwrap_or(i64::MAX))
+                    .bind(epoch_sql(epoch))
+                    .bind(class as i64)
+                    .execute(&mut self.conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+                let _ = reply.send(result);
+            }
+            Command::Prune { now_ms, reply } => {
+                let result = self.prune(now_ms).await;
+                let _ = reply.send(result);
+            }
+            Command::Tick { now_ms } => self.tick(now_ms).await,
+        }
+    }
+
+    async fn ingest_batch(&mut self, batch: Vec<(Vec<Submission>, i64, Reply<Vec<Outcome>>)>) {
+        let started = std::time::Instant::now();
+        let now_ms = batch.iter().map(|b| b.1).max().unwrap_or(0);
+        let sealer_backup = self.sealer.clone();
+        let mut new_keys: Vec<i64> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut events: Vec<(Event, Option<(i64, i64)>)> = Vec::new();
+        let mut dead: Vec<DeadRow> = Vec::new();
+        let mut rollup_delta: HashMap<RollupKey, SalesFigures> = HashMap::new();
+        let mut movements: Vec<Movement> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut resolved_letters: Vec<i64> = Vec::new();
+        let mut registers: HashMap<String, i64> = HashMap::new();
+        let mut records_total = 0u64;
+        let mut accepted_total = 0u64;
+        let mut duplicate_total = 0u64;
+        let tz = self.settings.tz.clone();
+
+        for (request, (items, _, reply)) in batch.into_iter().enumerate() {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for (index, submission) in items.into_iter().enumerate() {
+                records_total += 1;
+                let Submission {
+                    source,
+                    kind,
+                    raw,
+                    parsed,
+                    resubmit_of,
+                } = submission;
+                let record = match parsed {
+                    Ok(record) => record,
+                    Err(errors) => {
+                        let errors: Vec<ErrorView> = errors.iter().map(ErrorView::from).collect();
+                        match resubmit_of {
+                            // A correction that is still wrong leaves the original letter
+                            // open instead of adding a second one.
+                            Some(id) => outcomes.push(Some(Outcome::Rejected {
+                                dead_letter: id,
+                                errors,
+                            })),
+                            None => {
+                                dead.push(DeadRow {
+                                    request,
+                                    index,
+                                    source,
+                                    kind,
+                                    errors,
+                                    raw,
+                                    conflict: false,
+                                });
+                                outcomes.push(None);
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let (field, id) = record.id_field();
+                let key = dedupe_key(field, id);
+                let id_text = id.to_owned();
+                let body = record.into_body();
+                let tag = content_tag(&body.content_hash());
+                match self.dedupe.get(&key) {
+                    Some(known) if *known == tag => {
+                        duplicate_total += 1;
+                        if let Some(letter) = resubmit_of {
+                            resolved_letters.push(letter);
+                        }
+                        outcomes.push(Some(Outcome::Duplicate));
+                    }
+                    Some(_) => {
+                        let reason =
+                            format!("{id_text} is already recorded with different content");
+                        candidates.push(Candidate {
+                            kind: AlertKind::ConflictingDuplicate,
+                            severity: Severity::Warning,
+                            subject: format!("{field}:{id_text}"),
+                            message: format!("{field} {id_text} arrived again with different content; kept as a dead letter"),
+                            facts: vec![("dedupe_key".into(), key)],
+                        });
+                        dead.push(DeadRow {
+                            request,
+                            index,
+                            source,
+                            kind,
+                            errors: vec![ErrorView {
+                                field: field.to_owned(),
+                                reason,
+                            }],
+                            raw,
+                            conflict: true,
+                        });
+                        outcomes.push(None);
+                    }
+                    None => {
+                        self.dedupe.insert(key, tag);
+                        new_keys.push(key);
+                        if let EventBody::Transaction(tx) = &body {
+                            for (k, figures) in storesync_protocol::rollup::rollup_rows(tx, &tz) {
+                                rollup_delta.entry(k).or_default().add(&figures);
+                            }
+                            if let Some(register) = &tx.register_id {
+                                let at = tx.timestamp.unix_ms();
+                                let seen =
+                                    registers.entry(register.as_str().to_owned()).or_insert(at);
+                                *seen = (*seen).max(at);
+                            }
+                        }
+                        movements.extend(storesync_protocol::inventory::movements(&body));
+                        let event = self.sealer.seal(body);
+                        if let Some(letter) = resubmit_of {
+                            resolved_letters.push(letter);
+                        }
+                        accepted_total += 1;
+                        outcomes.push(Some(Outcome::Accepted {
+                            epoch: event.key.stream.epoch.0.to_string(),
+                            class: event.key.stream.class.as_str(),
+                            seq: event.key.seq.0,
+                        }));
+                        events.push((event, Some((key, tag))));
+                    }
+                }
+            }
+            pending.push(Pending { reply, outcomes });
+        }
+
+        let on_hand_backup: HashMap<Sku, Option<OnHand>> = movements
+            .iter()
+            .map(|m| (m.sku.clone(), self.on_hand.get(&m.sku).copied()))
+            .collect();
+        let result = self
+            .commit_batch(
+                now_ms,
+                &mut events,
+                &mut dead,
+                &rollup_delta,
+                movements,
+                candidates,
+                &resolved_letters,
+            )
+            .await;
+        match result {
+            Ok(raised) => {
+                for (register, at) in registers {
+                    let seen = self.register_last_seen.entry(register).or_insert(at);
+                    *seen = (*seen).max(at);
+                }
+                for row in dead {
+                    let dead_letter = row.index_id();
+                    let errors = row.errors;
+                    let outcome = if row.conflict {
+                        Outcome::Conflict {
+                            dead_letter,
+                            errors,
+                        }
+                    } else {
+                        Outcome::Rejected {
+                            dead_letter,
+                            errors,
+                        }
+                    };
+                    if let Some(slot) = pending
+                        .get_mut(row.request)
+                        .and_then(|p| p.outcomes.get_mut(row.index))
+                    {
+                        *slot = Some(outcome);
+                    }
+                }
+                for alert in raised {
+                    let _ = self.alerts_tx.send(alert);
+                }
+                self.metrics.record_batch(
+                    records_total,
+                    accepted_total,
+                    duplicate_total,
+                    started.elapsed(),
+                    self.dedupe.len(),
+                );
+                self.commits_since_checkpoint += 1;
+                for p in pending {
+                    let outcomes: Vec<Outcome> = p.outcomes.into_iter().flatten().collect();
+                    let _ = p.reply.send(Ok(outcomes));
+                }
+            }
+            Err(error) => {
+                self.sealer = sealer_backup;
+                for key in new_keys {
+                    self.dedupe.remove(&key);
+                }
+                for (sku, cell) in on_hand_backup {
+                    match cell {
+                        Some(cell) => self.on_hand.insert(sku, cell),
+                        None => self.on_hand.remove(&sku),
+                    };
+                }
+                tracing::error!(%error, "batch commit failed; nothing of it was recorded");
+                if let StoreError::DiskFull(_) = &error {
+                    self.metrics.disk_full();
+                    self.raise_disk_full(now_ms).await;
+                }
+                for p in pending {
+                    let copy = match &error {
+                        StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+                        StoreError::Busy => StoreError::Busy,
+                        other => StoreError::Identity(format!("commit failed: {other}")),
+                    };
+                    let _ = p.reply.send(Err(copy));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_batch(
+        &mut self,
+        now_ms: i64,
+        events: &mut Vec<(Event, Option<(i64, i64)>)>,
+        dead: &mut [DeadRow],
+        rollup_delta: &HashMap<RollupKey, SalesFigures>,
+        movements: Vec<Movement>,
+        mut candidates: Vec<Candidate>,
+        resolved_letters: &[i64],
+    ) -> Result<Vec<AlertView>, StoreError> {
+        let mut tx = self.conn.begin().await?;
+        insert_events(&mut tx, events, now_ms).await?;
+        let inserted_events = events.len();
+        for row in dead.iter_mut() {
+            let reason = serde_json::to_string(&row.errors).unwrap_or_else(|_| "[]".into());
+            let id: i64 = sqlx::query(
+                "INSERT INTO dead_letters (received_ms, source, kind, reason, raw) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(now_ms)
+            .bind(row.source.clone())
+            .bind(row.kind)
+            .bind(reason)
+            .bind(std::mem::take(&mut row.raw))
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            row.raw = id.to_le_bytes().to_vec();
+        }
+        for letter in resolved_letters {
+            sqlx::query(
+                "UPDATE dead_letters SET state = 'resubmitted', resolved_ms = ? WHERE id = ?",
+            )
+            .bind(now_ms)
+            .bind(*letter)
+            .execute(&mut *tx)
+            .await?;
+        }
+        rollup::upsert(&mut tx, rollup_delta).await?;
+        // Inventory: apply the batch's movements to the cached cells, refold the SKUs
+        // whose movements arrived older than their last count.
+        let changed = inventory::apply(&mut tx, &mut self.on_hand, movements, now_ms).await?;
+        let settings = Arc::clone(&self.settings);
+        for (sku, quantity) in &changed {
+            if let Some(candidate) = alerts::stock_candidate(&settings, sku, *quantity) {
+                candidates.push(candidate);
+            }
+        }
+        candidates.extend(alerts::milestone_candidates(&mut tx, &settings, rollup_delta).await?);
+        let raised = persist_candidates(
+            &mut tx,
+            &mut self.sealer,
+            &mut self.cooldown,
+            &settings,
+            candidates,
+            now_ms,
+            events,
+        )
+        .await?;
+        if events.len() > inserted_events {
+            let mut alert_events: Vec<(Event, Option<(i64, i64)>)> =
+                events.drain(inserted_events..).collect();
+            insert_events(&mut tx, &mut alert_events, now_ms).await?;
+        }
+        write_heads(&mut tx, &self.sealer).await?;
+        tx.commit().await?;
+        Ok(raised)
+    }
+
+    async fn raise_disk_full(&mut self, now_ms: i64) {
+        let candidate = Candidate {
+            kind: AlertKind::DiskFull,
+            severity: Severity::Critical,
+            subject: "disk".into(),
+            message:
+                "the disk or the database cap is full: ingest answers 503 until space is freed"
+                    .into(),
+            facts: vec![],
+        };
+        let key = (AlertKind::DiskFull, "disk".to_owned());
+        let cooldown_ms = self.settings.config.alerts.cooldown_minutes * 60_000;
+        if self
+            .cooldown
+            .get(&key)
+            .is_some_and(|last| now_ms - *last < cooldown_ms)
+        {
+            return;
+        }
+        self.cooldown.insert(key, now_ms);
+        let alert = make_alert(&self.settings, candidate, now_ms);
+        let view = AlertView::from_alert(&alert, None);
+        // Storing it may fail for the very reason it is raised; it is pushed live anyway.
+        let stored = async {
+            let mut tx = self.conn.begin().await?;
+            alerts::insert(&mut tx, &alert, now_ms).await?;
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, "the disk-full alert could not be stored");
+        }
+        let _ = self.alerts_tx.send(view);
+    }
+
+    async fn set_alert_state(
+        &mut self,
+        alert_id: &str,
+        state: AlertState,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<Option<AlertView>, StoreError> {
+        let Some(mut alert) = alerts::load(&mut self.conn, alert_id).await? else {
+            return Ok(None);
+        };
+        alert.state = state;
+        alert.changed_by = Some(by.to_owned());
+        let backup = self.sealer.clone();
+        let result = async {
+            let mut tx = self.conn.begin().await?;
+            sqlx::query(
+                "UPDATE alerts SET state = ?, changed_by = ?, changed_ms = ? WHERE alert_id = ?",
+            )
+            .bind(state.as_str())
+            .bind(by.to_owned())
+            .bind(now_ms)
+            .bind(alert_id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+            let mut events = vec![(self.sealer.seal(EventBody::Alert(alert.clone())), None)];
+            insert_events(&mut tx, &mut events, now_ms).await?;
+            write_heads(&mut tx, &self.sealer).await?;
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.sealer = backup;
+            return Err(e);
+        }
+        let view = AlertView::from_alert(&alert, Some(now_ms));
+        let _ = self.alerts_tx.send(view.clone());
+        Ok(Some(view))
+    }
+
+    async fn tick(&mut self, now_ms: i64) {
+        let settings = Arc::clone(&self.settings);
+        let mut candidates = Vec::new();
+        match alerts::periodic_candidates(
+            &mut self.conn,
+            &settings,
+            now_ms,
+            &mut self.last_hour_evaluated,
+            &self.register_last_seen,
+        )
+        .await
+        {
+            Ok(found) => candidates = found,
+            Err(e) => tracing::warn!(error = %e, "alert evaluation failed"),
+        }
+        if !candidates.is_empty() {
+            let backup = self.sealer.clone();
+            let cooldown_backup = self.cooldown.clone();
+            let result = async {
+                let mut tx = self.conn.begin().await?;
+                let mut events = Vec::new();
+                let raised = persist_candidates(
+                    &mut tx,
+                    &mut self.sealer,
+                    &mut self.cooldown,
+                    &settings,
+                    candidates,
+                    now_ms,
+                    &mut events,
+                )
+                .await?;
+                insert_events(&mut tx, &mut events, now_ms).await?;
+                write_heads(&mut tx, &self.sealer).await?;
+                tx.commit().await?;
+                Ok::<Vec<AlertView>, StoreError>(raised)
+            }
+            .await;
+            match result {
+                Ok(raised) => {
+                    for alert in raised {
+                        let _ = self.alerts_tx.send(alert);
+                    }
+                }
+                Err(e) => {
+                    self.sealer = backup;
+                    self.cooldown = cooldown_backup;
+                    tracing::warn!(error = %e, "storing periodic alerts failed");
+                }
+            }
+        }
+        if self.commits_since_checkpoint > 0 {
+            // TRUNCATE resets the WAL to zero bytes when no reader pins it; otherwise it
+            // checkpoints what it can and the next tick tries again.
+            match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut self.conn)
+                .await
+            {
+                Ok(row) => {
+                    let busy: i64 = row.get(0);
+                    if busy == 0 {
+                        self.commits_since_checkpoint = 0;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+            }
+        }
+        if let Err(e) = self.prune(now_ms).await {
+            tracing::warn!(error = %e, "pruning failed");
+        }
+    }
+
+    async fn prune(&mut self, now_ms: i64) -> Result<PruneReport, StoreError> {
+        let r = &self.settings.config.retention;
+        let day_ms = 86_400_000i64;
+        let events_cutoff = now_ms - i64::from(r.acked_days) * day_ms;
+        let letters_cutoff = now_ms - i64::from(r.dead_letter_days) * day_ms;
+        let keys_cutoff = now_ms - i64::from(r.dedupe_days) * day_ms;
+        let mut tx = self.conn.begin().await?;
+        // Only what the hub acknowledged (seq <= acked) and is past retention.
+        let prunable = "FROM events WHERE recorded_ms < ?1 AND seq <= \
+             (SELECT acked FROM stream_heads h WHERE h.epoch = events.epoch AND h.class = events.class)";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT OR REPLACE INTO dedupe_archive (dedupe_key, content_tag, pruned_ms) \
+             SELECT dedupe_key, content_tag, ?2 {prunable} AND dedupe_key IS NOT NULL"
+        )))
+        .bind(events_cutoff)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let events = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE {prunable}")))
+            .bind(events_cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let dead_letters = sqlx::query("DELETE FROM dead_letters WHERE received_ms < ?")
+            .bind(letters_cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let expired: Vec<i64> =
+            sqlx::query("DELETE FROM dedupe_archive WHERE pruned_ms < ? RETURNING dedupe_key")
+                .bind(keys_cutoff)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+        tx.commit().await?;
+        for key in &expired {
+            self.dedupe.remove(key);
+        }
+        Ok(PruneReport {
+            events,
+            dead_letters,
+            dedupe_keys: expired.len() as u64,
+        })
+    }
+}
+
+/// Filters candidates through the cool-down, stores the alerts and seals them as events
+/// appended to `events`.
+async fn persist_candidates(
+    tx: &mut SqliteConnection,
+    sealer: &mut Sealer,
+    cooldown: &mut HashMap<(AlertKind, String), i64>,
+    settings: &Settings,
+    candidates: Vec<Candidate>,
+    now_ms: i64,
+    events: &mut Vec<(Event, Option<(i64, i64)>)>,
+) -> Result<Vec<AlertView>, StoreError> {
+    let cooldown_ms = settings.config.alerts.cooldown_minutes * 60_000;
+    let mut raised = Vec::new();
+    let mut seen: HashSet<(AlertKind, String)> = HashSet::new();
+    for c in candidates {
+        let key = (c.kind, c.subject.clone());
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        if cooldown
+            .get(&key)
+            .is_some_and(|last| now_ms - *last < cooldown_ms)
+        {
+            continue;
+        }
+        let alert = make_alert(settings, c, now_ms);
+        alerts::insert(tx, &alert, now_ms).await?;
+        cooldown.insert(key, now_ms);
+        let view = AlertView::from_alert(&alert, None);
+        events.push((sealer.seal(EventBody::Alert(alert)), None));
+        raised.push(view);
+    }
+    Ok(raised)
+}
+
+fn make_alert(settings: &Settings, c: Candidate, now_ms: i64) -> Alert {
+    // "al-" and 32 hex digits always satisfy the id rule; the fallback is never taken.
+    let id = AlertId::new(format!("al-{}", uuid::Uuid::now_v7().simple()))
+        .or_else(|_| AlertId::new("al"))
+        .unwrap_or_else(|_| unreachable!("\"al\" is a valid id"));
+    Alert {
+        alert_id: id,
+        kind: c.kind,
+        severity: c.severity,
+        store_id: settings.store.clone(),
+        subject: c.subject,
+        raised_at: event_time(settings, now_ms),
+        state: AlertState::Open,
+        changed_by: None,
+        message: c.message,
+        facts: c.facts,
+    }
+}
+
+impl DeadRow {
+    /// After the insert, `raw` holds the row id (the raw bytes went into the row).
+    fn index_id(&self) -> i64 {
+        let mut bytes = [0u8; 8];
+        if let Some(src) = self.raw.get(..8) {
+            bytes.copy_from_slice(src);
+        }
+        i64::from_le_bytes(bytes)
+    }
+}
+
+/// `now_ms` as an event time in the store's offset.
+pub fn event_time(settings: &Settings, now_ms: i64) -> EventTime {
+    let offset_minutes = jiff::Timestamp::from_millisecond(now_ms)
+        .map(|ts| settings.tz.to_offset(ts).seconds() / 60)
+        .unwrap_or(0);
+    EventTime::from_unix_ms(now_ms, i16::try_from(offset_minutes).unwrap_or(0))
+}
+
+const EVENT_ROWS_PER_STATEMENT: usize = 1_000;
+
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &mut [(Event, Option<(i64, i64)>)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(EVENT_ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO events (epoch, class, seq, prev, content_hash, body, recorded_ms, dedupe_key, content_tag) ",
+        );
+        let mut bodies = Vec::with_capacity(chunk.len());
+        for (event, _) in chunk {
+            bodies.push(
+                postcard::to_allocvec(&event.body)
+                    .map_err(|e| StoreError::Identity(format!("encode event: {e}")))?,
+            );
+        }
+        qb.push_values(chunk.iter().zip(bodies), |mut b, ((event, key), body)| {
+            b.push_bind(epoch_sql(event.key.stream.epoch))
+                .push_bind(event.key.stream.class as i64)
+                .push_bind(i64::try_from(event.key.seq.0).unwrap_or(i64::MAX))
+                .push_bind(event.prev.0.to_vec())
+                .push_bind(event.content_hash.0.to_vec())
+                .push_bind(body)
+                .push_bind(now_ms)
+                .push_bind(key.map(|k| k.0))
+                .push_bind(key.map(|k| k.1));
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn write_heads(conn: &mut SqliteConnection, sealer: &Sealer) -> Result<(), StoreError> {
+    let epoch = epoch_sql(sealer.epoch());
+    for class in EventClass::ALL {
+        let head = sealer.head(class);
+        sqlx::query(
+            "INSERT INTO stream_heads (epoch, class, seq, hash, acked) VALUES (?, ?, ?, ?, 0) \
+             ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(epoch)
+        .bind(class as i64)
+        .bind(i64::try_from(head.seq.0).unwrap_or(i64::MAX))
+        .bind(head.hash.0.to_vec())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Keys of rollup rows as stored: `(granularity, dim_kind, dim_value)`.
+pub(crate) fn rollup_key_sql(key: &RollupKey) -> (i64, i64, String) {
+    let granularity = match key.granularity {
+        Granularity::Minute => 0,
+        Granularity::Hour => 1,
+        Granularity::Day => 2,
+        Granularity::Week => 3,
+    };
+    let (kind, value) = match &key.dimension {
+        Dimension::Store => (0, String::new()),
+        Dimension::Item(sku) => (1, sku.as_str().to_owned()),
+        Dimension::Payment(p) => (2, p.clone()),
+        Dimension::Register(r) => (3, r.as_str().to_owned()),
+    };
+    (granularity, kind, value)
+}
+
+/// Sorted copy for deterministic statements.
+pub(crate) fn sorted_rollups(
+    delta: &HashMap<RollupKey, SalesFigures>,
+) -> BTreeMap<&RollupKey, &SalesFigures> {
+    delta.iter().collect()
+}
