@@ -121,10 +121,10 @@ impl OnHand {
     /// Applies one movement; `false` means "refold this SKU".
     #[must_use]
     pub fn apply(&mut self, change: StockChange, at_ms: UnixMillis) -> bool {
-        if let Some(last) = self.last_count_ms {
-            if at_ms < last {
-                return false;
-            }
+        if let Some(last) = self.last_count_ms
+            && at_ms < last
+        {
+            return false;
         }
         match change {
             StockChange::Delta(d) => self.quantity = self.quantity.saturating_add(d),

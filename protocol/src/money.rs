@@ -55,7 +55,8 @@ impl Money {
             return None;
         }
         let scaled = value * MONEY_SCALE as f64;
-        if !(scaled.abs() <= abs_max_e4 as f64) {
+        // `value` is finite, so `scaled` is finite or infinite, never NaN.
+        if scaled.abs() > abs_max_e4 as f64 {
             return None;
         }
         let rounded = round_half_away(scaled);
@@ -169,7 +170,7 @@ mod tests {
         check(f64::INFINITY, None);
         check(f64::MAX, None);
         check(1e10, None);
-        check(999_999_999.9999, Some(9_999_999_999_999));
+        check(999_999_999.999_9, Some(9_999_999_999_999));
     }
 
     #[test]

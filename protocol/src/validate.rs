@@ -525,14 +525,14 @@ pub fn transaction_from_json(value: &Value, ctx: &Context<'_>) -> Result<Transac
 fn store_field(c: &mut Checker<'_>, obj: &Map<String, Value>) -> Option<StoreId> {
     let v = c.present(obj, "storeId", "storeId");
     let store = c.id(v, "storeId", StoreId::new)?;
-    if let Some(expected) = c.ctx.store {
-        if &store != expected {
-            c.fail(
-                "storeId",
-                format!("is {store}, but this agent serves store {expected}"),
-            );
-            return None;
-        }
+    if let Some(expected) = c.ctx.store
+        && &store != expected
+    {
+        c.fail(
+            "storeId",
+            format!("is {store}, but this agent serves store {expected}"),
+        );
+        return None;
     }
     Some(store)
 }

@@ -513,13 +513,13 @@ pub fn decode_frame(
 ) -> Result<Option<(Decoded, usize)>, (WireError, usize)> {
     let Some(header) = bytes.get(..HEADER_LEN) else {
         // Reject a wrong magic as soon as it is visible, rather than waiting for a header.
-        if let Some(first) = bytes.first() {
-            if *first != MAGIC[0] {
-                return Err((
-                    WireError::Magic([*first, bytes.get(1).copied().unwrap_or(0)]),
-                    0,
-                ));
-            }
+        if let Some(first) = bytes.first()
+            && *first != MAGIC[0]
+        {
+            return Err((
+                WireError::Magic([*first, bytes.get(1).copied().unwrap_or(0)]),
+                0,
+            ));
         }
         return Ok(None);
     };

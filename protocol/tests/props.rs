@@ -1,5 +1,7 @@
 //! Property tests at the protocol's boundaries: the wire codec and validation.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use storesync_protocol::domain::{

@@ -19,6 +19,8 @@
 //! sim replay -- --nocapture` replays it. `SIM_SEEDS=<n>` changes the number of seeds per
 //! scenario.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Instant;
 
@@ -488,9 +490,7 @@ impl World {
         let event = batch.events.get_mut(self.rng.random_range(0..n))?;
         match self.rng.random_range(0..3) {
             0 => match &mut event.body {
-                EventBody::Transaction(tx) => {
-                    tx.total_amount = tx.total_amount + Money::from_cents(1)
-                }
+                EventBody::Transaction(tx) => tx.total_amount += Money::from_cents(1),
                 EventBody::Scan(scan) => scan.quantity += 1,
                 EventBody::Telemetry(t) => t.metrics.push(("x".into(), 1)),
                 _ => return None,
@@ -1019,7 +1019,7 @@ impl World {
                 ));
             }
             for (key, (stored, applies)) in &self.hub_durable.events {
-                if *applies != 1 || self.ever.get(key).is_none() && stored.key != *key {
+                if *applies != 1 || !self.ever.contains_key(key) && stored.key != *key {
                     self.fail("hub event applied twice");
                 }
             }

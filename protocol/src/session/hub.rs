@@ -376,11 +376,11 @@ impl HubSession {
             return;
         }
         for (id, head) in heads {
-            if let Some(stream) = self.streams.get_mut(&(id.epoch, id.class)) {
-                if stream.id == id {
-                    stream.committed = head;
-                    stream.verified = head;
-                }
+            if let Some(stream) = self.streams.get_mut(&(id.epoch, id.class))
+                && stream.id == id
+            {
+                stream.committed = head;
+                stream.verified = head;
             }
         }
         let Some(hello) = self.hello.take() else {
@@ -392,14 +392,14 @@ impl HubSession {
                 .get(&(position.epoch, position.class))
                 .and_then(|s| s.committed)
                 .map_or(SeqNo::ZERO, |h| h.seq);
-            if position.seq > committed {
-                if let Some(stream) = self.streams.get(&(position.epoch, position.class)) {
-                    self.actions.push_back(HubAction::Alarm(Alarm::HubBehind {
-                        stream: stream.id.clone(),
-                        acked: position.seq,
-                        committed,
-                    }));
-                }
+            if position.seq > committed
+                && let Some(stream) = self.streams.get(&(position.epoch, position.class))
+            {
+                self.actions.push_back(HubAction::Alarm(Alarm::HubBehind {
+                    stream: stream.id.clone(),
+                    acked: position.seq,
+                    committed,
+                }));
             }
         }
         self.phase = Phase::Established;
