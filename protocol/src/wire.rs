@@ -25,6 +25,21 @@
 //! an optional message can therefore talk to an older one without negotiation; a newer
 //! required message is only sent when the negotiated protocol version includes it.
 //!
+//! # Compression
+//!
+//! A [`kind::COMPRESSED`] frame's payload is one complete inner frame compressed with
+//! zstd. Shells compress large event batches and decompress before handing bytes to a
+//! session, refusing output larger than `HEADER_LEN + frame_len_max + TRAILER_LEN` (a
+//! decompression bomb is a frame over the limit). This crate does not compress: zstd is not
+//! `no_std`, and the sessions see only inner frames.
+//!
+//! # Enrollment
+//!
+//! A device without a certificate connects with the enrollment ALPN and sends
+//! [`EnrollRequest`] (its one-time token and a certificate signing request); the hub answers
+//! [`Enrolled`] or [`Message::Error`]. A device whose certificate expired while offline
+//! sends [`RenewRequest`], signed with its old key, within the hub's grace period.
+//!
 //! # Versions
 //!
 //! The session protocol version is negotiated in the handshake: the edge's [`Hello`] names
@@ -243,6 +258,60 @@ pub struct BridgeAck {
     pub seq: u64,
 }
 
+/// Device → hub (enrollment ALPN): a one-time token and a CSR for the device's new key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The token `storesync-hub enroll-token` printed.
+    pub token: String,
+    /// PKCS#10 certificate signing request, DER.
+    pub csr_der: Vec<u8>,
+}
+
+/// Device → hub (enrollment ALPN): renew a certificate, proving possession of its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// The current (possibly expired) certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// PKCS#10 request for the new key, DER.
+    pub csr_der: Vec<u8>,
+    /// The device's clock.
+    pub now_ms: UnixMillis,
+    /// Signature by the current certificate's key over [`RenewRequest::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl RenewRequest {
+    /// What the signature covers: a domain tag, the new CSR and the time.
+    pub fn signed_bytes(csr_der: &[u8], now_ms: UnixMillis) -> Vec<u8> {
+        let mut out = Vec::with_capacity(csr_der.len() + 32);
+        out.extend_from_slice(b"storesync/renew/v1\0");
+        out.extend_from_slice(&now_ms.to_le_bytes());
+        out.extend_from_slice(csr_der);
+        out
+    }
+}
+
+/// Hub → device: the signed certificate and what the device must pin and hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// Tenant the certificate binds.
+    pub tenant: TenantId,
+    /// Store the certificate binds.
+    pub store: StoreId,
+    /// Device id the certificate binds.
+    pub device: DeviceId,
+    /// The device certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The tenant CA that issued it, DER.
+    pub tenant_ca_der: Vec<u8>,
+    /// The CA the hub's server certificate chains to, DER: the device pins it.
+    pub hub_ca_der: Vec<u8>,
+    /// The tenant's token-signing public key (PEM), for checking managers' tokens offline.
+    pub token_key_pem: String,
+    /// When the certificate expires.
+    pub not_after_ms: UnixMillis,
+}
+
 /// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -266,6 +335,12 @@ pub enum Message {
     BridgeScan(BridgeScan),
     /// Agent → bridge acknowledgement.
     BridgeAck(BridgeAck),
+    /// Device → hub enrollment.
+    EnrollRequest(EnrollRequest),
+    /// Device → hub renewal.
+    RenewRequest(RenewRequest),
+    /// Hub → device certificate.
+    Enrolled(Enrolled),
 }
 
 /// Message kind numbers. Below 0x80 required, from 0x80 optional.
@@ -282,10 +357,18 @@ pub mod kind {
     pub const DOC_SYNC: u8 = 0x05;
     /// [`super::Message::Error`].
     pub const ERROR: u8 = 0x06;
+    /// A zstd-compressed inner frame (see the module docs); never a [`super::Message`].
+    pub const COMPRESSED: u8 = 0x07;
     /// [`super::Message::BridgeScan`].
     pub const BRIDGE_SCAN: u8 = 0x10;
     /// [`super::Message::BridgeAck`].
     pub const BRIDGE_ACK: u8 = 0x11;
+    /// [`super::Message::EnrollRequest`].
+    pub const ENROLL_REQUEST: u8 = 0x20;
+    /// [`super::Message::RenewRequest`].
+    pub const RENEW_REQUEST: u8 = 0x21;
+    /// [`super::Message::Enrolled`].
+    pub const ENROLLED: u8 = 0x22;
     /// [`super::Message::Heartbeat`] (optional).
     pub const HEARTBEAT: u8 = 0x80;
     /// [`super::Message::Alert`] (optional).
@@ -372,6 +455,9 @@ impl Message {
             Message::Error(_) => kind::ERROR,
             Message::BridgeScan(_) => kind::BRIDGE_SCAN,
             Message::BridgeAck(_) => kind::BRIDGE_ACK,
+            Message::EnrollRequest(_) => kind::ENROLL_REQUEST,
+            Message::RenewRequest(_) => kind::RENEW_REQUEST,
+            Message::Enrolled(_) => kind::ENROLLED,
         }
     }
 
@@ -387,6 +473,9 @@ impl Message {
             Message::Error(m) => payload(m),
             Message::BridgeScan(m) => payload(m),
             Message::BridgeAck(m) => payload(m),
+            Message::EnrollRequest(m) => payload(m),
+            Message::RenewRequest(m) => payload(m),
+            Message::Enrolled(m) => payload(m),
         }
     }
 
@@ -443,6 +532,9 @@ impl Message {
             kind::ERROR => Message::Error(de(kind, bytes)?),
             kind::BRIDGE_SCAN => Message::BridgeScan(de(kind, bytes)?),
             kind::BRIDGE_ACK => Message::BridgeAck(de(kind, bytes)?),
+            kind::ENROLL_REQUEST => Message::EnrollRequest(de(kind, bytes)?),
+            kind::RENEW_REQUEST => Message::RenewRequest(de(kind, bytes)?),
+            kind::ENROLLED => Message::Enrolled(de(kind, bytes)?),
             other => return Ok(Decoded::Unknown { kind: other }),
         };
         Ok(Decoded::Message(message))
@@ -505,41 +597,64 @@ impl FrameDecoder {
     }
 }
 
-/// Decodes one frame from the start of `bytes`: `Ok(None)` when incomplete, otherwise the
-/// message and the number of bytes it took. A payload error reports how many bytes to skip.
-pub fn decode_frame(
-    bytes: &[u8],
-    frame_len_max: usize,
-) -> Result<Option<(Decoded, usize)>, (WireError, usize)> {
+/// Wraps `compressed` (zstd of one complete frame) in a [`kind::COMPRESSED`] frame.
+pub fn compressed_frame(compressed: &[u8], frame_len_max: usize) -> Result<Vec<u8>, WireError> {
+    if compressed.len() > frame_len_max || u32::try_from(compressed.len()).is_err() {
+        return Err(WireError::TooLarge {
+            len: compressed.len(),
+            max: frame_len_max,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + compressed.len() + TRAILER_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.push(FRAME_VERSION);
+    out.push(kind::COMPRESSED);
+    out.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
+    out.extend_from_slice(compressed);
+    let crc = crc32fast::hash(out.get(2..).unwrap_or_default());
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// A checked frame whose payload is not decoded yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// Message kind.
+    pub kind: u8,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+    /// Bytes the whole frame takes.
+    pub len: usize,
+}
+
+/// Splits the first complete frame off `bytes`, checking magic, version, length and
+/// checksum but not decoding the payload; `Ok(None)` when incomplete. Shells use it to find
+/// [`kind::COMPRESSED`] frames before handing bytes to a session.
+pub fn split_frame(bytes: &[u8], frame_len_max: usize) -> Result<Option<RawFrame<'_>>, WireError> {
     let Some(header) = bytes.get(..HEADER_LEN) else {
-        // Reject a wrong magic as soon as it is visible, rather than waiting for a header.
         if let Some(first) = bytes.first()
             && *first != MAGIC[0]
         {
-            return Err((
-                WireError::Magic([*first, bytes.get(1).copied().unwrap_or(0)]),
-                0,
-            ));
+            return Err(WireError::Magic([
+                *first,
+                bytes.get(1).copied().unwrap_or(0),
+            ]));
         }
         return Ok(None);
     };
-    let magic = [header[0], header[1]];
-    if magic != MAGIC {
-        return Err((WireError::Magic(magic), 0));
+    if header[..2] != MAGIC {
+        return Err(WireError::Magic([header[0], header[1]]));
     }
     if header[2] != FRAME_VERSION {
-        return Err((WireError::FrameVersion(header[2]), 0));
+        return Err(WireError::FrameVersion(header[2]));
     }
     let kind = header[3];
     let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
     if len > frame_len_max {
-        return Err((
-            WireError::TooLarge {
-                len,
-                max: frame_len_max,
-            },
-            0,
-        ));
+        return Err(WireError::TooLarge {
+            len,
+            max: frame_len_max,
+        });
     }
     let total = HEADER_LEN + len + TRAILER_LEN;
     let Some(frame) = bytes.get(..total) else {
@@ -548,11 +663,29 @@ pub fn decode_frame(
     let (covered, trailer) = frame.split_at(HEADER_LEN + len);
     let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     if crc32fast::hash(&covered[2..]) != expected {
-        return Err((WireError::Checksum, 0));
+        return Err(WireError::Checksum);
     }
-    match Message::decode_payload(kind, &covered[HEADER_LEN..]) {
-        Ok(decoded) => Ok(Some((decoded, total))),
-        Err(e) => Err((e, total)),
+    Ok(Some(RawFrame {
+        kind,
+        payload: &covered[HEADER_LEN..],
+        len: total,
+    }))
+}
+
+/// Decodes one frame from the start of `bytes`: `Ok(None)` when incomplete, otherwise the
+/// message and the number of bytes it took. A payload error reports how many bytes to skip.
+pub fn decode_frame(
+    bytes: &[u8],
+    frame_len_max: usize,
+) -> Result<Option<(Decoded, usize)>, (WireError, usize)> {
+    let raw = match split_frame(bytes, frame_len_max) {
+        Ok(Some(raw)) => raw,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err((e, 0)),
+    };
+    match Message::decode_payload(raw.kind, raw.payload) {
+        Ok(decoded) => Ok(Some((decoded, raw.len))),
+        Err(e) => Err((e, raw.len)),
     }
 }
 

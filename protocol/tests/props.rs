@@ -15,9 +15,9 @@ use storesync_protocol::money::Money;
 use storesync_protocol::time::EventTime;
 use storesync_protocol::validate::{Context, Limits, transaction_from_json};
 use storesync_protocol::wire::{
-    Ack, BridgeAck, BridgeScan, Decoded, DocId, DocSync, EpochLink, ErrorCode, ErrorMsg,
-    EventBatch, FrameDecoder, Heartbeat, Hello, Message, StreamCommitted, StreamPosition,
-    VersionRange, Welcome, decode_frame,
+    Ack, BridgeAck, BridgeScan, Decoded, DocId, DocSync, EnrollRequest, Enrolled, EpochLink,
+    ErrorCode, ErrorMsg, EventBatch, FrameDecoder, Heartbeat, Hello, Message, RenewRequest,
+    StreamCommitted, StreamPosition, VersionRange, Welcome, decode_frame,
 };
 use storesync_protocol::{EventClass, event::StreamId};
 
@@ -216,6 +216,31 @@ fn message() -> impl Strategy<Value = Message> {
             seq,
             scan
         })),
+        (
+            "[ -~]{0,40}",
+            proptest::collection::vec(any::<u8>(), 0..200)
+        )
+            .prop_map(|(token, csr_der)| Message::EnrollRequest(EnrollRequest { token, csr_der })),
+        (proptest::collection::vec(any::<u8>(), 0..200), any::<i64>()).prop_map(|(der, now_ms)| {
+            Message::RenewRequest(RenewRequest {
+                cert_der: der.clone(),
+                csr_der: der,
+                now_ms,
+                signature: vec![1, 2, 3],
+            })
+        }),
+        (proptest::collection::vec(any::<u8>(), 0..200), any::<i64>()).prop_map(
+            |(der, not_after_ms)| Message::Enrolled(Enrolled {
+                tenant: TenantId::new("t").unwrap(),
+                store: StoreId::new("s").unwrap(),
+                device: DeviceId::new("d").unwrap(),
+                cert_der: der.clone(),
+                tenant_ca_der: der.clone(),
+                hub_ca_der: der,
+                token_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
+                not_after_ms,
+            })
+        ),
         any::<u64>().prop_map(|seq| Message::BridgeAck(BridgeAck {
             device: DeviceId::new("b1").unwrap(),
             seq
