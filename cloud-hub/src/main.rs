@@ -1,1 +1,331 @@
-fn main() {}
+//! `storesync-hub`: the command line of the cloud hub.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use storesync_hub::auth;
+use storesync_hub::config::{Config, default_config_text};
+use storesync_hub::server;
+use storesync_hub::store::{Principal, Role, StoreInfo};
+use storesync_protocol::ids::{StoreId, TenantId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "storesync-hub",
+    version,
+    about = "storesync cloud hub: store, web API, auth"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "hub.toml",
+        env = "STORESYNC_HUB_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes a commented default configuration (embedded store) into DIR.
+    Init {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Serves the web API.
+    Serve,
+    /// Creates or upgrades the database schema.
+    Migrate,
+    /// Prints the public key of the hub's token issuer (PEM).
+    SigningKey,
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Stores.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Service clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Creates a tenant.
+    Create {
+        /// Id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Adds or updates a store.
+    Add {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Store id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Region.
+        #[arg(long, default_value = "default")]
+        region: String,
+        /// IANA time zone, e.g. Europe/Paris.
+        #[arg(long)]
+        time_zone: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Adds or updates a user; the password comes from STORESYNC_PASSWORD or stdin.
+    Add {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// User name.
+        username: String,
+        /// admin, analyst or store_manager.
+        #[arg(long)]
+        role: String,
+        /// Assigned stores (store managers), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        stores: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Adds a service client and prints its secret once.
+    Add {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Client id.
+        client_id: String,
+        /// admin, analyst or store_manager.
+        #[arg(long, default_value = "analyst")]
+        role: String,
+        /// Assigned stores, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        stores: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("storesync-hub: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            config.log.filter.clone().unwrap_or_else(|| "info".into()),
+        )
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if let Some(endpoint) = &config.log.otlp_endpoint {
+        tracing::warn!(%endpoint, "OTLP trace export is not built into this binary; traces stay in the logs");
+    }
+}
+
+fn read_secret() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("STORESYNC_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn stores_of(list: &[String]) -> anyhow::Result<Vec<StoreId>> {
+    list.iter()
+        .map(|s| StoreId::new(s.as_str()).with_context(|| format!("store id {s:?}")))
+        .collect()
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    if let Command::Init { data_dir } = &cli.command {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("hub.toml");
+        if path.exists() {
+            bail!("{} exists; not overwriting", path.display());
+        }
+        std::fs::write(&path, default_config_text())?;
+        let config = Config::load(&path)?;
+        let issuer = server::issuer(&config)?;
+        println!("wrote {}", path.display());
+        println!(
+            "token signing key: {} (public key below)",
+            config.auth.signing_key_path.display()
+        );
+        print!("{}", issuer.public_key_pem());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = Config::load(&cli.config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Init { .. } => Ok(ExitCode::SUCCESS),
+            Command::Serve => {
+                init_logs(&config);
+                let store = server::open_store(&config.store).await?;
+                server::spawn_maintenance(&config, store.clone());
+                let state = server::state_with_store(&config, store).await?;
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("binding {}", config.listen))?;
+                tracing::info!(address = %listener.local_addr()?, "storesync hub listening");
+                storesync_hub::api::serve(state, listener, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Migrate => {
+                server::open_store(&config.store).await?;
+                println!("schema is up to date");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::SigningKey => {
+                print!("{}", server::issuer(&config)?.public_key_pem());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Tenant {
+                command: TenantCommand::Create { id, name },
+            } => {
+                let store = server::open_store(&config.store).await?;
+                let tenant = TenantId::new(id.as_str()).context("tenant id")?;
+                store
+                    .create_tenant(&tenant, name.as_deref().unwrap_or(&id))
+                    .await?;
+                println!("tenant {tenant} ready");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Store {
+                command:
+                    StoreCommand::Add {
+                        tenant,
+                        id,
+                        name,
+                        region,
+                        time_zone,
+                    },
+            } => {
+                let store = server::open_store(&config.store).await?;
+                let tenant = TenantId::new(tenant).context("tenant id")?;
+                let store_id = StoreId::new(id.as_str()).context("store id")?;
+                store
+                    .upsert_store(
+                        &tenant,
+                        &StoreInfo {
+                            store_id,
+                            name: name.unwrap_or_else(|| id.clone()),
+                            region,
+                            time_zone,
+                        },
+                    )
+                    .await?;
+                println!("store {id} of {tenant} ready");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::User {
+                command:
+                    UserCommand::Add {
+                        tenant,
+                        username,
+                        role,
+                        stores,
+                    },
+            } => {
+                let store = server::open_store(&config.store).await?;
+                let tenant = TenantId::new(tenant).context("tenant id")?;
+                let role = Role::parse(&role).context("role: admin, analyst or store_manager")?;
+                let password = read_secret()?;
+                if password.len() < 8 {
+                    bail!("password: at least 8 characters");
+                }
+                let secret_hash = auth::hash_secret(&password, config.auth.hash_cost)?;
+                store
+                    .upsert_principal(
+                        &tenant,
+                        &Principal {
+                            name: username.clone(),
+                            is_client: false,
+                            secret_hash,
+                            role,
+                            stores: stores_of(&stores)?,
+                        },
+                    )
+                    .await?;
+                println!("user {username} of {tenant} ready ({})", role.as_str());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Client {
+                command:
+                    ClientCommand::Add {
+                        tenant,
+                        client_id,
+                        role,
+                        stores,
+                    },
+            } => {
+                let store = server::open_store(&config.store).await?;
+                let tenant = TenantId::new(tenant).context("tenant id")?;
+                let role = Role::parse(&role).context("role: admin, analyst or store_manager")?;
+                let mut bytes = [0u8; 24];
+                rand::fill(&mut bytes);
+                let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                let secret_hash = auth::hash_secret(&secret, config.auth.hash_cost)?;
+                store
+                    .upsert_principal(
+                        &tenant,
+                        &Principal {
+                            name: client_id.clone(),
+                            is_client: true,
+                            secret_hash,
+                            role,
+                            stores: stores_of(&stores)?,
+                        },
+                    )
+                    .await?;
+                println!("client_id={client_id}\nclient_secret={secret}");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

@@ -390,6 +390,7 @@ impl PgStore {
             self.ensure_partitions(lo, hi).await?;
         }
         let now = now_ms();
+        let started = std::time::Instant::now();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(&format!(
@@ -755,6 +756,13 @@ impl PgStore {
             notify(&tx, change).await?;
         }
         tx.commit().await?;
+        crate::metrics::global().record_commit(
+            started.elapsed().as_secs_f64(),
+            outcome.inserted,
+            plan.lines.len() as u64,
+            outcome.duplicates,
+            outcome.conflicts.len() as u64,
+        );
         Ok((outcome, change))
     }
 

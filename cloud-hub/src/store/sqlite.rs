@@ -144,6 +144,7 @@ impl SqliteStore {
         let class = stream.class as i16;
         let tz = self.zone(tenant, store).await?;
         let now = now_ms();
+        let started = std::time::Instant::now();
         let (_guard, mut tx) = self.begin_write().await?;
         let mut outcome = CommitOutcome::default();
 
@@ -443,6 +444,13 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        crate::metrics::global().record_commit(
+            started.elapsed().as_secs_f64(),
+            outcome.inserted,
+            plan.lines.len() as u64,
+            outcome.duplicates,
+            outcome.conflicts.len() as u64,
+        );
         if !plan.ticks.is_empty() || !changed_alerts.is_empty() || !plan.movements.is_empty() {
             let _ = self.changes.send(Change {
                 tenant: tenant.to_owned(),

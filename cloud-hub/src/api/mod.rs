@@ -1,0 +1,1595 @@
+//! The web API (axum): dashboards, alerts, live streams, tokens.
+//!
+//! [`app`] builds the router from an [`AppState`]; tests drive it with
+//! `tower::ServiceExt::oneshot`, [`serve`] puts it on a socket. Every `/api/v1` route is
+//! listed in [`routes::ROUTES`], which is also the authorization table (a route missing
+//! from it is refused) and the OpenAPI document.
+//!
+//! Isolation rules: the tenant comes only from the token; a store manager sees only the
+//! assigned stores; a store or alert the caller may not see answers 404, exactly as one that
+//! does not exist. Errors go through [`AppError`], which never shows internals.
+
+pub mod routes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Form, MatchedPath, Path, Query, Request, State,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use storesync_protocol::domain::AlertState;
+use storesync_protocol::ids::{AlertId, Sku, StoreId, TenantId};
+use storesync_protocol::inventory::fold;
+use storesync_protocol::rollup::{Granularity, SalesFigures, bucket_start};
+use tokio_stream::wrappers::BroadcastStream;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{self, Caller, Issuer, Verifier};
+use crate::cache::{Cache, Cached};
+use crate::config::{AuthConfig, LimitsConfig};
+use crate::metrics;
+use crate::ratelimit::{RateLimiter, client_address};
+use crate::store::{
+    AlertQuery, AlertRecord, Change, DimKind, Principal, RefreshRecord, RefreshUse, Role,
+    RollupQuery, Store, StoreError, StoreInfo, now_ms,
+};
+use routes::Access;
+
+/// The one error type of the API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// 400 with a message naming the parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 403: the role may not do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// 404: absent, or not the caller's to see.
+    #[error("not found")]
+    NotFound,
+    /// 429 with Retry-After seconds.
+    #[error("rate limited")]
+    TooManyRequests(u64),
+    /// 503: too many live connections.
+    #[error("busy")]
+    Busy,
+    /// 500; the cause is logged, never sent.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => AppError::NotFound,
+            StoreError::Invalid(m) => AppError::BadRequest(m),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            AppError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required".into(),
+            ),
+            AppError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "your role may not do this".into(),
+            ),
+            AppError::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".into()),
+            AppError::TooManyRequests(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests".into(),
+            ),
+            AppError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many live connections".into(),
+            ),
+            AppError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                )
+            }
+        };
+        let mut response =
+            (status, Json(json!({"error": code, "message": message}))).into_response();
+        if let AppError::TooManyRequests(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, AppError>;
+
+/// Everything a request handler needs.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    verifier: Verifier,
+    issuer: Issuer,
+    auth: AuthConfig,
+    limits: LimitsConfig,
+    cache: Cache,
+    limiter: RateLimiter,
+    live: AtomicUsize,
+}
+
+impl AppState {
+    /// State over a migrated store. `verifier` should accept `issuer`'s tokens (see
+    /// [`AppState::verifier_for`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        issuer: Issuer,
+        verifier: Verifier,
+        auth: AuthConfig,
+        limits: LimitsConfig,
+        cache: Cache,
+    ) -> AppState {
+        let limiter = RateLimiter::new(limits.rate_per_s, limits.rate_burst);
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                verifier,
+                issuer,
+                auth,
+                limits,
+                cache,
+                limiter,
+                live: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// A verifier for `issuer`'s own tokens plus `external` keys.
+    pub fn verifier_for(
+        issuer: &Issuer,
+        external: Vec<auth::VerifyKey>,
+        leeway_s: u64,
+    ) -> Result<Verifier, auth::AuthError> {
+        let mut keys = vec![issuer.verify_key()?];
+        keys.extend(external);
+        Ok(Verifier::new(keys, leeway_s))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The token issuer.
+    pub fn issuer(&self) -> &Issuer {
+        &self.inner.issuer
+    }
+
+    /// The dashboard cache.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// Starts the task that drops cache entries made stale by committed changes (from any
+    /// hub process on the same database).
+    pub fn spawn_invalidation(&self) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        let mut changes = self.inner.store.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(change) => state.inner.cache.invalidate(&change),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed changes: nothing cached can be trusted.
+                        state.inner.cache.invalidate_all();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    }
+}
+
+impl Cache {
+    /// Drops everything.
+    pub fn invalidate_all(&self) {
+        self.clear();
+    }
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    let body_max = state.inner.limits.body_bytes_max;
+    let timeout = Duration::from_millis(state.inner.limits.request_timeout_ms);
+    let bounded = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/docs", get(docs))
+        .route("/oauth/token", post(token))
+        .route("/api/v1/auth/signing-key", get(signing_key))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", post(add_user))
+        .route("/api/v1/stores", get(list_stores))
+        .route("/api/v1/stores/{store_id}", get(one_store))
+        .route("/api/v1/sales/series", get(series_json))
+        .route("/api/v1/sales/series.csv", get(series_csv))
+        .route("/api/v1/sales/top-items", get(top_items))
+        .route("/api/v1/sales/basket", get(basket))
+        .route("/api/v1/inventory", get(inventory))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{alert_id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alerts/{alert_id}/resolve", post(resolve))
+        .route("/api/v1/dead-letters", get(dead_letters))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+    // Live streams are long-lived: no request timeout.
+    let live = Router::new()
+        .route("/api/v1/live/sse", get(live_sse))
+        .route("/api/v1/live/ws", get(live_ws));
+    bounded
+        .merge(live)
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(body_max))
+        .layer(RequestBodyLimitLayer::new(body_max))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let _invalidation = state.spawn_invalidation();
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn no_route() -> AppError {
+    AppError::NotFound
+}
+
+fn bearer(headers: &HeaderMap, query: Option<&str>, allow_query: bool) -> Option<String> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    if allow_query {
+        return query?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("access_token="))
+            .map(str::to_owned);
+    }
+    None
+}
+
+/// Authentication, authorization by the route table, rate limits and metrics.
+async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let result = async {
+        let spec = routes::find(&method, &route).ok_or(AppError::Forbidden)?;
+        let key = match spec.access {
+            Access::Public => {
+                let peer = req
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                let forwarded = req
+                    .headers()
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok());
+                let address = client_address(peer, forwarded, &state.inner.limits.trusted_proxies);
+                format!(
+                    "addr:{}",
+                    address
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "unknown".into())
+                )
+            }
+            Access::Roles(roles) => {
+                let allow_query = route.starts_with("/api/v1/live/");
+                let token = bearer(req.headers(), req.uri().query(), allow_query)
+                    .ok_or(AppError::Unauthorized)?;
+                let caller = state.inner.verifier.verify(&token).map_err(|e| {
+                    tracing::debug!(error = %e, "token refused");
+                    AppError::Unauthorized
+                })?;
+                if !roles.contains(&caller.role) {
+                    return Err(AppError::Forbidden);
+                }
+                let key = format!("principal:{}:{}", caller.tenant, caller.subject);
+                req.extensions_mut().insert(caller);
+                key
+            }
+        };
+        state.inner.limiter.check(&key).map_err(|retry| {
+            metrics::global()
+                .rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            AppError::TooManyRequests(retry)
+        })?;
+        Ok::<_, AppError>(())
+    }
+    .await;
+    let response = match result {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    metrics::global().record_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Parameters
+
+type Params = Query<HashMap<String, String>>;
+
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.get(name).map(String::as_str).filter(|s| !s.is_empty())
+}
+
+fn parse_time(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
+    let Some(text) = param(q, name) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    storesync_protocol::time::EventTime::parse_rfc3339(text)
+        .map(|t| Some(t.unix_ms()))
+        .map_err(|_| {
+            AppError::BadRequest(format!(
+                "{name}: expected RFC 3339 (2026-11-22T09:00:00Z) or Unix milliseconds"
+            ))
+        })
+}
+
+fn parse_range(q: &HashMap<String, String>) -> ApiResult<(i64, i64)> {
+    let to = parse_time(q, "to")?.unwrap_or_else(now_ms);
+    let from = parse_time(q, "from")?.unwrap_or(to - 7 * 86_400_000);
+    if from >= to {
+        return Err(AppError::BadRequest("from: must be before to".into()));
+    }
+    Ok((from, to))
+}
+
+fn parse_limit(q: &HashMap<String, String>, name: &str, default: u32, max: u32) -> ApiResult<u32> {
+    match param(q, name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if n >= 1 && n <= max => Ok(n),
+            _ => Err(AppError::BadRequest(format!(
+                "{name}: must be an integer from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+fn parse_stores(q: &HashMap<String, String>) -> ApiResult<Option<Vec<StoreId>>> {
+    let Some(text) = param(q, "stores") else {
+        return Ok(None);
+    };
+    let stores: Result<Vec<StoreId>, _> = text.split(',').map(|s| StoreId::new(s.trim())).collect();
+    stores
+        .map(Some)
+        .map_err(|e| AppError::BadRequest(format!("stores: {e}")))
+}
+
+/// The stores a request may read: the requested ones (checked to exist in the tenant and,
+/// for managers, to be assigned) or all the caller may see (`None`: the whole tenant).
+async fn scope(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<Vec<StoreId>>,
+) -> ApiResult<Option<Vec<StoreId>>> {
+    match (caller.role, requested) {
+        (Role::StoreManager, None) => Ok(Some(caller.stores.clone())),
+        (Role::StoreManager, Some(list)) => {
+            if list.iter().all(|s| caller.stores.contains(s)) {
+                Ok(Some(list))
+            } else {
+                Err(AppError::NotFound)
+            }
+        }
+        (_, None) => Ok(None),
+        (_, Some(list)) => {
+            let known = state.inner.store.stores(&caller.tenant).await?;
+            if list.iter().all(|s| known.iter().any(|k| &k.store_id == s)) {
+                Ok(Some(list))
+            } else {
+                Err(AppError::NotFound)
+            }
+        }
+    }
+}
+
+fn money(e4: i64) -> Value {
+    finite(e4 as f64 / 10_000.0)
+}
+
+/// A JSON number, or null for NaN and infinities (which JSON cannot carry).
+pub fn finite(x: f64) -> Value {
+    serde_json::Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+fn figures_json(f: &SalesFigures) -> Value {
+    json!({
+        "revenue": money(f.revenue_e4),
+        "units": f.units,
+        "transactions": f.transactions,
+        "refunds": f.refunds,
+        "refundAmount": money(f.refund_amount_e4),
+        "voids": f.voids,
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    storesync_protocol::time::EventTime::from_unix_ms(ms, 0).to_rfc3339()
+}
+
+async fn cached(
+    state: &AppState,
+    caller: &Caller,
+    key: String,
+    stores: &Option<Vec<StoreId>>,
+    compute: impl std::future::Future<Output = ApiResult<Cached>>,
+) -> ApiResult<Response> {
+    let tenant = caller.tenant.as_str();
+    let key = format!(
+        "{key}|scope={:?}",
+        stores
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    );
+    let (value, hit) = match state.inner.cache.get(tenant, &key) {
+        Some(value) => (value, "hit"),
+        None => {
+            let generation = state.inner.cache.generation(tenant);
+            let value = compute.await?;
+            let covered = stores
+                .as_ref()
+                .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
+            state
+                .inner
+                .cache
+                .put(tenant, &key, generation, covered, value.clone());
+            (value, "miss")
+        }
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(value.content_type),
+            ),
+            (
+                header::HeaderName::from_static("x-cache"),
+                HeaderValue::from_static(hit),
+            ),
+        ],
+        Body::from(value.body),
+    )
+        .into_response())
+}
+
+fn json_cached(v: &Value) -> Cached {
+    Cached {
+        body: bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        content_type: "application/json",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Public routes
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.inner.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::global().render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Json<Value> {
+    Json(routes::openapi())
+}
+
+async fn docs() -> Html<String> {
+    Html(routes::docs_html())
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    tenant: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": error})),
+    )
+        .into_response()
+}
+
+async fn token(State(state): State<AppState>, Form(form): Form<TokenForm>) -> Response {
+    match token_inner(&state, form).await {
+        Ok(body) => ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn check_secret(secret: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || auth::verify_secret(&secret, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+async fn token_inner(state: &AppState, form: TokenForm) -> Result<Value, Response> {
+    let store = &state.inner.store;
+    let internal = |e: StoreError| AppError::from(e).into_response();
+    let tenant_of = |t: Option<String>| t.and_then(|t| TenantId::new(t).ok());
+    let (tenant, principal, family) = match form.grant_type.as_str() {
+        "password" | "client_credentials" => {
+            let is_client = form.grant_type == "client_credentials";
+            let (name, secret) = if is_client {
+                (form.client_id, form.client_secret)
+            } else {
+                (form.username, form.password)
+            };
+            let bad = if is_client {
+                oauth_error(StatusCode::UNAUTHORIZED, "invalid_client")
+            } else {
+                oauth_error(StatusCode::BAD_REQUEST, "invalid_grant")
+            };
+            let (Some(tenant), Some(name), Some(secret)) = (tenant_of(form.tenant), name, secret)
+            else {
+                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request"));
+            };
+            let Some(principal) = store
+                .principal(&tenant, &name, is_client)
+                .await
+                .map_err(internal)?
+            else {
+                return Err(bad);
+            };
+            if !check_secret(secret, principal.secret_hash.clone()).await {
+                return Err(bad);
+            }
+            (
+                tenant,
+                principal,
+                (!is_client).then(|| uuid::Uuid::new_v4().to_string()),
+            )
+        }
+        "refresh_token" => {
+            let Some(token) = form.refresh_token else {
+                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request"));
+            };
+            let Some(tenant) = auth::refresh_tenant(&token) else {
+                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"));
+            };
+            let record = match store
+                .use_refresh(&tenant, &auth::refresh_hash(&token), now_ms())
+                .await
+                .map_err(internal)?
+            {
+                RefreshUse::Fresh(record) => record,
+                RefreshUse::Replayed | RefreshUse::Invalid => {
+                    return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"));
+                }
+            };
+            let Some(principal) = store
+                .principal(&tenant, &record.subject, record.is_client)
+                .await
+                .map_err(internal)?
+            else {
+                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant"));
+            };
+            (tenant, principal, Some(record.family))
+        }
+        _ => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+            ));
+        }
+    };
+    let caller = Caller {
+        tenant: tenant.clone(),
+        subject: principal.name.clone(),
+        role: principal.role,
+        stores: principal.stores.clone(),
+    };
+    let now_s = (now_ms() / 1000) as u64;
+    let ttl = state.inner.auth.access_ttl_s;
+    let access = state
+        .inner
+        .issuer
+        .issue(&caller, now_s, ttl)
+        .map_err(|e| AppError::Internal(e.to_string()).into_response())?;
+    let mut body = json!({"access_token": access, "token_type": "Bearer", "expires_in": ttl});
+    if let Some(family) = family {
+        let (refresh, hash) = auth::new_refresh_token(&tenant);
+        store
+            .insert_refresh(
+                &tenant,
+                &RefreshRecord {
+                    token_hash: hash,
+                    family,
+                    subject: principal.name,
+                    is_client: principal.is_client,
+                    expires_ms: now_ms() + (state.inner.auth.refresh_ttl_s as i64) * 1000,
+                },
+            )
+            .await
+            .map_err(internal)?;
+        body["refresh_token"] = Value::String(refresh);
+    }
+    Ok(body)
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity and administration
+
+async fn signing_key(State(state): State<AppState>) -> Json<Value> {
+    let issuer = &state.inner.issuer;
+    Json(json!({
+        "algorithm": "EdDSA",
+        "issuer": issuer.issuer,
+        "audience": issuer.audience,
+        "kid": issuer.kid,
+        "pem": issuer.public_key_pem(),
+        "jwk": issuer.public_jwk(),
+    }))
+}
+
+async fn me(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({
+        "tenant": caller.tenant.as_str(),
+        "subject": caller.subject,
+        "role": caller.role.as_str(),
+        "stores": caller.stores.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewUser {
+    username: String,
+    password: String,
+    role: String,
+    #[serde(default)]
+    stores: Vec<String>,
+}
+
+async fn add_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let user: NewUser =
+        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("body: {e}")))?;
+    if user.username.is_empty() || user.username.len() > 128 {
+        return Err(AppError::BadRequest("username: 1 to 128 characters".into()));
+    }
+    if user.password.len() < 8 || user.password.len() > 1024 {
+        return Err(AppError::BadRequest(
+            "password: 8 to 1024 characters".into(),
+        ));
+    }
+    let role = Role::parse(&user.role)
+        .ok_or_else(|| AppError::BadRequest("role: admin, analyst or store_manager".into()))?;
+    let stores: Vec<StoreId> = user
+        .stores
+        .iter()
+        .map(StoreId::new)
+        .collect::<Result<_, _>>()
+        .map_err(|e| AppError::BadRequest(format!("stores: {e}")))?;
+    let known = state.inner.store.stores(&caller.tenant).await?;
+    if let Some(unknown) = stores
+        .iter()
+        .find(|s| !known.iter().any(|k| &k.store_id == *s))
+    {
+        return Err(AppError::BadRequest(format!(
+            "stores: {unknown} is not a store of this tenant"
+        )));
+    }
+    let cost = state.inner.auth.hash_cost;
+    let password = user.password;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_secret(&password, cost))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    state
+        .inner
+        .store
+        .upsert_principal(
+            &caller.tenant,
+            &Principal {
+                name: user.username.clone(),
+                is_client: false,
+                secret_hash: hash,
+                role,
+                stores,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"username": user.username, "role": role.as_str()})),
+    )
+        .into_response())
+}
+
+async fn dead_letters(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Json<Value>> {
+    let limit = parse_limit(&q, "limit", 100, state.inner.limits.page_len_max)?;
+    let rows = state
+        .inner
+        .store
+        .dead_letters(&caller.tenant, limit)
+        .await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|d| json!({"store": d.store_id, "eventKey": d.event_key, "reason": d.reason, "receivedAt": rfc3339(d.received_ms), "bytes": d.raw.len()}))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+// ---------------------------------------------------------------------------------------
+// Stores and sync status
+
+/// Per-store sync summary: the watermark is the time up to which the hub holds everything
+/// the store's devices recorded. A device that reported an empty backlog at its last
+/// contact is complete up to that contact; otherwise up to its newest committed event.
+fn store_status(info: &StoreInfo, devices: &[crate::store::DeviceStatus], now: i64) -> Value {
+    let mine: Vec<&crate::store::DeviceStatus> = devices
+        .iter()
+        .filter(|d| d.store_id == info.store_id)
+        .collect();
+    let watermark = mine
+        .iter()
+        .map(|d| match (d.backlog, d.last_seen_ms) {
+            (0, Some(seen)) => Some(seen.max(d.last_event_ms.unwrap_or(i64::MIN))),
+            _ => d.last_event_ms,
+        })
+        .try_fold(i64::MAX, |acc, w| w.map(|w| acc.min(w)))
+        .filter(|w| *w != i64::MAX);
+    let last_seen = mine
+        .iter()
+        .filter_map(|d| d.last_seen_ms.or(d.last_commit_ms))
+        .max();
+    let backlog: u64 = mine.iter().map(|d| d.backlog).sum();
+    let skew = mine
+        .iter()
+        .map(|d| d.clock_skew_ms)
+        .max_by_key(|s| s.abs())
+        .unwrap_or(0);
+    json!({
+        "storeId": info.store_id.as_str(),
+        "name": info.name,
+        "region": info.region,
+        "timeZone": info.time_zone,
+        "lastSeen": last_seen.map(rfc3339),
+        "backlog": backlog,
+        "lagMs": watermark.map(|w| (now - w).max(0)),
+        "clockSkewMs": skew,
+        "completeUpTo": watermark.map(rfc3339),
+        "devices": mine.iter().map(|d| json!({
+            "deviceId": d.device_id.as_str(),
+            "lastSeen": d.last_seen_ms.map(rfc3339),
+            "lastCommit": d.last_commit_ms.map(rfc3339),
+            "lastEvent": d.last_event_ms.map(rfc3339),
+            "backlog": d.backlog,
+            "clockSkewMs": d.clock_skew_ms,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn visible_stores(state: &AppState, caller: &Caller) -> ApiResult<Vec<StoreInfo>> {
+    let all = state.inner.store.stores(&caller.tenant).await?;
+    Ok(match caller.role {
+        Role::StoreManager => all
+            .into_iter()
+            .filter(|s| caller.stores.contains(&s.store_id))
+            .collect(),
+        _ => all,
+    })
+}
+
+async fn list_stores(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Json<Value>> {
+    let requested = scope(&state, &caller, parse_stores(&q)?).await?;
+    let stores: Vec<StoreInfo> = visible_stores(&state, &caller)
+        .await?
+        .into_iter()
+        .filter(|s| requested.as_ref().is_none_or(|r| r.contains(&s.store_id)))
+        .collect();
+    let devices = state.inner.store.device_status(&caller.tenant).await?;
+    let now = now_ms();
+    Ok(Json(
+        json!({"items": stores.iter().map(|s| store_status(s, &devices, now)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn one_store(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(store_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let store_id = StoreId::new(store_id).map_err(|_| AppError::NotFound)?;
+    let stores = visible_stores(&state, &caller).await?;
+    let info = stores
+        .iter()
+        .find(|s| s.store_id == store_id)
+        .ok_or(AppError::NotFound)?;
+    let devices = state.inner.store.device_status(&caller.tenant).await?;
+    Ok(Json(store_status(info, &devices, now_ms())))
+}
+
+// ---------------------------------------------------------------------------------------
+// Sales
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupBy {
+    None,
+    Store,
+    Region,
+    Item,
+    Category,
+    Payment,
+}
+
+impl GroupBy {
+    fn parse(s: &str) -> Option<GroupBy> {
+        Some(match s {
+            "none" => GroupBy::None,
+            "store" => GroupBy::Store,
+            "region" => GroupBy::Region,
+            "item" => GroupBy::Item,
+            "category" => GroupBy::Category,
+            "payment" => GroupBy::Payment,
+            _ => return None,
+        })
+    }
+}
+
+struct Series {
+    bucket: Granularity,
+    group_by: GroupBy,
+    from: i64,
+    to: i64,
+    groups: BTreeMap<String, BTreeMap<i64, SalesFigures>>,
+    stores: Vec<StoreInfo>,
+    devices: Vec<crate::store::DeviceStatus>,
+}
+
+async fn compute_series(
+    state: &AppState,
+    caller: &Caller,
+    q: &HashMap<String, String>,
+    stores: &Option<Vec<StoreId>>,
+) -> ApiResult<Series> {
+    let bucket = match param(q, "bucket") {
+        None => Granularity::Hour,
+        Some(b) => Granularity::parse(b)
+            .ok_or_else(|| AppError::BadRequest("bucket: minute, hour, day or week".into()))?,
+    };
+    let group_by = match param(q, "group_by") {
+        None => GroupBy::None,
+        Some(g) => GroupBy::parse(g).ok_or_else(|| {
+            AppError::BadRequest("group_by: none, store, region, item, category or payment".into())
+        })?,
+    };
+    let (from, to) = parse_range(q)?;
+    let width_ms: i64 = match bucket {
+        Granularity::Minute => 60_000,
+        Granularity::Hour => 3_600_000,
+        Granularity::Day => 86_400_000,
+        Granularity::Week => 7 * 86_400_000,
+    };
+    if ((to - from) / width_ms) as u64 > state.inner.limits.series_points_max {
+        return Err(AppError::BadRequest(format!(
+            "from: range too long for bucket {} (at most {} buckets)",
+            bucket.as_str(),
+            state.inner.limits.series_points_max
+        )));
+    }
+    let category = param(q, "category");
+    let items: Option<Vec<String>> =
+        param(q, "items").map(|s| s.split(',').map(|s| s.trim().to_owned()).collect());
+    let categories = if category.is_some() || group_by == GroupBy::Category {
+        state.inner.store.item_categories(&caller.tenant).await?
+    } else {
+        BTreeMap::new()
+    };
+    let mut values = items;
+    if let Some(category) = category {
+        let in_category: Vec<String> = categories
+            .iter()
+            .filter(|(_, c)| c.as_str() == category)
+            .map(|(s, _)| s.clone())
+            .collect();
+        values = Some(match values {
+            Some(v) => v.into_iter().filter(|s| in_category.contains(s)).collect(),
+            None => in_category,
+        });
+    }
+    let dim = match group_by {
+        GroupBy::Item | GroupBy::Category => DimKind::Item,
+        GroupBy::Payment => DimKind::Payment,
+        _ if values.is_some() => DimKind::Item,
+        _ => DimKind::Store,
+    };
+    let stored = if bucket == Granularity::Week {
+        Granularity::Day
+    } else {
+        bucket
+    };
+    let all_stores = state.inner.store.stores(&caller.tenant).await?;
+    let by_store =
+        matches!(group_by, GroupBy::Store | GroupBy::Region) || bucket == Granularity::Week;
+    // Week buckets start on a store's local Monday: reach back far enough for any zone.
+    let query_from = if bucket == Granularity::Week {
+        from - 7 * 86_400_000
+    } else {
+        from
+    };
+    let rows = state
+        .inner
+        .store
+        .rollups(
+            &caller.tenant,
+            &RollupQuery {
+                granularity: stored,
+                dim,
+                from_ms: query_from,
+                to_ms: to,
+                stores: stores.clone(),
+                values,
+                by_store,
+                by_value: matches!(
+                    group_by,
+                    GroupBy::Item | GroupBy::Category | GroupBy::Payment
+                ),
+                by_bucket: true,
+            },
+        )
+        .await?;
+    let zones: HashMap<&str, jiff::tz::TimeZone> = all_stores
+        .iter()
+        .filter_map(|s| {
+            jiff::tz::TimeZone::get(&s.time_zone)
+                .ok()
+                .map(|tz| (s.store_id.as_str(), tz))
+        })
+        .collect();
+    let mut groups: BTreeMap<String, BTreeMap<i64, SalesFigures>> = BTreeMap::new();
+    for row in rows {
+        let store = row.store_id.as_ref().map(|s| s.as_str()).unwrap_or("");
+        let at = if bucket == Granularity::Week {
+            let tz = zones.get(store).cloned().unwrap_or(jiff::tz::TimeZone::UTC);
+            bucket_start(row.bucket_ms, Granularity::Week, &tz)
+        } else {
+            row.bucket_ms
+        };
+        if at < query_from || (bucket == Granularity::Week && at + 7 * 86_400_000 <= from) {
+            continue;
+        }
+        let group = match group_by {
+            GroupBy::None => "all".to_owned(),
+            GroupBy::Store => store.to_owned(),
+            GroupBy::Region => all_stores
+                .iter()
+                .find(|s| s.store_id.as_str() == store)
+                .map(|s| s.region.clone())
+                .unwrap_or_default(),
+            GroupBy::Item | GroupBy::Payment => row.value.clone(),
+            GroupBy::Category => categories
+                .get(&row.value)
+                .cloned()
+                .unwrap_or_else(|| "uncategorized".into()),
+        };
+        groups
+            .entry(group)
+            .or_default()
+            .entry(at)
+            .or_default()
+            .add(&row.figures);
+    }
+    let devices = state.inner.store.device_status(&caller.tenant).await?;
+    let stores_in = match stores {
+        Some(list) => all_stores
+            .into_iter()
+            .filter(|s| list.contains(&s.store_id))
+            .collect(),
+        None => all_stores,
+    };
+    Ok(Series {
+        bucket,
+        group_by,
+        from,
+        to,
+        groups,
+        stores: stores_in,
+        devices,
+    })
+}
+
+fn series_key(route: &str, q: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<(&String, &String)> = q
+        .iter()
+        .filter(|(k, _)| k.as_str() != "access_token")
+        .collect();
+    pairs.sort();
+    // Without explicit `to`, "now" moves: round it to the minute so the key is stable.
+    let mut key = format!("{route}?");
+    for (k, v) in pairs {
+        key.push_str(&format!("{k}={v}&"));
+    }
+    if !q.contains_key("to") {
+        key.push_str(&format!("now={}", now_ms() / 60_000));
+    }
+    key
+}
+
+async fn series_json(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let key = series_key("series", &q);
+    cached(&state, &caller, key, &stores, async {
+        let s = compute_series(&state, &caller, &q, &stores).await?;
+        let now = now_ms();
+        let statuses: Vec<Value> = s.stores.iter().map(|info| store_status(info, &s.devices, now)).collect();
+        let behind: Vec<&str> = statuses
+            .iter()
+            .filter(|st| match st["completeUpTo"].as_str() {
+                None => true,
+                Some(w) => storesync_protocol::time::EventTime::parse_rfc3339(w).map(|t| t.unix_ms() < s.to).unwrap_or(true),
+            })
+            .filter_map(|st| st["storeId"].as_str())
+            .collect();
+        let series: Vec<Value> = s
+            .groups
+            .iter()
+            .map(|(group, points)| {
+                json!({
+                    "group": group,
+                    "points": points.iter().map(|(t, f)| {
+                        let mut p = figures_json(f);
+                        p["t"] = Value::String(rfc3339(*t));
+                        p
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let body = json!({
+            "bucket": s.bucket.as_str(),
+            "groupBy": format!("{:?}", s.group_by).to_lowercase(),
+            "from": rfc3339(s.from),
+            "to": rfc3339(s.to),
+            "series": series,
+            "watermarks": statuses.iter().map(|st| json!({"storeId": st["storeId"], "completeUpTo": st["completeUpTo"]})).collect::<Vec<_>>(),
+            "storesBehind": behind,
+        });
+        Ok(json_cached(&body))
+    })
+    .await
+}
+
+async fn series_csv(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let key = series_key("series.csv", &q);
+    cached(&state, &caller, key, &stores, async {
+        let s = compute_series(&state, &caller, &q, &stores).await?;
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let csv_err = |e: csv::Error| AppError::Internal(e.to_string());
+        writer
+            .write_record([
+                "group",
+                "bucket_start",
+                "revenue",
+                "units",
+                "transactions",
+                "refunds",
+                "refund_amount",
+                "voids",
+            ])
+            .map_err(csv_err)?;
+        for (group, points) in &s.groups {
+            for (t, f) in points {
+                writer
+                    .write_record([
+                        group.clone(),
+                        rfc3339(*t),
+                        storesync_protocol::money::Money::from_e4(f.revenue_e4).to_string(),
+                        f.units.to_string(),
+                        f.transactions.to_string(),
+                        f.refunds.to_string(),
+                        storesync_protocol::money::Money::from_e4(f.refund_amount_e4).to_string(),
+                        f.voids.to_string(),
+                    ])
+                    .map_err(csv_err)?;
+            }
+        }
+        let body = writer
+            .into_inner()
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Cached {
+            body: body.into(),
+            content_type: "text/csv; charset=utf-8",
+        })
+    })
+    .await
+}
+
+fn summary_granularity(from: i64, to: i64) -> Granularity {
+    if to - from > 31 * 86_400_000 {
+        Granularity::Day
+    } else {
+        Granularity::Hour
+    }
+}
+
+async fn top_items(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let (from, to) = parse_range(&q)?;
+    let limit = parse_limit(&q, "limit", 10, 100)? as usize;
+    let key = series_key("top", &q);
+    cached(&state, &caller, key, &stores, async {
+        let rows = state
+            .inner
+            .store
+            .rollups(
+                &caller.tenant,
+                &RollupQuery {
+                    granularity: summary_granularity(from, to),
+                    dim: DimKind::Item,
+                    from_ms: from,
+                    to_ms: to,
+                    stores: stores.clone(),
+                    values: None,
+                    by_store: false,
+                    by_value: true,
+                    by_bucket: false,
+                },
+            )
+            .await?;
+        let mut rows = rows;
+        rows.sort_by(|a, b| {
+            b.figures
+                .revenue_e4
+                .cmp(&a.figures.revenue_e4)
+                .then(a.value.cmp(&b.value))
+        });
+        let items: Vec<Value> = rows
+            .iter()
+            .take(limit)
+            .map(|r| {
+                let mut v = figures_json(&r.figures);
+                v["sku"] = Value::String(r.value.clone());
+                v
+            })
+            .collect();
+        Ok(json_cached(
+            &json!({"from": rfc3339(from), "to": rfc3339(to), "items": items}),
+        ))
+    })
+    .await
+}
+
+async fn basket(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let (from, to) = parse_range(&q)?;
+    let key = series_key("basket", &q);
+    cached(&state, &caller, key, &stores, async {
+        let rows = state
+            .inner
+            .store
+            .rollups(
+                &caller.tenant,
+                &RollupQuery {
+                    granularity: summary_granularity(from, to),
+                    dim: DimKind::Store,
+                    from_ms: from,
+                    to_ms: to,
+                    stores: stores.clone(),
+                    values: None,
+                    by_store: false,
+                    by_value: false,
+                    by_bucket: false,
+                },
+            )
+            .await?;
+        let mut total = SalesFigures::default();
+        for r in &rows {
+            total.add(&r.figures);
+        }
+        let average = (total.transactions > 0)
+            .then(|| total.revenue_e4 as f64 / 10_000.0 / total.transactions as f64);
+        let mut body = figures_json(&total);
+        body["from"] = Value::String(rfc3339(from));
+        body["to"] = Value::String(rfc3339(to));
+        body["averageBasketValue"] = average.map(finite).unwrap_or(Value::Null);
+        body["averageBasketUnits"] = total.basket_units().map(finite).unwrap_or(Value::Null);
+        Ok(json_cached(&body))
+    })
+    .await
+}
+
+async fn inventory(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Json<Value>> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let sku = param(&q, "sku")
+        .map(Sku::new)
+        .transpose()
+        .map_err(|e| AppError::BadRequest(format!("sku: {e}")))?;
+    let limit = parse_limit(&q, "limit", 100, state.inner.limits.page_len_max)? as usize;
+    let offset: usize = param(&q, "offset")
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|_| AppError::BadRequest("offset: must be a non-negative integer".into()))?
+        .unwrap_or(0);
+    let movements = state
+        .inner
+        .store
+        .movements(&caller.tenant, stores.as_deref(), sku.as_ref(), 5_000_000)
+        .await?;
+    let mut per_store: BTreeMap<StoreId, Vec<storesync_protocol::inventory::Movement>> =
+        BTreeMap::new();
+    for (store, m) in movements {
+        per_store.entry(store).or_default().push(m);
+    }
+    let rows: Vec<Value> = per_store
+        .into_iter()
+        .flat_map(|(store, moves)| fold(moves).into_iter().map(move |(sku, qty)| json!({"storeId": store.as_str(), "sku": sku.as_str(), "onHand": qty})))
+        .collect();
+    let total = rows.len();
+    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
+    Ok(Json(
+        json!({"items": page, "total": total, "offset": offset, "limit": limit}),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Alerts
+
+fn alert_json(r: &AlertRecord) -> Value {
+    let a = &r.alert;
+    json!({
+        "alertId": a.alert_id.as_str(),
+        "kind": a.kind.as_str(),
+        "severity": a.severity.as_str(),
+        "storeId": a.store_id.as_str(),
+        "subject": a.subject,
+        "raisedAt": a.raised_at.to_rfc3339(),
+        "state": a.state.as_str(),
+        "changedBy": a.changed_by,
+        "message": a.message,
+        "facts": a.facts.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+        "updatedAt": rfc3339(r.updated_ms),
+    })
+}
+
+async fn list_alerts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Json<Value>> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let limit = parse_limit(&q, "limit", 100, state.inner.limits.page_len_max)?;
+    let state_filter = match param(&q, "state") {
+        None => None,
+        Some(s) if AlertState::parse(s).is_some() => Some(s.to_owned()),
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "state: open, acknowledged or resolved".into(),
+            ));
+        }
+    };
+    let before = parse_time(&q, "before")?;
+    let rows = state
+        .inner
+        .store
+        .alerts(
+            &caller.tenant,
+            &AlertQuery {
+                stores,
+                state: state_filter,
+                before_ms: before,
+                limit,
+            },
+        )
+        .await?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.alert.raised_at.unix_ms()))
+        .flatten();
+    Ok(Json(
+        json!({"items": rows.iter().map(alert_json).collect::<Vec<_>>(), "nextBefore": next}),
+    ))
+}
+
+async fn change_alert(
+    state: &AppState,
+    caller: &Caller,
+    alert_id: String,
+    to: AlertState,
+) -> ApiResult<Json<Value>> {
+    let alert_id = AlertId::new(alert_id).map_err(|_| AppError::NotFound)?;
+    let existing = state
+        .inner
+        .store
+        .alert(&caller.tenant, &alert_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if caller.role == Role::StoreManager && !caller.stores.contains(&existing.alert.store_id) {
+        return Err(AppError::NotFound);
+    }
+    let by = format!("{}:{}", caller.role.as_str(), caller.subject);
+    let updated = state
+        .inner
+        .store
+        .set_alert_state(&caller.tenant, &alert_id, to, &by, now_ms())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    Ok(Json(alert_json(&updated)))
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(alert_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    change_alert(&state, &caller, alert_id, AlertState::Acknowledged).await
+}
+
+async fn resolve(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(alert_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    change_alert(&state, &caller, alert_id, AlertState::Resolved).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Live streams
+
+struct LiveSlot(AppState);
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.inner.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn take_slot(state: &AppState) -> ApiResult<LiveSlot> {
+    let n = state.inner.live.fetch_add(1, Ordering::Relaxed);
+    let slot = LiveSlot(state.clone());
+    if n >= state.inner.limits.live_connections_max {
+        return Err(AppError::Busy);
+    }
+    Ok(slot)
+}
+
+/// The live messages for `caller` from one committed change.
+fn live_messages(
+    change: &Change,
+    caller: &Caller,
+    stores: &Option<Vec<StoreId>>,
+) -> Vec<(&'static str, Value)> {
+    if change.tenant != caller.tenant.as_str() {
+        return Vec::new();
+    }
+    let visible = |store: &str| {
+        stores
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|s| s.as_str() == store))
+    };
+    let mut out = Vec::new();
+    for tick in &change.sales {
+        if visible(&tick.store) {
+            out.push(("sales", json!({"storeId": tick.store, "revenue": money(tick.revenue_e4), "transactions": tick.transactions, "lastAt": rfc3339(tick.last_ms)})));
+        }
+    }
+    if !change.alerts.is_empty() && change.stores.iter().any(|s| visible(s)) {
+        out.push((
+            "alerts",
+            json!({"alertIds": change.alerts, "stores": change.stores}),
+        ));
+    }
+    out
+}
+
+fn live_stream(
+    state: &AppState,
+    caller: Caller,
+    stores: Option<Vec<StoreId>>,
+) -> impl Stream<Item = (&'static str, Value)> + use<> {
+    BroadcastStream::new(state.inner.store.subscribe()).flat_map(move |change| {
+        let messages = match change {
+            Ok(change) => live_messages(&change, &caller, &stores),
+            Err(_) => vec![("resync", json!({"reason": "missed changes; reload"}))],
+        };
+        futures::stream::iter(messages)
+    })
+}
+
+async fn live_sse(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let slot = take_slot(&state)?;
+    let stream = live_stream(&state, caller, stores).map(move |(kind, value)| {
+        let _hold = &slot;
+        Ok::<_, Infallible>(SseEvent::default().event(kind).data(value.to_string()))
+    });
+    let hello = futures::stream::once(async {
+        Ok::<_, Infallible>(SseEvent::default().event("ready").data("{}"))
+    });
+    Ok(Sse::new(hello.chain(stream))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+async fn live_ws(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let slot = take_slot(&state)?;
+    let stream = live_stream(&state, caller, stores);
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| run_ws(socket, stream, slot)))
+}
+
+async fn run_ws(
+    mut socket: WebSocket,
+    stream: impl Stream<Item = (&'static str, Value)> + Send + 'static,
+    _slot: LiveSlot,
+) {
+    let mut stream = Box::pin(stream);
+    if socket
+        .send(Message::Text(r#"{"type":"ready"}"#.into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some((kind, value)) = message else { break };
+                let text = json!({"type": kind, "data": value}).to_string();
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => {
+                match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}

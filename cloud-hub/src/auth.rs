@@ -1,0 +1,445 @@
+//! Bearer tokens: the hub's own issuer (EdDSA) and verification of external ones.
+//!
+//! Verification is pinned: every accepted key names its algorithm (RS256 or EdDSA), issuer
+//! and audience; a token whose header asks for another algorithm (including `none`, which
+//! does not even parse) is refused before any signature check. `exp` is required, `nbf` is
+//! checked when present, both with an explicit leeway.
+//!
+//! The hub's issuer signs with an Ed25519 key kept in a PEM file (created by `init`). Edge
+//! agents verify managers' tokens offline with the tenant's public key, which admins fetch
+//! from `GET /api/v1/auth/signing-key` or `storesync-hub signing-key`.
+//!
+//! Passwords and client secrets are stored as argon2id PHC strings; refresh tokens are
+//! random, stored only as BLAKE3 hashes, spent once and rotated; a replayed refresh token
+//! revokes its whole family.
+
+use std::path::Path;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm as ArgonAlgorithm, Argon2, Params, Version};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use storesync_protocol::ids::{StoreId, TenantId};
+
+use crate::store::Role;
+
+/// Why a token or a credential was refused. Clients only ever see "401".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No bearer token.
+    #[error("missing bearer token")]
+    Missing,
+    /// The token is malformed, forged, expired, not yet valid, or for someone else.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A key or key set could not be loaded.
+    #[error("key: {0}")]
+    Key(String),
+}
+
+/// The claims the hub issues and expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Subject: user name or client id.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at.
+    #[serde(default)]
+    pub iat: u64,
+    /// Tenant.
+    pub tenant: String,
+    /// Role (`admin`, `analyst`, `store_manager`).
+    pub role: String,
+    /// Assigned stores (store managers).
+    #[serde(default)]
+    pub stores: Vec<String>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Subject.
+    pub subject: String,
+    /// Role.
+    pub role: Role,
+    /// Assigned stores (store managers).
+    pub stores: Vec<StoreId>,
+}
+
+/// One key tokens may be signed with.
+#[derive(Debug, Clone)]
+pub struct VerifyKey {
+    /// Key id, matched against the header's `kid` when both are present.
+    pub kid: Option<String>,
+    /// The only algorithm this key accepts.
+    pub algorithm: Algorithm,
+    /// The key.
+    pub key: DecodingKey,
+    /// Expected issuer.
+    pub issuer: String,
+    /// Expected audience.
+    pub audience: String,
+}
+
+/// Verifies bearer tokens against a set of pinned keys.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: Vec<VerifyKey>,
+    leeway_s: u64,
+}
+
+impl Verifier {
+    /// A verifier over `keys` with `leeway_s` seconds of clock leeway.
+    pub fn new(keys: Vec<VerifyKey>, leeway_s: u64) -> Verifier {
+        Verifier { keys, leeway_s }
+    }
+
+    /// Checks a token and returns its caller.
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let candidates = self.keys.iter().filter(|k| {
+            k.algorithm == header.alg
+                && match (&k.kid, &header.kid) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        });
+        let mut last = AuthError::Invalid(format!("no key accepts {:?}", header.alg));
+        for key in candidates {
+            let mut validation = Validation::new(key.algorithm);
+            validation.algorithms = vec![key.algorithm];
+            validation.leeway = self.leeway_s;
+            validation.validate_exp = true;
+            validation.validate_nbf = true;
+            validation.set_issuer(&[&key.issuer]);
+            validation.set_audience(&[&key.audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => return caller_of(data.claims),
+                Err(e) => last = AuthError::Invalid(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn caller_of(claims: Claims) -> Result<Caller, AuthError> {
+    Ok(Caller {
+        tenant: TenantId::new(claims.tenant)
+            .map_err(|e| AuthError::Invalid(format!("tenant: {e}")))?,
+        role: Role::parse(&claims.role)
+            .ok_or_else(|| AuthError::Invalid(format!("role {:?}", claims.role)))?,
+        stores: claims
+            .stores
+            .into_iter()
+            .map(StoreId::new)
+            .collect::<Result<_, _>>()
+            .map_err(|e| AuthError::Invalid(format!("stores: {e}")))?,
+        subject: claims.sub,
+    })
+}
+
+/// The hub's own token issuer (Ed25519).
+#[derive(Clone)]
+pub struct Issuer {
+    key: EncodingKey,
+    public_pem: String,
+    public_raw: [u8; 32],
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Key id.
+    pub kid: String,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .finish()
+    }
+}
+
+/// A new Ed25519 private key as PKCS#8 PEM.
+pub fn generate_signing_key_pem() -> Result<String, AuthError> {
+    let key = SigningKey::generate(&mut OsRng);
+    key.to_pkcs8_pem(LineEnding::LF)
+        .map(|p| p.to_string())
+        .map_err(|e| AuthError::Key(e.to_string()))
+}
+
+impl Issuer {
+    /// From a PKCS#8 PEM Ed25519 private key.
+    pub fn from_pem(pem: &str, issuer: &str, audience: &str) -> Result<Issuer, AuthError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let signing = SigningKey::from_pkcs8_pem(pem).map_err(|e| AuthError::Key(e.to_string()))?;
+        let verifying = signing.verifying_key();
+        let public_pem = verifying
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| AuthError::Key(e.to_string()))?;
+        let public_raw = verifying.to_bytes();
+        let kid = blake3::hash(&public_raw).to_hex()[..16].to_string();
+        Ok(Issuer {
+            key: EncodingKey::from_ed_pem(pem.as_bytes())
+                .map_err(|e| AuthError::Key(e.to_string()))?,
+            public_pem,
+            public_raw,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            kid,
+        })
+    }
+
+    /// Loads the key at `path`, creating it first when it does not exist.
+    pub fn load_or_create(path: &Path, issuer: &str, audience: &str) -> Result<Issuer, AuthError> {
+        if !path.exists() {
+            let pem = generate_signing_key_pem()?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| AuthError::Key(e.to_string()))?;
+            }
+            write_private(path, &pem)
+                .map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?;
+        }
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| AuthError::Key(format!("{}: {e}", path.display())))?;
+        Issuer::from_pem(&pem, issuer, audience)
+    }
+
+    /// The public key (SPKI PEM) edge agents and other services verify with.
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// The public key as a JWK (`OKP`, `Ed25519`).
+    pub fn public_jwk(&self) -> serde_json::Value {
+        use base64::Engine;
+        serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid,
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public_raw),
+        })
+    }
+
+    /// The verifying key for this issuer's tokens.
+    pub fn verify_key(&self) -> Result<VerifyKey, AuthError> {
+        Ok(VerifyKey {
+            kid: Some(self.kid.clone()),
+            algorithm: Algorithm::EdDSA,
+            key: DecodingKey::from_ed_pem(self.public_pem.as_bytes())
+                .map_err(|e| AuthError::Key(e.to_string()))?,
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        })
+    }
+
+    /// Signs an access token for `caller`, valid `ttl_s` seconds from `now_s`.
+    pub fn issue(&self, caller: &Caller, now_s: u64, ttl_s: u64) -> Result<String, AuthError> {
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: caller.subject.clone(),
+            exp: now_s + ttl_s,
+            nbf: Some(now_s),
+            iat: now_s,
+            tenant: caller.tenant.as_str().to_owned(),
+            role: caller.role.as_str().to_owned(),
+            stores: caller
+                .stores
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| AuthError::Key(e.to_string()))
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Parses a configured algorithm name; only RS256 and EdDSA are accepted.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, AuthError> {
+    match name {
+        "RS256" => Ok(Algorithm::RS256),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        other => Err(AuthError::Key(format!(
+            "algorithm {other:?} is not accepted (RS256 or EdDSA)"
+        ))),
+    }
+}
+
+/// A decoding key from a PEM public key for `algorithm`.
+pub fn key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, AuthError> {
+    match algorithm {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
+        _ => return Err(AuthError::Key("unsupported algorithm".into())),
+    }
+    .map_err(|e| AuthError::Key(e.to_string()))
+}
+
+/// Keys from a JWKS document; each key's algorithm is pinned from its `alg` (or, without
+/// one, from its key type) and only RS256 and EdDSA keys are kept.
+pub fn keys_from_jwks(
+    json: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<Vec<VerifyKey>, AuthError> {
+    let set: JwkSet =
+        serde_json::from_str(json).map_err(|e| AuthError::Key(format!("JWKS: {e}")))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(jsonwebtoken::jwk::KeyAlgorithm::RS256), _) => Algorithm::RS256,
+            (Some(jsonwebtoken::jwk::KeyAlgorithm::EdDSA), _) => Algorithm::EdDSA,
+            (None, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (None, jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+            _ => continue,
+        };
+        keys.push(VerifyKey {
+            kid: jwk.common.key_id.clone(),
+            algorithm,
+            key: DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Key(e.to_string()))?,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        });
+    }
+    Ok(keys)
+}
+
+/// Fetches a JWKS document over plain HTTP (`http://host:port/path`), for identity
+/// providers reached through a local sidecar or proxy; TLS URLs are refused (put the JWKS
+/// in a file instead).
+pub async fn fetch_jwks(url: &str) -> Result<String, AuthError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        AuthError::Key("JWKS URL must be http:// (use jwks_path for other sources)".into())
+    })?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let addr = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut body = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+        .await
+        .map_err(|_| AuthError::Key("JWKS fetch timed out".into()))?
+        .map_err(|e| AuthError::Key(format!("JWKS fetch: {e}")))?;
+    let text = String::from_utf8_lossy(&body);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| AuthError::Key("JWKS: bad HTTP response".into()))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(AuthError::Key(format!(
+            "JWKS: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(body.to_owned())
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+}
+
+impl Default for HashCost {
+    fn default() -> Self {
+        // OWASP's argon2id recommendation.
+        HashCost {
+            memory_kib: 19_456,
+            iterations: 2,
+        }
+    }
+}
+
+/// Hashes a password or client secret into a PHC string.
+pub fn hash_secret(secret: &str, cost: HashCost) -> Result<String, AuthError> {
+    let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
+        .map_err(|e| AuthError::Key(e.to_string()))?;
+    let argon = Argon2::new(ArgonAlgorithm::Argon2id, Version::V0x13, params);
+    let salt = SaltString::generate(&mut OsRng);
+    argon
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Key(e.to_string()))
+}
+
+/// Whether `secret` matches the PHC string (its own parameters are used).
+pub fn verify_secret(secret: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A new refresh token for `tenant`: `tenant~random`. Returns (token, its hash).
+pub fn new_refresh_token(tenant: &TenantId) -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("{}~{secret}", tenant.as_str());
+    let hash = refresh_hash(&token);
+    (token, hash)
+}
+
+/// The stored hash of a refresh token.
+pub fn refresh_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+/// The tenant a refresh token belongs to.
+pub fn refresh_tenant(token: &str) -> Option<TenantId> {
+    token
+        .split_once('~')
+        .and_then(|(t, _)| TenantId::new(t).ok())
+}

@@ -1,0 +1,395 @@
+//! The hub's configuration: a TOML file with environment overrides.
+//!
+//! Environment variables override the file: `STORESYNC_HUB_LISTEN`,
+//! `STORESYNC_HUB_DATABASE_URL` (switches to PostgreSQL), `STORESYNC_HUB_ADMIN_DATABASE_URL`,
+//! `STORESYNC_HUB_SQLITE_PATH`, `STORESYNC_HUB_LOG_JSON` (`1`/`true`),
+//! `STORESYNC_HUB_OTLP_ENDPOINT`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::HashCost;
+
+/// Which store backs the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// Embedded SQLite file.
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+    },
+    /// PostgreSQL.
+    Postgres {
+        /// The hub's role (no ownership, no BYPASSRLS).
+        url: String,
+        /// The schema owner, for migrations.
+        #[serde(default)]
+        admin_url: Option<String>,
+        /// The hub's role name to grant to.
+        #[serde(default)]
+        app_role: Option<String>,
+        /// Pooled connections.
+        #[serde(default = "default_pool")]
+        pool_size_max: usize,
+        /// Days of event partitions kept (0: forever).
+        #[serde(default)]
+        retention_days: u32,
+    },
+}
+
+fn default_pool() -> usize {
+    32
+}
+
+/// An external identity provider's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalIssuer {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    /// `RS256` or `EdDSA` for `pem`/`pem_path` keys (JWKS keys carry their own).
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// Inline PEM public key.
+    #[serde(default)]
+    pub pem: Option<String>,
+    /// PEM public key file.
+    #[serde(default)]
+    pub pem_path: Option<PathBuf>,
+    /// JWKS file.
+    #[serde(default)]
+    pub jwks_path: Option<PathBuf>,
+    /// JWKS URL (plain http, e.g. a local sidecar).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+}
+
+/// Token settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// `iss` of the hub's own tokens.
+    pub issuer: String,
+    /// `aud` of the hub's own tokens.
+    pub audience: String,
+    /// Ed25519 PKCS#8 PEM of the hub's issuer; created when missing.
+    pub signing_key_path: PathBuf,
+    /// Access token lifetime.
+    pub access_ttl_s: u64,
+    /// Refresh token lifetime.
+    pub refresh_ttl_s: u64,
+    /// Clock leeway for `exp`/`nbf`.
+    pub leeway_s: u64,
+    /// Argon2 cost of new password hashes.
+    pub hash_cost: HashCost,
+    /// External identity providers.
+    pub external: Vec<ExternalIssuer>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "storesync-hub".into(),
+            audience: "storesync-api".into(),
+            signing_key_path: PathBuf::from("signing-key.pem"),
+            access_ttl_s: 900,
+            refresh_ttl_s: 30 * 86_400,
+            leeway_s: 30,
+            hash_cost: HashCost::default(),
+            external: Vec::new(),
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Time budget of a request (live streams excepted).
+    pub request_timeout_ms: u64,
+    /// Sustained requests per second per principal (or address).
+    pub rate_per_s: f64,
+    /// Burst per principal (or address).
+    pub rate_burst: u32,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Largest page of a list.
+    pub page_len_max: u32,
+    /// Most points a series may have.
+    pub series_points_max: u64,
+    /// Most live-stream connections.
+    pub live_connections_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            body_bytes_max: 64 * 1024,
+            request_timeout_ms: 10_000,
+            rate_per_s: 50.0,
+            rate_burst: 100,
+            trusted_proxies: Vec::new(),
+            page_len_max: 1000,
+            series_points_max: 100_000,
+            live_connections_max: 10_000,
+        }
+    }
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheConfig {
+    /// Entries held (0 disables the cache).
+    pub entries_max: usize,
+    /// Time to live of an entry.
+    pub ttl_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            entries_max: 10_000,
+            ttl_ms: 60_000,
+        }
+    }
+}
+
+/// Logging and tracing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// `tracing` filter, e.g. `info,storesync_hub=debug`.
+    pub filter: Option<String>,
+    /// OTLP endpoint for traces (not exported by this build; see the crate docs).
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// HTTP listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Store.
+    pub store: StoreConfig,
+    /// Auth.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Logs.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// What can go wrong reading a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        message: String,
+    },
+    /// An environment override is malformed.
+    #[error("environment {name}: {message}")]
+    Env {
+        /// Variable.
+        name: &'static str,
+        /// Cause.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`, resolves relative paths against its directory, applies environment
+    /// overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        if let StoreConfig::Sqlite { path } = &mut self.store {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        if self.auth.signing_key_path.is_relative() {
+            self.auth.signing_key_path = base.join(&self.auth.signing_key_path);
+        }
+    }
+
+    /// Applies overrides from `env`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env("STORESYNC_HUB_LISTEN") {
+            self.listen =
+                listen
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                        name: "STORESYNC_HUB_LISTEN",
+                        message: e.to_string(),
+                    })?;
+        }
+        if let Some(url) = env("STORESYNC_HUB_DATABASE_URL") {
+            let admin_url = env("STORESYNC_HUB_ADMIN_DATABASE_URL");
+            self.store = match std::mem::replace(
+                &mut self.store,
+                StoreConfig::Sqlite {
+                    path: PathBuf::new(),
+                },
+            ) {
+                StoreConfig::Postgres {
+                    admin_url: old_admin,
+                    app_role,
+                    pool_size_max,
+                    retention_days,
+                    ..
+                } => StoreConfig::Postgres {
+                    url,
+                    admin_url: admin_url.or(old_admin),
+                    app_role,
+                    pool_size_max,
+                    retention_days,
+                },
+                StoreConfig::Sqlite { .. } => StoreConfig::Postgres {
+                    url,
+                    admin_url,
+                    app_role: None,
+                    pool_size_max: default_pool(),
+                    retention_days: 0,
+                },
+            };
+        } else if let Some(path) = env("STORESYNC_HUB_SQLITE_PATH") {
+            self.store = StoreConfig::Sqlite { path: path.into() };
+        }
+        if let Some(json) = env("STORESYNC_HUB_LOG_JSON") {
+            self.log.json = matches!(json.as_str(), "1" | "true" | "yes");
+        }
+        if let Some(endpoint) = env("STORESYNC_HUB_OTLP_ENDPOINT") {
+            self.log.otlp_endpoint = Some(endpoint);
+        }
+        Ok(())
+    }
+}
+
+/// The commented configuration `storesync-hub init` writes.
+pub fn default_config_text() -> String {
+    r#"# storesync hub configuration. Environment variables override: STORESYNC_HUB_LISTEN,
+# STORESYNC_HUB_DATABASE_URL (switches to PostgreSQL), STORESYNC_HUB_ADMIN_DATABASE_URL,
+# STORESYNC_HUB_SQLITE_PATH, STORESYNC_HUB_LOG_JSON.
+
+# Where the web API listens.
+listen = "127.0.0.1:8080"
+
+[store]
+# The embedded store for single-machine installs. For PostgreSQL:
+#   backend = "postgres"
+#   url = "host=db user=storesync_app dbname=storesync"     # no ownership, no BYPASSRLS
+#   admin_url = "host=db user=storesync_owner dbname=storesync"  # runs migrations
+#   app_role = "storesync_app"
+#   pool_size_max = 32
+#   retention_days = 400
+backend = "sqlite"
+path = "hub.db"
+
+[auth]
+issuer = "storesync-hub"
+audience = "storesync-api"
+# Ed25519 key of the hub's own token issuer; created on first start.
+signing_key_path = "signing-key.pem"
+access_ttl_s = 900
+refresh_ttl_s = 2592000
+leeway_s = 30
+# External identity providers (RS256 or EdDSA, pinned per key):
+# [[auth.external]]
+# issuer = "https://login.example.com/"
+# audience = "storesync"
+# jwks_path = "idp-jwks.json"        # or jwks_url = "http://127.0.0.1:9000/jwks.json"
+# [[auth.external]]
+# issuer = "corp-sso"
+# audience = "storesync"
+# algorithm = "RS256"
+# pem_path = "corp-sso.pem"
+
+[limits]
+body_bytes_max = 65536
+request_timeout_ms = 10000
+rate_per_s = 50.0
+rate_burst = 100
+# Only these peers' X-Forwarded-For headers are believed.
+trusted_proxies = []
+page_len_max = 1000
+
+[cache]
+entries_max = 10000
+ttl_ms = 60000
+
+[log]
+json = false
+"#
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_parses_and_env_overrides() {
+        let mut config: Config = toml::from_str(&default_config_text()).unwrap();
+        assert!(matches!(config.store, StoreConfig::Sqlite { .. }));
+        config
+            .apply_env(|name| match name {
+                "STORESYNC_HUB_DATABASE_URL" => Some("host=x user=y".into()),
+                "STORESYNC_HUB_LISTEN" => Some("0.0.0.0:9000".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(matches!(config.store, StoreConfig::Postgres { .. }));
+        assert_eq!(config.listen.port(), 9000);
+        assert!(
+            config
+                .apply_env(|n| (n == "STORESYNC_HUB_LISTEN").then(|| "nope".into()))
+                .is_err()
+        );
+    }
+}

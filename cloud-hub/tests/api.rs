@@ -1,0 +1,835 @@
+//! The web API through `oneshot`: tokens, the role × tenant matrix over every route, limits.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use serde_json::Value;
+use storesync_hub::api::routes::{Access, ROUTES};
+use storesync_hub::api::{AppState, app};
+use storesync_hub::auth::{self, Caller, HashCost, Issuer, VerifyKey};
+use storesync_hub::cache::Cache;
+use storesync_hub::config::{AuthConfig, LimitsConfig};
+use storesync_hub::store::{Principal, Role, Store};
+use storesync_protocol::domain::AlertState;
+use storesync_protocol::ids::StoreId;
+use tower::ServiceExt;
+
+const CHEAP: HashCost = HashCost {
+    memory_kib: 64,
+    iterations: 1,
+};
+
+struct Hub {
+    router: Router,
+    issuer: Issuer,
+    state: AppState,
+}
+
+async fn hub_with(store: Arc<dyn Store>, limits: LimitsConfig) -> Hub {
+    setup_tenant(
+        &*store,
+        "acme",
+        &[
+            ("s1", "north", "Europe/Paris"),
+            ("s2", "south", "Europe/Paris"),
+        ],
+    )
+    .await;
+    setup_tenant(
+        &*store,
+        "globex",
+        &[("s1", "west", "UTC"), ("s9", "west", "UTC")],
+    )
+    .await;
+    let mut d1 = Device::new("acme", "s1", "d1", 1);
+    let mut d2 = Device::new("acme", "s2", "d2", 1);
+    let mut g1 = Device::new("globex", "s9", "g1", 1);
+    for (device, store_name) in [(&mut d1, "s1"), (&mut d2, "s2")] {
+        let (st, ev, h) = device.run(vec![
+            sale(
+                &format!("{store_name}-t1"),
+                store_name,
+                T0,
+                &[("sku-1", 2, 150), ("sku-2", 1, 999)],
+            ),
+            sale(
+                &format!("{store_name}-t2"),
+                store_name,
+                T0 + 3_600_000,
+                &[("sku-1", 1, 150)],
+            ),
+        ]);
+        store.commit_events(&st, &ev, h).await.unwrap();
+        let (st, ev, h) = device.run(vec![alert(
+            &format!("al-{store_name}"),
+            store_name,
+            T0,
+            AlertState::Open,
+        )]);
+        store.commit_events(&st, &ev, h).await.unwrap();
+    }
+    let (st, ev, h) = g1.run(vec![alert("al-g", "s9", T0, AlertState::Open)]);
+    store.commit_events(&st, &ev, h).await.unwrap();
+    let secret_hash = auth::hash_secret("correct horse", CHEAP).unwrap();
+    for (name, role, stores) in [
+        ("ann", Role::Admin, vec![]),
+        ("ana", Role::Analyst, vec![]),
+        ("max", Role::StoreManager, vec!["s1"]),
+    ] {
+        store
+            .upsert_principal(
+                &tenant("acme"),
+                &Principal {
+                    name: name.into(),
+                    is_client: false,
+                    secret_hash: secret_hash.clone(),
+                    role,
+                    stores: stores
+                        .into_iter()
+                        .map(|s| StoreId::new(s).unwrap())
+                        .collect(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .upsert_principal(
+            &tenant("acme"),
+            &Principal {
+                name: "etl".into(),
+                is_client: true,
+                secret_hash,
+                role: Role::Analyst,
+                stores: vec![],
+            },
+        )
+        .await
+        .unwrap();
+    let issuer = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "storesync-hub",
+        "storesync-api",
+    )
+    .unwrap();
+    let rsa_public = include_str!("fixtures/rsa-test-public.pem");
+    let external = vec![VerifyKey {
+        kid: None,
+        algorithm: jsonwebtoken::Algorithm::RS256,
+        key: auth::key_from_pem(jsonwebtoken::Algorithm::RS256, rsa_public).unwrap(),
+        issuer: "corp-sso".into(),
+        audience: "storesync".into(),
+    }];
+    let verifier = AppState::verifier_for(&issuer, external, 5).unwrap();
+    let auth_config = AuthConfig {
+        hash_cost: CHEAP,
+        ..AuthConfig::default()
+    };
+    let state = AppState::new(
+        store,
+        issuer.clone(),
+        verifier,
+        auth_config,
+        limits,
+        Cache::new(1000, Duration::from_secs(60)),
+    );
+    Hub {
+        router: app(state.clone()),
+        issuer,
+        state,
+    }
+}
+
+async fn hub() -> Hub {
+    hub_with(
+        sqlite_store("api").await,
+        LimitsConfig {
+            rate_per_s: 10_000.0,
+            rate_burst: 10_000,
+            ..LimitsConfig::default()
+        },
+    )
+    .await
+}
+
+fn token(hub: &Hub, tenant_name: &str, role: Role, stores: &[&str]) -> String {
+    let caller = Caller {
+        tenant: tenant(tenant_name),
+        subject: format!("{}-user", role.as_str()),
+        role,
+        stores: stores.iter().map(|s| StoreId::new(*s).unwrap()).collect(),
+    };
+    hub.issuer
+        .issue(&caller, (storesync_hub::store::now_ms() / 1000) as u64, 300)
+        .unwrap()
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let response = router
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let is_stream = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
+    if is_stream {
+        return (status, Value::Null);
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn form(router: &Router, body: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri("/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A concrete URI for a route, aimed at store s2 / its alert (not the manager's store).
+fn uri_for(path: &str, other_store: bool) -> String {
+    let store = if other_store { "s2" } else { "s1" };
+    path.replace("{store_id}", store)
+        .replace("{alert_id}", &format!("al-{store}"))
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_routed() {
+    let hub = hub().await;
+    let (status, doc) = call(&hub.router, "GET", "/api/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for route in ROUTES {
+        assert!(
+            doc["paths"][route.path][route.method.to_lowercase()].is_object(),
+            "{} {} missing from OpenAPI",
+            route.method,
+            route.path
+        );
+        let (status, _) = call(&hub.router, route.method, &uri_for(route.path, false), None).await;
+        let expected_unauth = matches!(route.access, Access::Roles(_));
+        if expected_unauth {
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        } else {
+            assert_ne!(
+                status,
+                StatusCode::NOT_FOUND,
+                "{} {} is not routed",
+                route.method,
+                route.path
+            );
+        }
+    }
+    let (status, _) = call(&hub.router, "GET", "/api/v1/nothing-here", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&hub.router, "GET", "/api/docs", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn role_and_tenant_matrix_over_every_route() {
+    let hub = hub().await;
+    let roles = [
+        (Role::Admin, vec![]),
+        (Role::Analyst, vec![]),
+        (Role::StoreManager, vec!["s1"]),
+    ];
+    for route in ROUTES {
+        let Access::Roles(allowed) = route.access else {
+            continue;
+        };
+        for (role, stores) in &roles {
+            let t = token(&hub, "acme", *role, stores);
+            for other_store in [false, true] {
+                let mut uri = uri_for(route.path, other_store);
+                let has_param = route.path.contains('{');
+                if other_store && !has_param {
+                    if !route.scoped || route.path.ends_with("/ws") {
+                        continue;
+                    }
+                    uri.push_str("?stores=s2");
+                }
+                let (status, body) = call(&hub.router, route.method, &uri, Some(&t)).await;
+                let what = format!("{role:?} {} {uri}", route.method);
+                if !allowed.contains(role) {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
+                } else if *role == Role::StoreManager && other_store && route.scoped {
+                    assert_eq!(status, StatusCode::NOT_FOUND, "{what}: {body}");
+                    assert_eq!(body["message"], "not found", "{what}: nothing leaks");
+                } else if route.path.ends_with("/ws") {
+                    // No upgrade headers under oneshot: refused by the upgrade, after auth.
+                    assert!(
+                        status.is_client_error() && ![401, 403, 404].contains(&status.as_u16()),
+                        "{what}: {status}"
+                    );
+                } else if route.path == "/api/v1/users" {
+                    assert_eq!(
+                        status,
+                        StatusCode::BAD_REQUEST,
+                        "{what}: empty body is refused"
+                    );
+                } else {
+                    assert!(status.is_success(), "{what}: {status} {body}");
+                }
+            }
+        }
+        // Another tenant's admin: acme's stores and alerts do not exist for it.
+        if route.path.contains('{') || route.scoped {
+            let t = token(&hub, "globex", Role::Admin, &[]);
+            let mut uri = uri_for(route.path, true);
+            if !route.path.contains('{') {
+                if route.path.ends_with("/ws") {
+                    continue;
+                }
+                uri.push_str("?stores=s2");
+            }
+            let (status, body) = call(&hub.router, route.method, &uri, Some(&t)).await;
+            assert_eq!(
+                status,
+                StatusCode::NOT_FOUND,
+                "globex admin {} {uri}: {body}",
+                route.method
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn manager_sees_only_assigned_stores_and_tenant_data_stays_apart() {
+    let hub = hub().await;
+    let max = token(&hub, "acme", Role::StoreManager, &["s1"]);
+    let (_, stores) = call(&hub.router, "GET", "/api/v1/stores", Some(&max)).await;
+    let ids: Vec<&str> = stores["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["storeId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s1"]);
+    let (_, alerts) = call(&hub.router, "GET", "/api/v1/alerts", Some(&max)).await;
+    assert_eq!(alerts["items"].as_array().unwrap().len(), 1);
+    let from = T0 - 86_400_000;
+    let to = T0 + 86_400_000;
+    let uri = format!("/api/v1/sales/series?bucket=day&group_by=store&from={from}&to={to}");
+    let (_, series) = call(&hub.router, "GET", &uri, Some(&max)).await;
+    let groups: Vec<&str> = series["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["s1"]);
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let (_, series) = call(&hub.router, "GET", &uri, Some(&admin)).await;
+    assert_eq!(series["series"].as_array().unwrap().len(), 2);
+    let globex = token(&hub, "globex", Role::Admin, &[]);
+    let (_, series) = call(&hub.router, "GET", &uri, Some(&globex)).await;
+    assert!(series["series"].as_array().unwrap().is_empty());
+    let (_, alerts) = call(&hub.router, "GET", "/api/v1/alerts", Some(&globex)).await;
+    let ids: Vec<&str> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alertId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["al-g"]);
+}
+
+#[tokio::test]
+async fn series_figures_grouping_csv_and_cache() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let from = T0 - 86_400_000;
+    let to = T0 + 86_400_000;
+    let (status, series) = call(
+        &hub.router,
+        "GET",
+        &format!("/api/v1/sales/series?bucket=hour&from={from}&to={to}"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    let points = series["series"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["revenue"], 25.98); // two stores × (2 × 1.50 + 9.99)
+    assert_eq!(points[0]["transactions"], 2);
+    let (_, by_region) = call(
+        &hub.router,
+        "GET",
+        &format!("/api/v1/sales/series?bucket=week&group_by=region&from={from}&to={to}"),
+        Some(&admin),
+    )
+    .await;
+    let regions: Vec<&str> = by_region["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["north", "south"]);
+    hub.state
+        .store()
+        .set_item_category(
+            &tenant("acme"),
+            &storesync_protocol::ids::Sku::new("sku-2").unwrap(),
+            "drinks",
+        )
+        .await
+        .unwrap();
+    let (_, by_cat) = call(
+        &hub.router,
+        "GET",
+        &format!("/api/v1/sales/series?bucket=day&group_by=category&from={from}&to={to}"),
+        Some(&admin),
+    )
+    .await;
+    let cats: Vec<&str> = by_cat["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(cats, ["drinks", "uncategorized"]);
+    // CSV of the same series.
+    let req = Request::builder()
+        .uri(format!(
+            "/api/v1/sales/series.csv?bucket=hour&from={from}&to={to}"
+        ))
+        .header("authorization", format!("Bearer {admin}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = hub.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let csv = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(csv.starts_with("group,bucket_start,revenue"), "{csv}");
+    assert_eq!(csv.lines().count(), 3);
+    // Cached until ingest touches the tenant.
+    let uri = format!("/api/v1/sales/top-items?from={from}&to={to}");
+    let get = |uri: String| {
+        let router = hub.router.clone();
+        let admin = admin.clone();
+        async move {
+            let req = Request::builder()
+                .uri(uri)
+                .header("authorization", format!("Bearer {admin}"))
+                .body(Body::empty())
+                .unwrap();
+            let r = router.oneshot(req).await.unwrap();
+            let hit = r.headers()["x-cache"].to_str().unwrap().to_owned();
+            let body: Value = serde_json::from_slice(
+                &axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap(),
+            )
+            .unwrap();
+            (hit, body)
+        }
+    };
+    let _invalidation = hub.state.spawn_invalidation();
+    let (first, top) = get(uri.clone()).await;
+    assert_eq!(first, "miss");
+    assert_eq!(top["items"][0]["sku"], "sku-2");
+    assert_eq!(get(uri.clone()).await.0, "hit");
+    let mut device = Device::new("acme", "s1", "d9", 1);
+    let (st, ev, h) = device.run(vec![sale("big", "s1", T0, &[("sku-7", 100, 1000)])]);
+    hub.state.store().commit_events(&st, &ev, h).await.unwrap();
+    let mut waited = 0;
+    while !hub.state.cache().is_empty() && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let (again, top) = get(uri).await;
+    assert_eq!(again, "miss");
+    assert_eq!(top["items"][0]["sku"], "sku-7");
+}
+
+#[tokio::test]
+async fn basket_with_no_sales_has_no_nan() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let (status, body) = call(
+        &hub.router,
+        "GET",
+        "/api/v1/sales/basket?from=1000&to=2000",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["averageBasketValue"].is_null());
+    assert!(body["averageBasketUnits"].is_null());
+    let (_, body) = call(
+        &hub.router,
+        "GET",
+        &format!(
+            "/api/v1/sales/basket?from={}&to={}",
+            T0 - 1,
+            T0 + 86_400_000
+        ),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(body["transactions"], 4);
+}
+
+#[tokio::test]
+async fn alerts_acknowledge_and_resolve_by_role() {
+    let hub = hub().await;
+    let max = token(&hub, "acme", Role::StoreManager, &["s1"]);
+    let (status, body) = call(
+        &hub.router,
+        "POST",
+        "/api/v1/alerts/al-s1/acknowledge",
+        Some(&max),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "acknowledged");
+    assert_eq!(body["changedBy"], "store_manager:store_manager-user");
+    let ana = token(&hub, "acme", Role::Analyst, &[]);
+    let (status, _) = call(
+        &hub.router,
+        "POST",
+        "/api/v1/alerts/al-s1/resolve",
+        Some(&ana),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(
+        &hub.router,
+        "POST",
+        "/api/v1/alerts/al-s1/resolve",
+        Some(&max),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("resolved"))
+    );
+    let (_, body) = call(&hub.router, "GET", "/api/v1/alerts?state=open", Some(&max)).await;
+    assert!(body["items"].as_array().unwrap().is_empty());
+    let (status, body) = call(&hub.router, "GET", "/api/v1/alerts?state=bogus", Some(&max)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].as_str().unwrap().starts_with("state:"));
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401() {
+    let hub = hub().await;
+    let now = (storesync_hub::store::now_ms() / 1000) as u64;
+    let caller = Caller {
+        tenant: tenant("acme"),
+        subject: "x".into(),
+        role: Role::Admin,
+        stores: vec![],
+    };
+    let expired = hub.issuer.issue(&caller, now - 3600, 60).unwrap();
+    let other_key = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "storesync-hub",
+        "storesync-api",
+    )
+    .unwrap();
+    let forged = other_key.issue(&caller, now, 300).unwrap();
+    let wrong_audience = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "storesync-hub",
+        "elsewhere",
+    )
+    .unwrap();
+    let wrong_audience = wrong_audience.issue(&caller, now, 300).unwrap();
+    // alg: none, with the claims of a valid token.
+    let valid = hub.issuer.issue(&caller, now, 300).unwrap();
+    let claims = valid.split('.').nth(1).unwrap();
+    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
+    // HS256 signed with the public key as secret (algorithm confusion).
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"iss": "storesync-hub", "aud": "storesync-api", "sub": "x", "exp": now + 300, "tenant": "acme", "role": "admin"}),
+        &jsonwebtoken::EncodingKey::from_secret(hub.issuer.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    for (what, t) in [
+        ("expired", expired),
+        ("forged", forged),
+        ("audience", wrong_audience),
+        ("none", none),
+        ("hs256", hs),
+        ("garbage", "abc".into()),
+    ] {
+        let (status, body) = call(&hub.router, "GET", "/api/v1/me", Some(&t)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+    }
+    let (status, _) = call(&hub.router, "GET", "/api/v1/me", Some(&valid)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn external_rs256_tokens_are_accepted_with_pinned_issuer() {
+    let hub = hub().await;
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-test-private.pem"))
+            .unwrap();
+    let now = storesync_hub::store::now_ms() / 1000;
+    let sign = |iss: &str, alg| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &serde_json::json!({"iss": iss, "aud": "storesync", "sub": "sso-user", "exp": now + 300, "nbf": now - 1, "tenant": "acme", "role": "analyst"}),
+            &key,
+        )
+        .unwrap()
+    };
+    let (status, body) = call(
+        &hub.router,
+        "GET",
+        "/api/v1/me",
+        Some(&sign("corp-sso", jsonwebtoken::Algorithm::RS256)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (StatusCode::OK, Some("analyst"))
+    );
+    let (status, _) = call(
+        &hub.router,
+        "GET",
+        "/api/v1/me",
+        Some(&sign("someone-else", jsonwebtoken::Algorithm::RS256)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &hub.router,
+        "GET",
+        "/api/v1/me",
+        Some(&sign("corp-sso", jsonwebtoken::Algorithm::RS512)),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the algorithm is pinned per key"
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_grants_and_rotates() {
+    let hub = hub().await;
+    let (status, body) = form(
+        &hub.router,
+        "grant_type=password&tenant=acme&username=max&password=correct+horse",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let (_, me) = call(&hub.router, "GET", "/api/v1/me", Some(&access)).await;
+    assert_eq!(me["stores"], serde_json::json!(["s1"]));
+    let (status, _) = form(
+        &hub.router,
+        "grant_type=password&tenant=acme&username=max&password=wrong",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = form(
+        &hub.router,
+        "grant_type=password&tenant=globex&username=max&password=correct+horse",
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "users belong to one tenant"
+    );
+    // Rotation: the old refresh token is spent; replaying it revokes the family.
+    let (status, rotated) = form(
+        &hub.router,
+        &format!("grant_type=refresh_token&refresh_token={refresh}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let second = rotated["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, refresh);
+    let (status, _) = form(
+        &hub.router,
+        &format!("grant_type=refresh_token&refresh_token={refresh}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = form(
+        &hub.router,
+        &format!("grant_type=refresh_token&refresh_token={second}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "replay revoked the family");
+    // Service clients.
+    let (status, body) = form(
+        &hub.router,
+        "grant_type=client_credentials&tenant=acme&client_id=etl&client_secret=correct+horse",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("refresh_token").is_none());
+    let (status, _) = form(
+        &hub.router,
+        "grant_type=client_credentials&tenant=acme&client_id=etl&client_secret=nope",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = form(&hub.router, "grant_type=implicit").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The admin can read the signing key the edge verifies with.
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let (_, key) = call(&hub.router, "GET", "/api/v1/auth/signing-key", Some(&admin)).await;
+    assert!(
+        key["pem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    assert_eq!(key["jwk"]["crv"], "Ed25519");
+}
+
+#[tokio::test]
+async fn rate_limits_and_body_limits() {
+    let store = sqlite_store("limits").await;
+    let hub = hub_with(
+        store,
+        LimitsConfig {
+            rate_per_s: 0.01,
+            rate_burst: 2,
+            body_bytes_max: 1024,
+            ..LimitsConfig::default()
+        },
+    )
+    .await;
+    let t = token(&hub, "acme", Role::Analyst, &[]);
+    assert_eq!(
+        call(&hub.router, "GET", "/api/v1/me", Some(&t)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&hub.router, "GET", "/api/v1/me", Some(&t)).await.0,
+        StatusCode::OK
+    );
+    let req = Request::builder()
+        .uri("/api/v1/me")
+        .header("authorization", format!("Bearer {t}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = hub.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Another principal of the same tenant has its own bucket.
+    let other = token(&hub, "acme", Role::Admin, &[]);
+    assert_eq!(
+        call(&hub.router, "GET", "/api/v1/me", Some(&other)).await.0,
+        StatusCode::OK
+    );
+    let big = "x".repeat(4096);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("grant_type=password&password={big}")))
+        .unwrap();
+    let response = hub.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn admin_adds_users_and_inventory_folds() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/users")
+        .header("authorization", format!("Bearer {admin}"))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"username":"zoe","password":"longenough","role":"store_manager","stores":["s2"]}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        hub.router.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let (status, body) = form(
+        &hub.router,
+        "grant_type=password&tenant=acme&username=zoe&password=longenough",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, inv) = call(
+        &hub.router,
+        "GET",
+        "/api/v1/inventory?stores=s1",
+        Some(&admin),
+    )
+    .await;
+    let rows = inv["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["onHand"], -3);
+    let (status, _) = call(
+        &hub.router,
+        "GET",
+        "/api/v1/inventory?limit=0",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
