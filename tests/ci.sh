@@ -34,5 +34,9 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> protocol builds without std"
 cargo build --locked -p storesync-protocol --no-default-features
 
+echo "==> firmware bridge builds for a Cortex-M target (no std)"
+rustup target add thumbv7em-none-eabihf >/dev/null
+cargo build --locked -p storesync-bridge --lib --target thumbv7em-none-eabihf
+
 echo "==> cargo test"
 cargo test --locked --workspace
