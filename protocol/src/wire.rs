@@ -263,6 +263,8 @@ pub struct BridgeAck {
 pub struct EnrollRequest {
     /// The token `storesync-hub enroll-token` printed.
     pub token: String,
+    /// The device id the agent minted at `init`; its events carry it.
+    pub device: DeviceId,
     /// PKCS#10 certificate signing request, DER.
     pub csr_der: Vec<u8>,
 }

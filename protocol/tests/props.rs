@@ -220,7 +220,11 @@ fn message() -> impl Strategy<Value = Message> {
             "[ -~]{0,40}",
             proptest::collection::vec(any::<u8>(), 0..200)
         )
-            .prop_map(|(token, csr_der)| Message::EnrollRequest(EnrollRequest { token, csr_der })),
+            .prop_map(|(token, csr_der)| Message::EnrollRequest(EnrollRequest {
+                token,
+                device: DeviceId::new("d").unwrap(),
+                csr_der
+            })),
         (proptest::collection::vec(any::<u8>(), 0..200), any::<i64>()).prop_map(|(der, now_ms)| {
             Message::RenewRequest(RenewRequest {
                 cert_der: der.clone(),

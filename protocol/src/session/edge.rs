@@ -356,6 +356,25 @@ impl EdgeSession {
         self.fill(now);
     }
 
+    /// Tells the session the outbox of a stream now ends at `head` (for shells that keep
+    /// the outbox in a database and do not hand every event to [`EdgeSession::record`]);
+    /// the events are read back through [`EdgeAction::Fetch`].
+    pub fn recorded_up_to(
+        &mut self,
+        now: UnixMillis,
+        epoch: Epoch,
+        class: EventClass,
+        head: crate::event::StreamHead,
+    ) {
+        if let Some(stream) = self.find(epoch, class) {
+            if head.seq > stream.recorded {
+                stream.recorded = head.seq;
+                stream.recorded_hash = head.hash;
+            }
+        }
+        self.fill(now);
+    }
+
     /// Completes an [`EdgeAction::Fetch`]: events of the stream in order from the
     /// requested sequence number (fewer than asked when the outbox holds fewer).
     pub fn fetched(
