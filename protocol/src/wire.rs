@@ -310,6 +310,10 @@ pub struct Enrolled {
     pub hub_ca_der: Vec<u8>,
     /// The tenant's token-signing public key (PEM), for checking managers' tokens offline.
     pub token_key_pem: String,
+    /// The `iss` of the hub's tokens.
+    pub token_issuer: String,
+    /// The `aud` of the hub's tokens.
+    pub token_audience: String,
     /// When the certificate expires.
     pub not_after_ms: UnixMillis,
 }

@@ -242,6 +242,8 @@ fn message() -> impl Strategy<Value = Message> {
                 tenant_ca_der: der.clone(),
                 hub_ca_der: der,
                 token_key_pem: "-----BEGIN PUBLIC KEY-----".into(),
+                token_issuer: "https://hub".into(),
+                token_audience: "storesync".into(),
                 not_after_ms,
             })
         ),
