@@ -1,1 +1,647 @@
-fn main() {}
+//! Hub benchmarks, with their baselines measured in the same run.
+//!
+//! Run: `cargo bench -p storesync-hub --bench hub` (release profile; starts its own
+//! PostgreSQL cluster with fsync on). Environment knobs: `HUB_BENCH_LINES` (ingest line
+//! items, default 1,000,000), `HUB_BENCH_WRITERS` (default 50), `HUB_BENCH_DAYS` (API data
+//! set, default 90), `HUB_BENCH_STORES` (default 100), `HUB_BENCH_TXNS_PER_STORE_DAY`
+//! (default 222, about 10M line items at 5 lines each), `HUB_BENCH_CLIENTS` (default 100),
+//! `HUB_BENCH_REQUESTS` (per mode, default 5,000).
+//!
+//! 1. Ingest: `HUB_BENCH_WRITERS` concurrent writers call `Store::commit_events` with runs
+//!    of 200 transactions (5 line items each on average), against a raw binary COPY of the
+//!    same line items into the same keyed, partitioned `line_items` table by as many
+//!    concurrent writers.
+//! 2. Dashboard API: 100 concurrent HTTP clients over real sockets against an in-process
+//!    hub serving generated data; p50/p99 of cached (repeated) and uncached (unique ranges)
+//!    series queries.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    unreachable_pub,
+    missing_docs
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use storesync_hub::api::AppState;
+use storesync_hub::auth::{Caller, Issuer, generate_signing_key_pem};
+use storesync_hub::cache::Cache;
+use storesync_hub::config::{AuthConfig, LimitsConfig};
+use storesync_hub::store::pg::{PgConfig, PgStore};
+use storesync_hub::store::{Role, Store, StoreInfo, granularity_code};
+use storesync_hub::testing::PgCluster;
+use storesync_protocol::domain::{LineItem, Transaction, TransactionKind};
+use storesync_protocol::event::{Epoch, Event, EventBody, Hash, Sealer, StreamHead, StreamId};
+use storesync_protocol::ids::{DeviceId, RegisterId, Sku, StoreId, TenantId, TransactionId};
+use storesync_protocol::money::Money;
+use storesync_protocol::rollup::{Dimension, SalesFigures, rollup_rows};
+use storesync_protocol::time::EventTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::NoTls;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn txn(rng: &mut impl Rng, id: String, store: &StoreId, at_ms: i64) -> Transaction {
+    let lines = rng.random_range(1..=9);
+    let items: Vec<LineItem> = (0..lines)
+        .map(|_| LineItem {
+            sku: Sku::new(format!("sku-{}", rng.random_range(0..2000))).unwrap(),
+            quantity: rng.random_range(1..4),
+            price: Money::from_cents(rng.random_range(50..5000)),
+        })
+        .collect();
+    let total = items.iter().fold(Money::ZERO, |a, i| a + i.amount());
+    Transaction {
+        transaction_id: TransactionId::new(id).unwrap(),
+        store_id: store.clone(),
+        timestamp: EventTime::from_unix_ms(at_ms, 0),
+        items,
+        total_amount: total,
+        payment_method: if rng.random_bool(0.6) {
+            "card".into()
+        } else {
+            "cash".into()
+        },
+        kind: TransactionKind::Sale,
+        register_id: Some(RegisterId::new(format!("r{}", rng.random_range(1..5))).unwrap()),
+        cashier_id: None,
+        customer_id: None,
+        currency: None,
+        extra: Vec::new(),
+    }
+}
+
+struct Run {
+    stream: StreamId,
+    events: Vec<Event>,
+    head: StreamHead,
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn ingest_bench(cluster: &PgCluster) {
+    let lines_target = env("HUB_BENCH_LINES", 1_000_000);
+    let writers = env("HUB_BENCH_WRITERS", 50) as usize;
+    let per_run = 200usize;
+    let runs_per_writer = ((lines_target as usize / 5) / per_run / writers).max(1);
+    let now = storesync_hub::store::now_ms();
+    let tenant = TenantId::new("bench").unwrap();
+
+    println!("== ingest: {writers} writers x {runs_per_writer} runs x {per_run} transactions");
+    let gen_start = Instant::now();
+    let mut work: Vec<Vec<Run>> = Vec::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for w in 0..writers {
+        let store = StoreId::new(format!("s{w}")).unwrap();
+        let mut sealer = Sealer::new(
+            tenant.clone(),
+            store.clone(),
+            DeviceId::new(format!("d{w}")).unwrap(),
+            Epoch(1),
+            [Hash::ZERO; 3],
+        );
+        let mut runs = Vec::new();
+        // A device records in time order: one transaction every 10 s or so, so a run of
+        // 200 covers about half an hour of a store's sales, as a sync batch does.
+        let mut at = now - 6 * 86_400_000;
+        for r in 0..runs_per_writer {
+            let events: Vec<Event> = (0..per_run)
+                .map(|i| {
+                    at += rng.random_range(1_000..20_000);
+                    sealer.seal(EventBody::Transaction(txn(
+                        &mut rng,
+                        format!("w{w}-{r}-{i}"),
+                        &store,
+                        at,
+                    )))
+                })
+                .collect();
+            let stream = sealer.stream(storesync_protocol::event::EventClass::Sales);
+            runs.push(Run {
+                stream,
+                events,
+                head: sealer.head(storesync_protocol::event::EventClass::Sales),
+            });
+        }
+        work.push(runs);
+    }
+    let line_count: usize = work
+        .iter()
+        .flatten()
+        .flat_map(|r| &r.events)
+        .map(|e| match &e.body {
+            EventBody::Transaction(t) => t.items.len(),
+            _ => 0,
+        })
+        .sum();
+    println!(
+        "generated {line_count} line items in {:.1}s",
+        gen_start.elapsed().as_secs_f64()
+    );
+
+    // Raw baseline: binary COPY of the same rows into the same keyed, partitioned table.
+    let raw_config = cluster.database("bench_raw").await.unwrap();
+    let raw_store = PgStore::connect(PgConfig {
+        listen: false,
+        ..raw_config.clone()
+    })
+    .await
+    .unwrap();
+    raw_store.migrate().await.unwrap();
+    let admin_url = raw_config.admin_url.clone().unwrap();
+    let work = Arc::new(work);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let work = work.clone();
+        let url = admin_url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = admin_client(&url).await;
+            for run in &work[w] {
+                let tx = client.transaction().await.unwrap();
+                let sink = tx
+                    .copy_in("COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY")
+                    .await
+                    .unwrap();
+                let writer = BinaryCopyInWriter::new(
+                    sink,
+                    &[Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::INT2, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::INT8, Type::INT2],
+                );
+                futures::pin_mut!(writer);
+                let device = run.stream.device.as_str();
+                let store = run.stream.store.as_str();
+                for e in &run.events {
+                    if let EventBody::Transaction(t) = &e.body {
+                        for (n, item) in t.items.iter().enumerate() {
+                            writer
+                                .as_mut()
+                                .write(&[
+                                    &"bench",
+                                    &t.timestamp.unix_ms(),
+                                    &device,
+                                    &1i64,
+                                    &(e.key.seq.0 as i64),
+                                    &(n as i16),
+                                    &store,
+                                    &t.transaction_id.as_str(),
+                                    &item.sku.as_str(),
+                                    &item.quantity,
+                                    &item.price.e4(),
+                                    &0i16,
+                                ])
+                                .await
+                                .unwrap();
+                        }
+                    }
+                }
+                writer.as_mut().finish().await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let raw_s = started.elapsed().as_secs_f64();
+    let raw_rate = line_count as f64 / raw_s;
+    println!(
+        "raw binary COPY (keyed, partitioned): {line_count} rows in {raw_s:.2}s = {raw_rate:.0} rows/s"
+    );
+
+    // The hub's ingest.
+    let config = cluster.database("bench_ingest").await.unwrap();
+    let store = Arc::new(
+        PgStore::connect(PgConfig {
+            pool_size_max: writers + 2,
+            listen: false,
+            ..config
+        })
+        .await
+        .unwrap(),
+    );
+    store.migrate().await.unwrap();
+    store.create_tenant(&tenant, "bench").await.unwrap();
+    for w in 0..writers {
+        store
+            .upsert_store(
+                &tenant,
+                &StoreInfo {
+                    store_id: StoreId::new(format!("s{w}")).unwrap(),
+                    name: format!("s{w}"),
+                    region: format!("r{}", w % 5),
+                    time_zone: "Europe/Paris".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let work = work.clone();
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Histogram::<u64>::new(3).unwrap();
+            for run in &work[w] {
+                let t = Instant::now();
+                let outcome = store
+                    .commit_events(&run.stream, &run.events, run.head)
+                    .await
+                    .unwrap();
+                assert_eq!(outcome.inserted as usize, run.events.len());
+                latencies.record(t.elapsed().as_micros() as u64).unwrap();
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new(3).unwrap();
+    for t in tasks {
+        latencies.add(t.await.unwrap()).unwrap();
+    }
+    let hub_s = started.elapsed().as_secs_f64();
+    let hub_rate = line_count as f64 / hub_s;
+    println!(
+        "hub commit_events (staging COPY, dedupe, registry, rollups, cursor): {line_count} line items in {hub_s:.2}s = {hub_rate:.0} line items/s"
+    );
+    println!(
+        "  ratio to raw: {:.2}x (target >= 0.4x); commit latency p50 {:.1} ms, p99 {:.1} ms",
+        hub_rate / raw_rate,
+        latencies.value_at_quantile(0.5) as f64 / 1000.0,
+        latencies.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    // Replay: the same runs again change nothing and are fast.
+    let started = Instant::now();
+    let run = &work[0][0];
+    let outcome = store
+        .commit_events(&run.stream, &run.events, run.head)
+        .await
+        .unwrap();
+    println!(
+        "  replay of one run: {} duplicates in {:.1} ms",
+        outcome.duplicates,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// Loads stores × days of generated sales: line items by raw COPY, and the rollups the
+/// hub's ingest would have produced (computed with the protocol's `rollup_rows`).
+async fn load_dashboard_data(
+    admin_url: &str,
+    stores: u64,
+    days: u64,
+    per_day: u64,
+    now: i64,
+) -> u64 {
+    let mut client = admin_client(admin_url).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let mut lines_total = 0u64;
+    for s in 0..stores {
+        let store = StoreId::new(format!("s{s}")).unwrap();
+        let mut rollups: BTreeMap<(i16, i64, i16, String), SalesFigures> = BTreeMap::new();
+        let tx = client.transaction().await.unwrap();
+        let sink = tx
+            .copy_in("COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY")
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT2,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT4,
+                Type::INT8,
+                Type::INT2,
+            ],
+        );
+        futures::pin_mut!(writer);
+        let device = format!("d{s}");
+        let mut seq = 0i64;
+        for day in 0..days {
+            for _ in 0..per_day {
+                seq += 1;
+                let at = now - (day as i64 + 1) * 86_400_000 + rng.random_range(0..86_400_000);
+                let t = txn(&mut rng, format!("s{s}-{seq}"), &store, at);
+                for (key, f) in rollup_rows(&t, &tz) {
+                    let (dim, value) = match key.dimension {
+                        Dimension::Store => (0, String::new()),
+                        Dimension::Item(sku) => (1, sku.as_str().to_owned()),
+                        Dimension::Payment(p) => (2, p),
+                        Dimension::Register(r) => (3, r.as_str().to_owned()),
+                    };
+                    rollups
+                        .entry((granularity_code(key.granularity), key.bucket_ms, dim, value))
+                        .or_default()
+                        .add(&f);
+                }
+                for (n, item) in t.items.iter().enumerate() {
+                    lines_total += 1;
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &"bench",
+                            &at,
+                            &device.as_str(),
+                            &1i64,
+                            &seq,
+                            &(n as i16),
+                            &store.as_str(),
+                            &t.transaction_id.as_str(),
+                            &item.sku.as_str(),
+                            &item.quantity,
+                            &item.price.e4(),
+                            &0i16,
+                        ])
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        writer.as_mut().finish().await.unwrap();
+        let sink = tx
+            .copy_in("COPY sales_rollups (tenant_id, granularity, bucket_ms, store_id, dim, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids) FROM STDIN BINARY")
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::INT2,
+                Type::INT8,
+                Type::TEXT,
+                Type::INT2,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+            ],
+        );
+        futures::pin_mut!(writer);
+        for ((g, bucket, dim, value), f) in &rollups {
+            writer
+                .as_mut()
+                .write(&[
+                    &"bench",
+                    g,
+                    bucket,
+                    &store.as_str(),
+                    dim,
+                    value,
+                    &f.revenue_e4,
+                    &f.units,
+                    &f.transactions,
+                    &f.refunds,
+                    &f.refund_amount_e4,
+                    &f.voids,
+                ])
+                .await
+                .unwrap();
+        }
+        writer.as_mut().finish().await.unwrap();
+        tx.execute(
+            "INSERT INTO stream_heads (tenant_id, device_id, epoch, class, store_id, seq, hash, last_event_ms, last_commit_ms) VALUES ('bench', $1, 1, 0, $2, $3, '\\x00', $4, $4)",
+            &[&device, &store.as_str(), &seq, &now],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    client.batch_execute("ANALYZE").await.unwrap();
+    lines_total
+}
+
+async fn http_get(stream: &mut tokio::net::TcpStream, path: &str, token: &str) -> u16 {
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + length {
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return status;
+        }
+    }
+}
+
+async fn api_bench(cluster: &PgCluster) {
+    let stores = env("HUB_BENCH_STORES", 100);
+    let days = env("HUB_BENCH_DAYS", 90);
+    let per_day = env("HUB_BENCH_TXNS_PER_STORE_DAY", 222);
+    let clients = env("HUB_BENCH_CLIENTS", 100) as usize;
+    let requests = env("HUB_BENCH_REQUESTS", 5000) as usize;
+    let config = cluster.database("bench_api").await.unwrap();
+    let store = PgStore::connect(PgConfig {
+        pool_size_max: 32,
+        ..config.clone()
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let tenant = TenantId::new("bench").unwrap();
+    store.create_tenant(&tenant, "bench").await.unwrap();
+    for s in 0..stores {
+        store
+            .upsert_store(
+                &tenant,
+                &StoreInfo {
+                    store_id: StoreId::new(format!("s{s}")).unwrap(),
+                    name: format!("s{s}"),
+                    region: format!("r{}", s % 8),
+                    time_zone: "Europe/Paris".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let now = storesync_hub::store::now_ms();
+    store
+        .ensure_partitions(now - (days as i64 + 2) * 86_400_000, now)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let lines = load_dashboard_data(
+        config.admin_url.as_deref().unwrap(),
+        stores,
+        days,
+        per_day,
+        now,
+    )
+    .await;
+    println!(
+        "\n== dashboard API: {stores} stores x {days} days, {lines} line items loaded in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let issuer = Issuer::from_pem(
+        &generate_signing_key_pem().unwrap(),
+        "storesync-hub",
+        "storesync-api",
+    )
+    .unwrap();
+    let verifier = AppState::verifier_for(&issuer, Vec::new(), 5).unwrap();
+    let limits = LimitsConfig {
+        rate_per_s: 1e9,
+        rate_burst: 1_000_000_000,
+        ..LimitsConfig::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(store);
+    let state = AppState::new(
+        store,
+        issuer.clone(),
+        verifier,
+        AuthConfig::default(),
+        limits,
+        Cache::new(100_000, Duration::from_secs(600)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(storesync_hub::api::serve(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    let caller = Caller {
+        tenant,
+        subject: "bench".into(),
+        role: Role::Analyst,
+        stores: vec![],
+    };
+    let token = Arc::new(issuer.issue(&caller, (now / 1000) as u64, 3600).unwrap());
+
+    let hour = 3_600_000i64;
+    let day = 86_400_000i64;
+    // Cached: a fixed dashboard set, warmed first.
+    let cached_paths: Arc<Vec<String>> = Arc::new(
+        (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!(
+                        "/api/v1/sales/series?bucket=hour&group_by=store&stores=s{}&from={}&to={}",
+                        i % stores as i64,
+                        now - 7 * day,
+                        now
+                    )
+                } else {
+                    format!(
+                        "/api/v1/sales/series?bucket=day&group_by=region&from={}&to={}",
+                        now - 30 * day - i * hour,
+                        now
+                    )
+                }
+            })
+            .collect(),
+    );
+    for mode in ["uncached", "cached"] {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let token = token.clone();
+            let cached_paths = cached_paths.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64 + if mode == "cached" { 1000 } else { 0 });
+                let mut h = Histogram::<u64>::new(3).unwrap();
+                if mode == "cached" {
+                    for p in cached_paths.iter() {
+                        http_get(&mut stream, p, &token).await;
+                    }
+                }
+                for _ in 0..requests / clients {
+                    let path = if mode == "cached" {
+                        cached_paths[rng.random_range(0..cached_paths.len())].clone()
+                    } else if rng.random_bool(0.5) {
+                        // A store dashboard: one store, hourly, 7 days ending at a random minute.
+                        let to = now - rng.random_range(0..80) * day - rng.random_range(0..1440) * 60_000;
+                        format!("/api/v1/sales/series?bucket=hour&group_by=store&stores=s{}&from={}&to={to}", rng.random_range(0..stores), to - 7 * day)
+                    } else {
+                        // The chain overview: all stores, daily by region, 30 days.
+                        let to = now - rng.random_range(0..60) * day - rng.random_range(0..1440) * 60_000;
+                        format!("/api/v1/sales/series?bucket=day&group_by=region&from={}&to={to}", to - 30 * day)
+                    };
+                    let t = Instant::now();
+                    let status = http_get(&mut stream, &path, &token).await;
+                    assert_eq!(status, 200, "{path}");
+                    h.record(t.elapsed().as_micros() as u64).unwrap();
+                }
+                h
+            }));
+        }
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for t in tasks {
+            h.add(t.await.unwrap()).unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let target = if mode == "cached" { 20.0 } else { 300.0 };
+        println!(
+            "{mode:>8} series, {clients} clients: {} requests in {elapsed:.1}s ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms (target p99 < {target} ms)",
+            h.len(),
+            h.len() as f64 / elapsed,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!(
+            "machine: {} cores; PostgreSQL cluster with fsync=on, synchronous_commit=on",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
+        let cluster = PgCluster::start(true).unwrap();
+        ingest_bench(&cluster).await;
+        api_bench(&cluster).await;
+    });
+}

@@ -156,7 +156,15 @@ struct Inner {
     cache: Cache,
     limiter: RateLimiter,
     live: AtomicUsize,
+    /// The tenant's stores, briefly: every scoped request needs them.
+    stores: std::sync::Mutex<HashMap<String, StoresEntry>>,
 }
+
+/// A tenant's stores and when they were read.
+type StoresEntry = (Instant, Arc<Vec<StoreInfo>>);
+
+/// How long the list of a tenant's stores is reused without asking the database.
+const STORES_TTL: Duration = Duration::from_secs(5);
 
 impl AppState {
     /// State over a migrated store. `verifier` should accept `issuer`'s tokens (see
@@ -180,6 +188,7 @@ impl AppState {
                 cache,
                 limiter,
                 live: AtomicUsize::new(0),
+                stores: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -193,6 +202,27 @@ impl AppState {
         let mut keys = vec![issuer.verify_key()?];
         keys.extend(external);
         Ok(Verifier::new(keys, leeway_s))
+    }
+
+    /// The tenant's stores (reused for a few seconds).
+    async fn tenant_stores(&self, tenant: &TenantId) -> Result<Arc<Vec<StoreInfo>>, StoreError> {
+        if let Some((at, stores)) = self
+            .inner
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant.as_str())
+            && at.elapsed() < STORES_TTL
+        {
+            return Ok(stores.clone());
+        }
+        let stores = Arc::new(self.inner.store.stores(tenant).await?);
+        self.inner
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.as_str().to_owned(), (Instant::now(), stores.clone()));
+        Ok(stores)
     }
 
     /// The store.
@@ -458,7 +488,7 @@ async fn scope(
         }
         (_, None) => Ok(None),
         (_, Some(list)) => {
-            let known = state.inner.store.stores(&caller.tenant).await?;
+            let known = state.tenant_stores(&caller.tenant).await?;
             if list.iter().all(|s| known.iter().any(|k| &k.store_id == s)) {
                 Ok(Some(list))
             } else {
@@ -1023,7 +1053,7 @@ async fn compute_series(
     } else {
         bucket
     };
-    let all_stores = state.inner.store.stores(&caller.tenant).await?;
+    let all_stores: Vec<StoreInfo> = state.tenant_stores(&caller.tenant).await?.as_ref().clone();
     let by_store =
         matches!(group_by, GroupBy::Store | GroupBy::Region) || bucket == Granularity::Week;
     // Week buckets start on a store's local Monday: reach back far enough for any zone.
