@@ -121,6 +121,30 @@ pub struct Bound {
     pub bridge: Option<SocketAddr>,
 }
 
+/// Enrolls this data directory with the hub (the agent must not be running: the data
+/// directory's lock is taken to read the device identity).
+pub async fn enroll(
+    settings: &Settings,
+    hub: &str,
+    token: &str,
+) -> anyhow::Result<crate::sync::Enrollment> {
+    let token: crate::sync::enroll::Token = token.parse()?;
+    let lock = store::lock_data_dir(&settings.config.data_dir)?;
+    let opened = store::open(settings, lock, OpenMode::Run, ingest::now_ms()).await?;
+    let identity = opened.store.identity().clone();
+    drop(opened);
+    let paths = crate::sync::Paths::new(&settings.config.data_dir);
+    Ok(crate::sync::enroll::enroll(
+        &paths,
+        hub,
+        &token,
+        &identity.tenant,
+        &identity.store,
+        &identity.device,
+    )
+    .await?)
+}
+
 /// Runs the agent until `shutdown` completes, then stops taking input, lets the writer
 /// commit what is queued, checkpoints and returns.
 pub async fn run(
@@ -143,12 +167,36 @@ pub async fn run(
     )
     .await?;
     let store = opened.store;
-    let verifier = match (&settings.auth_key_pem, settings.auth_required) {
-        (Some(pem), true) => Some(
+    let sync_paths = crate::sync::Paths::new(&settings.config.data_dir);
+    let enrollment = sync_paths
+        .load()
+        .map_err(|reason| config::ConfigError::Invalid {
+            field: "sync".into(),
+            reason,
+        })?;
+    // Enrollment hands the agent the tenant's token key, so managers' tokens can be checked
+    // offline without configuring a key file.
+    let enrolled_key = match (&settings.auth_key_pem, &enrollment) {
+        (None, Some(e)) => std::fs::read(sync_paths.token_key())
+            .ok()
+            .map(|pem| (pem, e.token_issuer.clone(), e.token_audience.clone())),
+        _ => None,
+    };
+    let key_and_claims = match (&settings.auth_key_pem, &enrolled_key) {
+        (Some(pem), _) => Some((
+            pem.clone(),
+            settings.config.auth.issuer.clone().unwrap_or_default(),
+            settings.config.auth.audience.clone().unwrap_or_default(),
+        )),
+        (None, Some((pem, iss, aud))) => Some((pem.clone(), iss.clone(), aud.clone())),
+        (None, None) => None,
+    };
+    let verifier = match (&key_and_claims, settings.auth_required) {
+        (Some((pem, issuer, audience)), true) => Some(
             Verifier::new(
                 pem,
-                settings.config.auth.issuer.as_deref().unwrap_or_default(),
-                settings.config.auth.audience.as_deref().unwrap_or_default(),
+                issuer,
+                audience,
                 settings.tenant.as_str(),
                 settings.store.as_str(),
             )
@@ -218,6 +266,31 @@ pub async fn run(
                 }
             }
         }));
+    }
+    if let Some(enrollment) = enrollment {
+        let options = crate::sync::client::SyncOptions {
+            session: storesync_protocol::session::SessionConfig {
+                batch_len_max: settings.config.sync.batch_len_max.max(1),
+                window_batches_max: settings.config.sync.window_batches_max.max(1),
+                ..Default::default()
+            },
+            bandwidth_bytes_per_s_max: (settings.config.sync.bandwidth_bytes_per_s_max > 0)
+                .then_some(settings.config.sync.bandwidth_bytes_per_s_max),
+            reconnect_delay_ms_max: settings.config.sync.reconnect_delay_ms_max.max(1_000),
+            ..Default::default()
+        };
+        tracing::info!(hub = %enrollment.hub, "sync enabled");
+        let (task, _status) = crate::sync::client::spawn(
+            crate::sync::client::SyncContext {
+                store: store.clone(),
+                writer: writer.clone(),
+                paths: sync_paths.clone(),
+                enrollment,
+                options,
+            },
+            stop_rx.clone(),
+        );
+        tasks.push(task);
     }
     let state = AppState {
         settings: Arc::clone(&settings),

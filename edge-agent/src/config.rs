@@ -79,6 +79,34 @@ pub struct Config {
     /// Bearer-token checking of the local API.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Sync with the hub (active once `storesync-edge enroll` has run).
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// Sync with the hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Bytes per second the agent may send to the hub; 0 for no cap.
+    pub bandwidth_bytes_per_s_max: u64,
+    /// Events per batch.
+    pub batch_len_max: usize,
+    /// Unacknowledged batches in flight.
+    pub window_batches_max: usize,
+    /// Longest delay between reconnect attempts, in milliseconds.
+    pub reconnect_delay_ms_max: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            bandwidth_bytes_per_s_max: 0,
+            batch_len_max: 1024,
+            window_batches_max: 8,
+            reconnect_delay_ms_max: 60_000,
+        }
+    }
 }
 
 fn default_time_zone() -> String {
@@ -570,6 +598,14 @@ sun = "closed"
 api = "127.0.0.1:7400"
 # Firmware-bridge TCP listener; "" disables it.
 bridge = "127.0.0.1:7401"
+
+[sync]
+# Active after `storesync-edge enroll --config THIS --hub HOST:PORT --token TOKEN`.
+# Bytes per second towards the hub, for thin store links; 0 = no cap.
+bandwidth_bytes_per_s_max = 0
+batch_len_max = 1024
+window_batches_max = 8
+reconnect_delay_ms_max = 60000
 
 [retention]
 # Days an event is kept after the hub acknowledged it (unacknowledged: forever).

@@ -18,6 +18,7 @@
 //! - [`alerts`]: offline alerts; the anomaly method and its minimum history are in that
 //!   module's documentation.
 //! - [`api`]: the local HTTP API; [`auth`]: offline bearer-token checks; [`metrics`].
+//! - [`sync`]: enrollment and the QUIC sync client that drains the outbox to the hub.
 //! - [`agent`]: assembly of the above for the binary.
 //!
 //! # Durability
@@ -48,8 +49,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! What it deliberately does not do: talk to the hub (the QUIC sync client drives the
-//! outbox through the functions above), edit the catalog, or trust input: every path goes
+//! What it deliberately does not do: hold state only in memory (the sync client reads the
+//! outbox back from SQLite), edit the catalog, or trust input: every path goes
 //! through `storesync_protocol::validate` and every rejected record is kept as a dead
 //! letter with its raw bytes.
 
@@ -63,4 +64,5 @@ pub mod inventory;
 pub mod metrics;
 pub mod rollup;
 pub mod store;
+pub mod sync;
 pub mod writer;

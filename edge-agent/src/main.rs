@@ -41,6 +41,20 @@ enum Command {
         /// The config file.
         path: PathBuf,
     },
+    /// Enroll with the hub: make a device key, have the hub sign it with a one-time token
+    /// from `storesync-hub enroll-token`, and store the certificate in `<data_dir>/sync/`.
+    /// Run it while the agent is stopped; the next `run` syncs.
+    Enroll {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The hub's sync address, `host:port`.
+        #[arg(long)]
+        hub: String,
+        /// The enrollment token.
+        #[arg(long, env = "STORESYNC_ENROLL_TOKEN")]
+        token: String,
+    },
     /// Replace the database with a backup copy and start a new device epoch.
     Restore {
         /// The config file.
@@ -122,6 +136,20 @@ fn run() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Enroll { config, hub, token } => {
+            let settings = storesync_edge::config::load(&config)?;
+            let enrollment =
+                runtime.block_on(storesync_edge::agent::enroll(&settings, &hub, &token))?;
+            println!(
+                "enrolled {}/{}/{} with hub {}; certificate valid until {} (Unix ms)",
+                enrollment.tenant,
+                enrollment.store,
+                enrollment.device,
+                enrollment.hub,
+                enrollment.not_after_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Restore { config, from } => {
             let settings = storesync_edge::config::load(&config)?;
             let epoch = runtime.block_on(storesync_edge::agent::restore(&settings, &from))?;
