@@ -269,7 +269,20 @@ async fn every_route_is_documented_and_routed() {
 
 #[tokio::test]
 async fn role_and_tenant_matrix_over_every_route() {
-    let hub = hub().await;
+    role_and_tenant_matrix(hub().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_and_tenant_matrix_over_every_route_on_postgres() {
+    let limits = LimitsConfig {
+        rate_per_s: 10_000.0,
+        rate_burst: 10_000,
+        ..LimitsConfig::default()
+    };
+    role_and_tenant_matrix(hub_with(pg_store("t_api_matrix").await, limits).await).await;
+}
+
+async fn role_and_tenant_matrix(hub: Hub) {
     let roles = [
         (Role::Admin, vec![]),
         (Role::Analyst, vec![]),
@@ -378,7 +391,20 @@ async fn manager_sees_only_assigned_stores_and_tenant_data_stays_apart() {
 
 #[tokio::test]
 async fn series_figures_grouping_csv_and_cache() {
-    let hub = hub().await;
+    series_figures(hub().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_figures_grouping_csv_and_cache_on_postgres() {
+    let limits = LimitsConfig {
+        rate_per_s: 10_000.0,
+        rate_burst: 10_000,
+        ..LimitsConfig::default()
+    };
+    series_figures(hub_with(pg_store("t_api_series").await, limits).await).await;
+}
+
+async fn series_figures(hub: Hub) {
     let admin = token(&hub, "acme", Role::Admin, &[]);
     let from = T0 - 86_400_000;
     let to = T0 + 86_400_000;

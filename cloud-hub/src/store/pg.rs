@@ -766,6 +766,9 @@ impl PgStore {
         Ok((outcome, change))
     }
 
+    /// Runs one statement in its own transaction with the tenant set. The statement is
+    /// prepared once per connection and pipelined behind `SET LOCAL`; dropping the future
+    /// rolls the transaction back (so a cancelled request cannot leave a tenant set).
     async fn tenant_query(
         &self,
         tenant: &str,
@@ -774,8 +777,12 @@ impl PgStore {
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute(&tenant_sql(tenant)).await?;
-        let rows = tx.query(sql, params).await?;
+        let statement = tx.prepare_cached(sql).await?;
+        let set = tenant_sql(tenant);
+        let (set_result, rows) =
+            futures::join!(tx.batch_execute(&set), tx.query(&statement, params));
+        set_result?;
+        let rows = rows?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -788,8 +795,12 @@ impl PgStore {
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.batch_execute(&tenant_sql(tenant)).await?;
-        let n = tx.execute(sql, params).await?;
+        let statement = tx.prepare_cached(sql).await?;
+        let set = tenant_sql(tenant);
+        let (set_result, n) =
+            futures::join!(tx.batch_execute(&set), tx.execute(&statement, params));
+        set_result?;
+        let n = n?;
         tx.commit().await?;
         Ok(n)
     }

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS stream_heads (
     last_event_ms  bigint,
     last_commit_ms bigint NOT NULL,
     PRIMARY KEY (tenant_id, device_id, epoch, class)
-);
+) WITH (fillfactor = 50);
 
 CREATE TABLE IF NOT EXISTS devices (
     tenant_id     text NOT NULL,
@@ -190,7 +190,7 @@ CREATE TABLE IF NOT EXISTS sales_rollups (
     refund_amount_e4 bigint NOT NULL,
     voids            bigint NOT NULL,
     PRIMARY KEY (tenant_id, granularity, dim, store_id, dim_value, bucket_ms)
-);
+) WITH (fillfactor = 70); -- room for HOT updates: ingest adds to existing rows all the time
 CREATE INDEX IF NOT EXISTS sales_rollups_by_bucket ON sales_rollups (tenant_id, granularity, dim, bucket_ms);
 
 CREATE TABLE IF NOT EXISTS dead_letters (
