@@ -3,7 +3,7 @@
 //! Environment variables override the file: `STORESYNC_HUB_LISTEN`,
 //! `STORESYNC_HUB_DATABASE_URL` (switches to PostgreSQL), `STORESYNC_HUB_ADMIN_DATABASE_URL`,
 //! `STORESYNC_HUB_SQLITE_PATH`, `STORESYNC_HUB_LOG_JSON` (`1`/`true`),
-//! `STORESYNC_HUB_OTLP_ENDPOINT`.
+//! `STORESYNC_HUB_OTLP_ENDPOINT`, `STORESYNC_HUB_SYNC_LISTEN`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -193,6 +193,43 @@ pub struct Config {
     /// Logs.
     #[serde(default)]
     pub log: LogConfig,
+    /// The QUIC sync server for store devices.
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// The QUIC sync server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncConfig {
+    /// UDP listen address; empty disables the sync server.
+    pub listen: String,
+    /// Extra DNS names for the server certificate.
+    pub server_names: Vec<String>,
+    /// Validity of device certificates, in days.
+    pub device_cert_days: u64,
+    /// Days after expiry a device may still renew with its old key.
+    pub renew_grace_days: u64,
+    /// Validity of enrollment tokens, in hours.
+    pub enroll_token_hours: u64,
+    /// Connections close after this many seconds (rotation and revocation reach them).
+    pub connection_age_max_s: u64,
+    /// Concurrent device connections.
+    pub connections_max: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            listen: "127.0.0.1:7443".into(),
+            server_names: Vec::new(),
+            device_cert_days: 90,
+            renew_grace_days: 60,
+            enroll_token_hours: 168,
+            connection_age_max_s: 86_400,
+            connections_max: 10_000,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -260,6 +297,9 @@ impl Config {
 
     /// Applies overrides from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env("STORESYNC_HUB_SYNC_LISTEN") {
+            self.sync.listen = listen;
+        }
         if let Some(listen) = env("STORESYNC_HUB_LISTEN") {
             self.listen =
                 listen
@@ -365,6 +405,17 @@ ttl_ms = 60000
 
 [log]
 json = false
+
+[sync]
+# UDP address of the QUIC sync server for store devices; "" disables it.
+listen = "127.0.0.1:7443"
+# Validity of device certificates; devices renew a week before expiry, and up to
+# renew_grace_days after it with their old key.
+device_cert_days = 90
+renew_grace_days = 60
+enroll_token_hours = 168
+connection_age_max_s = 86400
+connections_max = 10000
 "#
     .to_owned()
 }

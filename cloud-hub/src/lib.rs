@@ -76,4 +76,5 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod testing;

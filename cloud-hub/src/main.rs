@@ -64,6 +64,40 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Prints a one-time token with which a store's agent enrolls
+    /// (`storesync-edge enroll --token ...`).
+    EnrollToken {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Store.
+        #[arg(long)]
+        store: String,
+    },
+    /// Store devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Lists the device certificates of a tenant.
+    List {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revokes every certificate of a device: new connections are refused and live ones
+    /// close within seconds.
+    Revoke {
+        /// Tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Device id.
+        device: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,15 +239,49 @@ fn run() -> anyhow::Result<ExitCode> {
                 init_logs(&config);
                 let store = server::open_store(&config.store).await?;
                 server::spawn_maintenance(&config, store.clone());
+                let sync = start_sync(&config, store.clone()).await?;
                 let state = server::state_with_store(&config, store).await?;
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
                     .with_context(|| format!("binding {}", config.listen))?;
                 tracing::info!(address = %listener.local_addr()?, "storesync hub listening");
-                storesync_hub::api::serve(state, listener, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+                storesync_hub::api::serve(state, listener, shutdown_signal()).await?;
+                if let Some(sync) = sync {
+                    sync.shutdown().await;
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::EnrollToken { tenant, store: store_id } => {
+                let store = server::open_store(&config.store).await?;
+                let tenant = TenantId::new(tenant.as_str()).context("tenant id")?;
+                let store_id = storesync_protocol::ids::StoreId::new(store_id.as_str()).context("store id")?;
+                let known = store.stores(&tenant).await?;
+                if !known.iter().any(|s| s.store_id == store_id) {
+                    anyhow::bail!("store {store_id} of tenant {tenant} does not exist (storesync-hub store add)");
+                }
+                let ttl_ms = i64::try_from(config.sync.enroll_token_hours).unwrap_or(168) * 3_600_000;
+                let token = storesync_hub::sync::server::enroll_token(store.as_ref(), &tenant, &store_id, ttl_ms).await?;
+                println!("{token}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Device { command } => {
+                let store = server::open_store(&config.store).await?;
+                match command {
+                    DeviceCommand::List { tenant } => {
+                        let tenant = TenantId::new(tenant.as_str()).context("tenant id")?;
+                        for (serial, record) in store.pki().device_certs(&tenant).await? {
+                            let serial: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+                            let state = if record.revoked_ms.is_some() { "revoked" } else { "valid" };
+                            println!("{} {} {} not_after_ms={} {state}", record.store, record.device, serial, record.not_after_ms);
+                        }
+                    }
+                    DeviceCommand::Revoke { tenant, device } => {
+                        let tenant = TenantId::new(tenant.as_str()).context("tenant id")?;
+                        let device = storesync_protocol::ids::DeviceId::new(device.as_str()).context("device id")?;
+                        let revoked = store.pki().device_revoke(&tenant, &device, now_ms()).await?;
+                        println!("revoked {revoked} certificate(s) of device {device}");
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Command::Migrate => {
@@ -328,4 +396,62 @@ fn run() -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Starts the QUIC sync server when the configuration names a listen address.
+async fn start_sync(
+    config: &storesync_hub::config::Config,
+    store: std::sync::Arc<dyn storesync_hub::store::Store>,
+) -> anyhow::Result<Option<storesync_hub::sync::SyncServer>> {
+    if config.sync.listen.is_empty() {
+        return Ok(None);
+    }
+    let listen = config
+        .sync
+        .listen
+        .parse()
+        .with_context(|| format!("sync.listen {:?}", config.sync.listen))?;
+    let issuer = server::issuer(config)?;
+    let mut options = storesync_hub::sync::ServerOptions::new(listen);
+    options.server_names = config.sync.server_names.clone();
+    options.device_cert_days = config.sync.device_cert_days;
+    options.renew_grace_days = config.sync.renew_grace_days;
+    options.connection_age_max =
+        std::time::Duration::from_secs(config.sync.connection_age_max_s.max(60));
+    options.connections_max = config.sync.connections_max;
+    let token_key = storesync_hub::sync::TokenKey {
+        pem: issuer.public_key_pem().to_string(),
+        issuer: issuer.issuer.clone(),
+        audience: issuer.audience.clone(),
+    };
+    let sync = storesync_hub::sync::SyncServer::start(store, token_key, options).await?;
+    tracing::info!(address = %sync.local_addr(), "storesync sync server listening");
+    Ok(Some(sync))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }

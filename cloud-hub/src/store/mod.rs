@@ -10,6 +10,7 @@
 //! where the caller says so, to a set of stores.
 
 pub mod pg;
+pub mod pki;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -333,6 +334,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The sync server's trust material (CAs, device certificates, enrollment tokens).
+    fn pki(&self) -> &dyn pki::PkiStore;
 
     /// Subscribes to committed changes of every tenant.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

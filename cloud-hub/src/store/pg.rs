@@ -22,6 +22,8 @@
 //! rows only, in the same transaction, so rollups are exactly as fresh as the events), the
 //! stream head, and a `NOTIFY` that other hub processes receive after the commit.
 
+mod pki;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -304,6 +306,10 @@ impl PgStore {
                 )
                 .await?;
         }
+        // Trust material of the sync server; idempotent, so it runs on every migrate.
+        client
+            .batch_execute(&crate::store::pki::SCHEMA_PKI.replace("BYTEA_TYPE", "bytea"))
+            .await?;
         client
             .batch_execute(&partition_functions(timescale))
             .await?;
@@ -1116,6 +1122,10 @@ impl Store for PgStore {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         result
+    }
+
+    fn pki(&self) -> &dyn crate::store::pki::PkiStore {
+        self
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

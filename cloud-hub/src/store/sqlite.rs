@@ -8,6 +8,8 @@
 //! Ingest follows the PostgreSQL steps (identity, transaction registry, event tables,
 //! rollups, stream head) in one transaction, with multi-row statements.
 
+mod pki;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -531,7 +533,16 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let _guard = self.write.lock().await;
         sqlx::raw_sql(SCHEMA_V1).execute(&self.pool).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            crate::store::pki::SCHEMA_PKI.replace("BYTEA_TYPE", "BLOB"),
+        ))
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    fn pki(&self) -> &dyn crate::store::pki::PkiStore {
+        self
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
