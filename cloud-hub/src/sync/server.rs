@@ -367,7 +367,10 @@ async fn refresh_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut curren
             .collect();
         if let Ok(connections) = shared.connections.lock() {
             for (tenant, serial, close) in connections.values() {
-                if revoked.contains(&(tenant.to_string(), serial.clone())) {
+                if revoked.contains(&(tenant.to_string(), serial.clone()))
+                    && close.borrow().is_none()
+                {
+                    tracing::info!(%tenant, "sync: closing a session: certificate revoked");
                     let _ = close.send(Some("certificate revoked".into()));
                 }
             }
