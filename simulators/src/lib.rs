@@ -1,1 +1,26 @@
-//! storesync-sim
+//! storesync-sim: whole-chain traffic for real agents, and the one-command demo.
+//!
+//! - [`chain`]: a retail chain and its trading as a pure, seeded function: stores in
+//!   regions and time zones, a catalog of about 2,000 SKUs, daily and weekly patterns,
+//!   promotions, returns and voids, receiving and stock counts as scanner events.
+//! - [`drive`]: sends generated records to an agent's ingest API (NDJSON for backfill,
+//!   JSON arrays for live traffic), retrying while the agent is busy or restarting.
+//! - [`demo`]: starts a hub and several agents, backfills, runs live traffic with one store
+//!   going offline and coming back, and stops everything on Ctrl-C.
+//! - [`http`]: the minimal loopback HTTP client the others use.
+//!
+//! ```
+//! use storesync_sim::chain::{Chain, ChainConfig};
+//! let chain = Chain::new(ChainConfig { seed: 7, ..ChainConfig::default() });
+//! let monday = jiff::civil::date(2026, 3, 2);
+//! let records = chain.day(0, monday);
+//! assert_eq!(records, Chain::new(chain.config().clone()).day(0, monday));
+//! ```
+//!
+//! Not here yet: the load generator for benchmarks, the UDP fault proxy, CSV and bridge
+//! traffic from the generator, injected anomalies and POS outages.
+
+pub mod chain;
+pub mod demo;
+pub mod drive;
+pub mod http;

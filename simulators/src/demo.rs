@@ -1,0 +1,716 @@
+//! The one-command demo: a hub on its embedded store, a few enrolled store agents, a
+//! backfill of recent days, then live traffic during which one store's agent is stopped
+//! (the store is offline) and restarted (it catches up).
+//!
+//! Everything lives under one state directory (`.demo/` by default): `demo.json` (ports and
+//! login), `hub/` (config, database, log) and `stores/<id>/` (each agent's data directory
+//! and log). A second run reuses it: initialisation, setup and enrollment are skipped when
+//! their results are present. Child processes are stopped with SIGTERM (then killed after
+//! a grace period) when the demo ends, on Ctrl-C and on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::chain::{Chain, ChainConfig, Record, local_date};
+use crate::drive::{self, Counts, Encoding};
+use crate::http;
+
+/// The demo tenant.
+pub const TENANT: &str = "demo";
+/// The demo admin user.
+pub const ADMIN_USER: &str = "admin";
+/// The demo admin's password.
+pub const ADMIN_PASSWORD: &str = "storesync-demo";
+
+/// How long a child gets to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long a process gets to answer its health check after start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C or SIGTERM arrived.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Sets the stop flag on Ctrl-C (SIGINT) and SIGTERM, from a small signal thread.
+pub fn watch_signals() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut int), Ok(mut term)) = (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                    ) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                #[cfg(not(unix))]
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            STOP.store(true, Ordering::SeqCst);
+        })?;
+    Ok(())
+}
+
+/// Sleeps up to `d`, returning early (false) when stopping.
+fn pause(d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stopping() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    !stopping()
+}
+
+/// What the demo is asked to do.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Stores (at least 3 so one can go offline while others trade).
+    pub stores_len: usize,
+    /// Generator seed.
+    pub seed: u64,
+    /// Days of history to backfill before live traffic.
+    pub backfill_days: u32,
+    /// Seconds of live traffic; 0 for until Ctrl-C. Afterwards the processes keep
+    /// running until Ctrl-C, so the dashboard stays up.
+    pub live_seconds: u64,
+    /// Transactions per second across the chain in live mode.
+    pub rate_per_s: f64,
+    /// Seconds into live traffic when a store goes offline.
+    pub offline_after_seconds: u64,
+    /// Seconds that store stays offline.
+    pub offline_seconds: u64,
+    /// Directory with `storesync-hub` and `storesync-edge`; default: next to this binary.
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// Ports and identities chosen on the first run, reused by later runs (the agents'
+/// enrollment names the hub's sync address).
+#[derive(Debug, Clone)]
+struct Layout {
+    hub_http: u16,
+    hub_sync: u16,
+    agents: Vec<(String, u16, u16)>,
+}
+
+impl Layout {
+    fn load_or_create(path: &Path, chain: &Chain) -> anyhow::Result<Layout> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let v: Value = serde_json::from_str(&text).context("demo.json")?;
+            let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
+            let mut agents = Vec::new();
+            for a in v["agents"].as_array().into_iter().flatten() {
+                agents.push((
+                    a["store"].as_str().unwrap_or_default().to_owned(),
+                    port(&a["api"]).context("agent api port")?,
+                    port(&a["bridge"]).context("agent bridge port")?,
+                ));
+            }
+            let layout = Layout {
+                hub_http: port(&v["hubHttp"]).context("hubHttp")?,
+                hub_sync: port(&v["hubSync"]).context("hubSync")?,
+                agents,
+            };
+            if layout.agents.len() == chain.stores().len() {
+                return Ok(layout);
+            }
+            bail!(
+                "{} was made for {} stores; remove the state directory or pass --stores {}",
+                path.display(),
+                layout.agents.len(),
+                layout.agents.len()
+            );
+        }
+        let layout = Layout {
+            hub_http: free_tcp_port()?,
+            hub_sync: free_udp_port()?,
+            agents: chain
+                .stores()
+                .iter()
+                .map(|s| Ok((s.id.clone(), free_tcp_port()?, free_tcp_port()?)))
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let v = json!({
+            "hubHttp": layout.hub_http,
+            "hubSync": layout.hub_sync,
+            "tenant": TENANT,
+            "username": ADMIN_USER,
+            "password": ADMIN_PASSWORD,
+            "agents": layout.agents.iter().map(|(s, api, bridge)| json!({"store": s, "api": api, "bridge": bridge})).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        Ok(layout)
+    }
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Finds `storesync-hub` and `storesync-edge`. When launched by cargo (`cargo run`), or
+/// when they are missing, builds them with the same profile into the same target
+/// directory first, so they are never stale.
+fn binaries(options: &DemoOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe()?;
+    let dir = match &options.bin_dir {
+        Some(d) => d.clone(),
+        None => exe.parent().context("executable directory")?.to_owned(),
+    };
+    let hub = dir.join(format!("storesync-hub{}", std::env::consts::EXE_SUFFIX));
+    let edge = dir.join(format!("storesync-edge{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var_os("CARGO");
+    let missing = !hub.exists() || !edge.exists();
+    if options.bin_dir.is_none() && (missing || cargo.is_some()) {
+        let target_dir = dir.parent().context("target directory")?;
+        let mut build = Command::new(cargo.unwrap_or_else(|| "cargo".into()));
+        build
+            .args(["build", "-p", "storesync-hub", "-p", "storesync-edge"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        println!("[demo] building storesync-hub and storesync-edge ...");
+        let status = build.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build of storesync-hub and storesync-edge failed");
+        }
+    }
+    if !hub.exists() || !edge.exists() {
+        bail!(
+            "storesync-hub or storesync-edge not found in {}",
+            dir.display()
+        );
+    }
+    Ok((hub, edge))
+}
+
+/// Runs a command to completion, returning its stdout; fails with its stderr.
+fn run_tool(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A started child process.
+#[derive(Debug)]
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then a kill after [`STOP_GRACE`]; always reaps the child.
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        #[cfg(unix)]
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let until = Instant::now() + STOP_GRACE;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("[demo] {} did not stop in time; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_healthy(addr: &str, proc: &mut Proc) -> anyhow::Result<()> {
+    let until = Instant::now() + START_TIMEOUT;
+    while Instant::now() < until {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            bail!("{} exited during start ({status}); see its log", proc.name);
+        }
+        if let Ok(r) = http::request(addr, "GET", "/healthz", &[], &[], Duration::from_secs(2)) {
+            if r.status == 200 {
+                return Ok(());
+            }
+        }
+        if !pause(Duration::from_millis(100)) {
+            bail!("stopped");
+        }
+    }
+    bail!("{} did not answer on {addr} in time", proc.name)
+}
+
+/// One store's agent.
+#[derive(Debug)]
+struct Agent {
+    store: String,
+    config: PathBuf,
+    log: PathBuf,
+    addr: String,
+    proc: Option<Proc>,
+}
+
+impl Agent {
+    fn start(&mut self, edge: &Path) -> anyhow::Result<()> {
+        let mut proc = Proc::spawn(
+            &format!("agent {}", self.store),
+            Command::new(edge)
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config),
+            &self.log,
+        )?;
+        wait_healthy(&self.addr, &mut proc)?;
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop();
+        }
+    }
+}
+
+/// Runs the demo until it is stopped.
+pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
+    if options.stores_len < 3 {
+        bail!("--stores: at least 3");
+    }
+    let state = &options.state_dir;
+    std::fs::create_dir_all(state.join("hub"))?;
+    std::fs::create_dir_all(state.join("stores"))?;
+    let state = state.canonicalize()?;
+    let (hub_bin, edge_bin) = binaries(options)?;
+    let chain = Chain::new(ChainConfig {
+        seed: options.seed,
+        stores_len: options.stores_len,
+        ..ChainConfig::default()
+    });
+    let layout = Layout::load_or_create(&state.join("demo.json"), &chain)?;
+    let hub_dir = state.join("hub");
+    let hub_config = hub_dir.join("hub.toml");
+    let hub_http = format!("127.0.0.1:{}", layout.hub_http);
+    let hub_sync = format!("127.0.0.1:{}", layout.hub_sync);
+    let hub = |args: &[&str]| {
+        let mut c = Command::new(&hub_bin);
+        c.arg("--config")
+            .arg(&hub_config)
+            .args(args)
+            .current_dir(&hub_dir)
+            .env("STORESYNC_HUB_LISTEN", &hub_http)
+            .env("STORESYNC_HUB_SYNC_LISTEN", &hub_sync)
+            .env("STORESYNC_PASSWORD", ADMIN_PASSWORD);
+        c
+    };
+
+    // The hub: config, tenant, stores and the admin user, once.
+    let setup_done = hub_dir.join("setup.done");
+    if !setup_done.exists() {
+        if !hub_config.exists() {
+            run_tool(hub(&["init", "--data-dir"]).arg(&hub_dir))?;
+        }
+        if let Err(e) = run_tool(&mut hub(&[
+            "tenant",
+            "create",
+            TENANT,
+            "--name",
+            "Demo Retail",
+        ])) {
+            eprintln!("[demo] tenant create: {e:#} (continuing: it may exist)");
+        }
+        for s in chain.stores() {
+            run_tool(&mut hub(&[
+                "store",
+                "add",
+                "--tenant",
+                TENANT,
+                &s.id,
+                "--name",
+                &s.name,
+                "--region",
+                &s.region,
+                "--time-zone",
+                &s.time_zone,
+            ]))?;
+        }
+        run_tool(&mut hub(&[
+            "user", "add", "--tenant", TENANT, ADMIN_USER, "--role", "admin",
+        ]))?;
+        std::fs::write(&setup_done, b"")?;
+        println!(
+            "[demo] hub set up: tenant {TENANT}, {} stores, user {ADMIN_USER}",
+            chain.stores().len()
+        );
+    }
+
+    // Agents: data directories and enrollment tokens, once per store.
+    let mut agents = Vec::new();
+    let mut tokens = Vec::new();
+    for (i, (store, api, bridge)) in layout.agents.iter().enumerate() {
+        let dir = state.join("stores").join(store);
+        let config = dir.join("storesync-edge.toml");
+        if !config.exists() {
+            run_tool(
+                Command::new(&edge_bin)
+                    .arg("init")
+                    .arg("--data-dir")
+                    .arg(&dir)
+                    .args(["--tenant", TENANT, "--store", store, "--time-zone"])
+                    .arg(&chain.stores()[i].time_zone),
+            )?;
+            let text = std::fs::read_to_string(&config)?
+                .replace(
+                    "api = \"127.0.0.1:7400\"",
+                    &format!("api = \"127.0.0.1:{api}\""),
+                )
+                .replace(
+                    "bridge = \"127.0.0.1:7401\"",
+                    &format!("bridge = \"127.0.0.1:{bridge}\""),
+                );
+            std::fs::write(&config, text)?;
+        }
+        if !dir.join("sync").join("enrollment.toml").exists() {
+            let out = run_tool(&mut hub(&[
+                "enroll-token",
+                "--tenant",
+                TENANT,
+                "--store",
+                store,
+            ]))?;
+            let token = out.lines().last().unwrap_or_default().trim().to_owned();
+            tokens.push((i, token));
+        }
+        agents.push(Agent {
+            store: store.clone(),
+            config,
+            log: dir.join("agent.log"),
+            addr: format!("127.0.0.1:{api}"),
+            proc: None,
+        });
+    }
+
+    let mut hub_proc = Proc::spawn("hub", &mut hub(&["serve"]), &hub_dir.join("hub.log"))?;
+    wait_healthy(&hub_http, &mut hub_proc)?;
+    println!(
+        "[demo] hub pid {} on http://{hub_http} (sync {hub_sync})",
+        hub_proc.pid()
+    );
+    for (i, token) in tokens {
+        let agent = &agents[i];
+        run_tool(
+            Command::new(&edge_bin)
+                .arg("enroll")
+                .arg("--config")
+                .arg(&agent.config)
+                .args(["--hub", &hub_sync, "--token", &token]),
+        )
+        .with_context(|| format!("enrolling {}", agent.store))?;
+        println!("[demo] enrolled store {}", agent.store);
+    }
+    for agent in &mut agents {
+        agent.start(&edge_bin)?;
+        if let Some(p) = &agent.proc {
+            println!(
+                "[demo] agent {} pid {} on http://{}",
+                agent.store,
+                p.pid(),
+                agent.addr
+            );
+        }
+    }
+    write_pids(&state, &hub_proc, &agents)?;
+    print_banner(&hub_http, &state);
+
+    let now = now_ms();
+    let mut per_store = vec![Counts::default(); agents.len()];
+    if options.backfill_days > 0 && !stopping() {
+        let counts = backfill(&chain, &agents, options.backfill_days, now)?;
+        let mut total = Counts::default();
+        for (sum, c) in per_store.iter_mut().zip(counts) {
+            sum.add(c);
+            total.add(c);
+        }
+        println!(
+            "[demo] backfill done: {} records stored ({} already held from an earlier run)",
+            total.stored(),
+            total.duplicates
+        );
+    }
+    if !stopping() {
+        live(
+            &chain,
+            &mut agents,
+            &edge_bin,
+            &state,
+            &hub_proc,
+            options,
+            &mut per_store,
+        )?;
+    }
+    if !stopping() {
+        // With a fresh state directory these are the transactions each agent holds, and
+        // so what the hub holds once every store has synced.
+        for (agent, counts) in agents.iter().zip(&per_store) {
+            println!(
+                "[demo] store {}: {} transactions sent this run",
+                agent.store, counts.transactions
+            );
+        }
+        println!("[demo] live traffic finished; the hub and agents keep running. Ctrl-C to stop.");
+        while pause(Duration::from_secs(1)) {}
+    }
+    println!("[demo] stopping ...");
+    for agent in &mut agents {
+        agent.stop();
+    }
+    hub_proc.stop();
+    println!(
+        "[demo] stopped; state kept in {} (run again to resume)",
+        state.display()
+    );
+    Ok(())
+}
+
+fn write_pids(state: &Path, hub: &Proc, agents: &[Agent]) -> anyhow::Result<()> {
+    let mut pids = vec![hub.pid()];
+    pids.extend(agents.iter().filter_map(|a| a.proc.as_ref().map(Proc::pid)));
+    let text: Vec<String> = pids.iter().map(u32::to_string).collect();
+    std::fs::write(state.join("pids"), text.join("\n"))?;
+    Ok(())
+}
+
+fn print_banner(hub_http: &str, state: &Path) {
+    println!();
+    println!("  storesync demo is running");
+    println!("  dashboard (API docs):  http://{hub_http}/api/docs");
+    println!(
+        "  login:                 tenant {TENANT}, user {ADMIN_USER}, password {ADMIN_PASSWORD}"
+    );
+    println!(
+        "  token:                 curl -s -d grant_type=password -d tenant={TENANT} -d username={ADMIN_USER} -d password={ADMIN_PASSWORD} http://{hub_http}/oauth/token"
+    );
+    println!("  state and logs:        {}", state.display());
+    println!("  Ctrl-C stops everything; running the demo again resumes.");
+    println!();
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Backfills the `days` days before each store's today, one thread per store, NDJSON.
+fn backfill(chain: &Chain, agents: &[Agent], days: u32, now: i64) -> anyhow::Result<Vec<Counts>> {
+    println!(
+        "[demo] backfilling {days} days for {} stores ...",
+        agents.len()
+    );
+    let results: Vec<anyhow::Result<Counts>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                scope.spawn(move || backfill_store(chain, i, &agent.store, &agent.addr, days, now))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("backfill thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Backfills one store, printing progress per day.
+pub fn backfill_store(
+    chain: &Chain,
+    store: usize,
+    store_id: &str,
+    addr: &str,
+    days: u32,
+    now: i64,
+) -> anyhow::Result<Counts> {
+    let today = local_date(chain, store, now);
+    let mut total = Counts::default();
+    for back in (1..=days).rev() {
+        if stopping() {
+            break;
+        }
+        let date = today
+            .checked_sub(jiff::Span::new().days(i64::from(back)))
+            .context("date")?;
+        let records = chain.day(store, date);
+        let counts = drive::send(addr, &records, Encoding::Ndjson)?;
+        total.add(counts);
+        println!(
+            "[backfill] {store_id} {date}: {} records ({} new) [{}/{days} days]",
+            records.len(),
+            counts.accepted,
+            days - back + 1
+        );
+    }
+    Ok(total)
+}
+
+/// Live traffic: every second each store's POS posts what happened since the last tick.
+/// The store chosen to go offline has its agent stopped; its POS queues meanwhile and
+/// delivers the queue when the agent is back.
+fn live(
+    chain: &Chain,
+    agents: &mut [Agent],
+    edge_bin: &Path,
+    state: &Path,
+    hub: &Proc,
+    options: &DemoOptions,
+    per_store: &mut [Counts],
+) -> anyhow::Result<()> {
+    let per_store_hour = options.rate_per_s * 3600.0 / agents.len() as f64;
+    let offline = 1usize;
+    let start = Instant::now();
+    let mut last = now_ms();
+    let mut queued: Vec<Record> = Vec::new();
+    let mut sent = Counts::default();
+    let mut offline_from: Option<i64> = None;
+    let mut offline_done = options.offline_seconds == 0;
+    let mut last_report = Instant::now();
+    println!(
+        "[demo] live traffic: {:.1} transactions/s across {} stores{}",
+        options.rate_per_s,
+        agents.len(),
+        if options.live_seconds == 0 {
+            " until Ctrl-C".to_owned()
+        } else {
+            format!(" for {} s", options.live_seconds)
+        }
+    );
+    while pause(Duration::from_secs(1)) {
+        let elapsed = start.elapsed().as_secs();
+        let now = now_ms();
+        if !offline_done && offline_from.is_none() && elapsed >= options.offline_after_seconds {
+            agents[offline].stop();
+            offline_from = Some(now);
+            println!(
+                "[demo] store {} goes OFFLINE (agent stopped); its POS queues sales",
+                agents[offline].store
+            );
+        }
+        if let Some(from) = offline_from {
+            if now - from >= i64::try_from(options.offline_seconds).unwrap_or(0) * 1000 {
+                agents[offline].start(edge_bin)?;
+                write_pids(state, hub, agents)?;
+                let counts = drive::send(&agents[offline].addr, &queued, Encoding::JsonArray)?;
+                sent.add(counts);
+                per_store[offline].add(counts);
+                println!(
+                    "[demo] store {} back ONLINE: {} queued transactions delivered; it catches up with the hub",
+                    agents[offline].store,
+                    queued.len()
+                );
+                println!("offline-window {} {from} {now}", agents[offline].store);
+                queued.clear();
+                offline_from = None;
+                offline_done = true;
+            }
+        }
+        for (i, agent) in agents.iter().enumerate() {
+            let records = chain.live(i, last, now, per_store_hour);
+            if i == offline && offline_from.is_some() {
+                queued.extend(records);
+            } else if !records.is_empty() {
+                let counts = drive::send(&agent.addr, &records, Encoding::JsonArray)?;
+                sent.add(counts);
+                per_store[i].add(counts);
+            }
+        }
+        last = now;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            println!(
+                "[live] {elapsed:>4} s: {} transactions stored{}",
+                sent.stored(),
+                if offline_from.is_some() {
+                    format!(", {} queued at an offline store", queued.len())
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if options.live_seconds > 0 && elapsed >= options.live_seconds && offline_from.is_none() {
+            break;
+        }
+    }
+    Ok(())
+}

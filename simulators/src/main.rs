@@ -1,0 +1,278 @@
+//! `storesync-sim`: the command line over the simulator library.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use storesync_sim::chain::{Chain, ChainConfig, local_date};
+use storesync_sim::demo::{self, DemoOptions};
+use storesync_sim::drive::{self, Counts, Encoding};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "storesync-sim",
+    version,
+    about = "storesync chain simulator and demo"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChainArgs {
+    /// Generator seed: the same seed yields the same chain and trading.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stores in the chain.
+    #[arg(long, default_value_t = 3)]
+    stores: usize,
+    /// Transactions of an average store on an average day.
+    #[arg(long, default_value_t = 400)]
+    transactions_per_day: u32,
+}
+
+impl ChainArgs {
+    fn chain(&self) -> Chain {
+        Chain::new(ChainConfig {
+            seed: self.seed,
+            stores_len: self.stores,
+            transactions_per_day: self.transactions_per_day,
+            ..ChainConfig::default()
+        })
+    }
+}
+
+/// `STORE=HOST:PORT`: the agent of a store.
+fn parse_agent(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(s, a)| (s.to_owned(), a.to_owned()))
+        .ok_or_else(|| "expected STORE=HOST:PORT, e.g. s001=127.0.0.1:7400".to_owned())
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts a hub and store agents in a state directory, backfills, runs live traffic
+    /// with one store going offline and coming back. Ctrl-C stops everything; a second
+    /// run resumes.
+    Demo {
+        /// State directory (hub, agents, logs).
+        #[arg(long, default_value = ".demo")]
+        state_dir: PathBuf,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stores (at least 3).
+        #[arg(long, default_value_t = 3)]
+        stores: usize,
+        /// Days of history to backfill.
+        #[arg(long, default_value_t = 3)]
+        backfill_days: u32,
+        /// Seconds of live traffic (0: until Ctrl-C); the processes keep running after it.
+        #[arg(long, default_value_t = 0)]
+        live_seconds: u64,
+        /// Transactions per second across the chain.
+        #[arg(long, default_value_t = 3.0)]
+        rate: f64,
+        /// Seconds into live traffic when store s002 goes offline.
+        #[arg(long, default_value_t = 20)]
+        offline_after_seconds: u64,
+        /// Seconds s002 stays offline (0: never goes offline).
+        #[arg(long, default_value_t = 30)]
+        offline_seconds: u64,
+        /// Where storesync-hub and storesync-edge are (default: next to this binary,
+        /// built by cargo when missing).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Prints one store's generated records for recent days as NDJSON.
+    Generate {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Store index (0-based).
+        #[arg(long, default_value_t = 0)]
+        store: usize,
+        /// Days before today.
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+    },
+    /// Prints the chain's stores and a summary of the catalog.
+    Chain {
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Sends history to running agents, as fast as they take it (NDJSON batches).
+    Backfill {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// An agent, `STORE=HOST:PORT`; repeat for each store.
+        #[arg(long = "agent", value_parser = parse_agent, required = true)]
+        agents: Vec<(String, String)>,
+        /// Days before today.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Sends live traffic to running agents at a rate (JSON arrays, once a second).
+    Live {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// An agent, `STORE=HOST:PORT`; repeat for each store.
+        #[arg(long = "agent", value_parser = parse_agent, required = true)]
+        agents: Vec<(String, String)>,
+        /// Transactions per second across the given stores.
+        #[arg(long, default_value_t = 3.0)]
+        rate: f64,
+        /// Seconds to run (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("storesync-sim: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn store_index(chain: &Chain, id: &str) -> anyhow::Result<usize> {
+    chain
+        .stores()
+        .iter()
+        .position(|s| s.id == id)
+        .with_context(|| {
+            format!(
+                "store {id} is not in the chain (s001..s{:03})",
+                chain.stores().len()
+            )
+        })
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo {
+            state_dir,
+            seed,
+            stores,
+            backfill_days,
+            live_seconds,
+            rate,
+            offline_after_seconds,
+            offline_seconds,
+            bin_dir,
+        } => {
+            demo::watch_signals()?;
+            demo::run(&DemoOptions {
+                state_dir,
+                stores_len: stores,
+                seed,
+                backfill_days,
+                live_seconds,
+                rate_per_s: rate,
+                offline_after_seconds,
+                offline_seconds,
+                bin_dir,
+            })?;
+        }
+        Command::Generate { chain, store, days } => {
+            let chain = chain.chain();
+            let today = local_date(&chain, store, now_ms());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for back in (1..=days).rev() {
+                let date = today.checked_sub(jiff::Span::new().days(i64::from(back)))?;
+                for r in chain.day(store, date) {
+                    serde_json::to_writer(&mut out, &r.json)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()?;
+        }
+        Command::Chain { chain } => {
+            let chain = chain.chain();
+            for s in chain.stores() {
+                println!(
+                    "{} {:<10} {:<20} {} registers={} size={:.2}",
+                    s.id, s.region, s.time_zone, s.currency, s.registers_len, s.size
+                );
+            }
+            let mut categories = std::collections::BTreeMap::<&str, (usize, i64, i64)>::new();
+            for p in chain.catalog() {
+                let e = categories.entry(&p.category).or_insert((0, i64::MAX, 0));
+                e.0 += 1;
+                e.1 = e.1.min(p.price_cents);
+                e.2 = e.2.max(p.price_cents);
+            }
+            for (c, (n, low, high)) in categories {
+                println!(
+                    "{c:<14} {n:>5} SKUs  {:.2} .. {:.2}",
+                    low as f64 / 100.0,
+                    high as f64 / 100.0
+                );
+            }
+        }
+        Command::Backfill {
+            chain,
+            agents,
+            days,
+        } => {
+            let chain = chain.chain();
+            let now = now_ms();
+            let mut total = Counts::default();
+            for (store, addr) in &agents {
+                let i = store_index(&chain, store)?;
+                total.add(demo::backfill_store(&chain, i, store, addr, days, now)?);
+            }
+            println!(
+                "backfill done: {} new, {} duplicates, {} refused",
+                total.accepted, total.duplicates, total.rejected
+            );
+        }
+        Command::Live {
+            chain,
+            agents,
+            rate,
+            seconds,
+        } => {
+            demo::watch_signals()?;
+            let chain = chain.chain();
+            let per_store_hour = rate * 3600.0 / agents.len().max(1) as f64;
+            let targets: Vec<(usize, String)> = agents
+                .iter()
+                .map(|(s, a)| Ok((store_index(&chain, s)?, a.clone())))
+                .collect::<anyhow::Result<_>>()?;
+            let start = std::time::Instant::now();
+            let mut last = now_ms();
+            let mut total = Counts::default();
+            while !demo::stopping() && (seconds == 0 || start.elapsed().as_secs() < seconds) {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = now_ms();
+                for (i, addr) in &targets {
+                    let records = chain.live(*i, last, now, per_store_hour);
+                    total.add(drive::send(addr, &records, Encoding::JsonArray)?);
+                }
+                last = now;
+                print!(
+                    "\rlive: {} transactions stored, {} refused",
+                    total.stored(),
+                    total.rejected
+                );
+                std::io::stdout().flush()?;
+            }
+            println!();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

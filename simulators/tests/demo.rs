@@ -1,0 +1,274 @@
+//! The demo smoke test: `storesync-sim demo` on real processes with short durations. Data
+//! reaches the hub API, the store that went offline catches up (the hub ends up with every
+//! transaction each agent took), and Ctrl-C leaves no process behind.
+
+use std::collections::HashMap;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use storesync_sim::demo::{ADMIN_PASSWORD, ADMIN_USER, TENANT};
+use storesync_sim::http::{self, form_encode};
+
+/// Builds the hub and agent binaries into the target directory of this test's binaries.
+fn sibling_binaries() -> PathBuf {
+    let sim = PathBuf::from(env!("CARGO_BIN_EXE_storesync-sim"));
+    let bin_dir = sim.parent().expect("bin dir").to_owned();
+    let target_dir = bin_dir.parent().expect("target dir");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .args(["build", "-p", "storesync-hub", "-p", "storesync-edge"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if bin_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build");
+    assert!(
+        status.success(),
+        "building storesync-hub and storesync-edge"
+    );
+    bin_dir
+}
+
+/// Waits for a stdout line matching `pred`, failing after `limit`.
+fn wait_line(
+    lines: &mpsc::Receiver<String>,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let until = Instant::now() + limit;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no expected line from the demo within {limit:?}: {e}"),
+        }
+    }
+}
+
+fn token(hub: &str) -> String {
+    let body = format!(
+        "grant_type=password&tenant={}&username={}&password={}",
+        form_encode(TENANT),
+        form_encode(ADMIN_USER),
+        form_encode(ADMIN_PASSWORD)
+    );
+    let r = http::request(
+        hub,
+        "POST",
+        "/oauth/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .expect("token request");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json().expect("json")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+fn get(hub: &str, token: &str, path: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    let r = http::request(
+        hub,
+        "GET",
+        path,
+        &[("Authorization", &auth)],
+        &[],
+        Duration::from_secs(10),
+    )
+    .expect("GET");
+    assert_eq!(
+        r.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json().expect("json")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Every transaction (sales, returns, voids) per store the hub holds over the last days.
+fn hub_transactions(hub: &str, token: &str) -> HashMap<String, i64> {
+    let to = now_ms() + 3_600_000;
+    let from = to - 4 * 86_400_000;
+    let v = get(
+        hub,
+        token,
+        &format!("/api/v1/sales/series?bucket=day&group_by=store&from={from}&to={to}"),
+    );
+    let mut out = HashMap::new();
+    for series in v["series"].as_array().into_iter().flatten() {
+        let n: i64 = series["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                ["transactions", "refunds", "voids"]
+                    .iter()
+                    .map(|k| p[*k].as_i64().unwrap_or(0))
+                    .sum::<i64>()
+            })
+            .sum();
+        out.insert(series["group"].as_str().unwrap_or_default().to_owned(), n);
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
+    let bin_dir = sibling_binaries();
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_storesync-sim"))
+        .args([
+            "demo",
+            "--backfill-days",
+            "1",
+            "--live-seconds",
+            "20",
+            "--offline-after-seconds",
+            "4",
+            "--offline-seconds",
+            "5",
+            "--rate",
+            "6",
+        ])
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .env_remove("CARGO")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start demo");
+    let stdout = demo.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            println!("demo| {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let banner = wait_line(&lines, Duration::from_secs(120), |l| {
+        l.contains("/api/docs")
+    });
+    let hub = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .expect("hub address")
+        .to_owned();
+    let token = token(&hub);
+
+    // Backfilled data reaches the hub.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = hub_transactions(&hub, &token);
+        if ["s001", "s002", "s003"]
+            .iter()
+            .all(|s| seen.get(*s).copied().unwrap_or(0) > 0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no data for every store at the hub: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The offline store comes back; after live traffic ends, the hub holds every
+    // transaction each agent took, including what s002 queued while offline.
+    let window = wait_line(&lines, Duration::from_secs(60), |l| {
+        l.starts_with("offline-window ")
+    });
+    let back_ms: i64 = window
+        .split(' ')
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .expect("window end");
+    let mut sent = HashMap::new();
+    while sent.len() < 3 {
+        let line = wait_line(&lines, Duration::from_secs(60), |l| {
+            l.contains(" transactions sent this run")
+        });
+        let mut words = line.split_whitespace().skip(2);
+        let store = words
+            .next()
+            .expect("store")
+            .trim_end_matches(':')
+            .to_owned();
+        let n: i64 = words.next().and_then(|n| n.parse().ok()).expect("count");
+        sent.insert(store, n);
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = hub_transactions(&hub, &token);
+        if sent.iter().all(|(s, n)| seen.get(s) == Some(n)) {
+            break;
+        }
+        assert!(Instant::now() < until, "hub {seen:?} != agents {sent:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let s002 = get(&hub, &token, "/api/v1/stores/s002");
+    let complete = s002["completeUpTo"].as_str().expect("completeUpTo");
+    let complete_ms = storesync_protocol::EventTime::parse_rfc3339(complete)
+        .expect("time")
+        .unix_ms();
+    assert!(
+        complete_ms >= back_ms,
+        "s002 complete up to {complete} only: {s002}"
+    );
+
+    // Ctrl-C stops the demo and every process it started.
+    let pids: Vec<u32> = std::fs::read_to_string(state.path().join("pids"))
+        .expect("pids")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 4, "hub and three agents: {pids:?}");
+    let status = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let until = Instant::now() + Duration::from_secs(45);
+    let exit = loop {
+        if let Some(exit) = demo.try_wait().expect("wait") {
+            break exit;
+        }
+        if Instant::now() > until {
+            let _ = demo.kill();
+            panic!("the demo did not stop after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "demo exit: {exit}");
+    let _ = reader.join();
+    let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
