@@ -5,7 +5,8 @@
 //! Also: idle RSS, peak RSS under load, and ack latency p50/p99 at a steady 1,000
 //! transactions/s.
 //!
-//! Run: `cargo bench -p storesync-edge --bench ingest` (optionally `-- <transactions>`).
+//! Run: `cargo bench -p storesync-edge --bench ingest` (optionally `-- <transactions>`, and
+//! `internal` or `http` to run only that part beside the baseline).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -36,7 +37,7 @@ fn tx_json(now_ms: i64, n: u64) -> Value {
         "timestamp": ts.to_string(),
         "items": items,
         "totalAmount": total,
-        "paymentMethod": if n % 3 == 0 { "cash" } else { "card" },
+        "paymentMethod": if n.is_multiple_of(3) { "cash" } else { "card" },
         "registerId": format!("r{}", n % 4),
     })
 }
@@ -277,6 +278,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200_000);
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a == "internal" || a == "http");
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let tmp = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
@@ -293,17 +298,24 @@ fn main() {
     println!(
         "baseline  raw multi-row INSERT, 3 rows/transaction, 1,000 transactions/commit: {base:>10.0} transactions/s"
     );
-    let base_unique = runtime.block_on(baseline(tmp.path(), transactions, true));
-    println!(
-        "baseline  same with UNIQUE index on the random id:                       {base_unique:>10.0} transactions/s ({:.2}x of baseline)",
-        base_unique / base
-    );
-    let internal = runtime.block_on(internal(tmp.path(), transactions));
-    println!(
-        "internal  writer (seal, dedupe, rollups, inventory, heads), {CLIENTS} tasks:      {internal:>10.0} transactions/s ({:.2}x of baseline, target >= 0.5)",
-        internal / base
-    );
+    if only.is_none() {
+        let base_unique = runtime.block_on(baseline(tmp.path(), transactions, true));
+        println!(
+            "baseline  same with UNIQUE index on the random id:                       {base_unique:>10.0} transactions/s ({:.2}x of baseline)",
+            base_unique / base
+        );
+    }
+    if run("internal") {
+        let internal = runtime.block_on(internal(tmp.path(), transactions));
+        println!(
+            "internal  writer (seal, dedupe, rollups, inventory, heads), {CLIENTS} tasks:      {internal:>10.0} transactions/s ({:.2}x of baseline, target >= 0.5)",
+            internal / base
+        );
+    }
     drop(runtime);
+    if !run("http") {
+        return;
+    }
 
     let (rate, idle, load, hwm, p50, p99) = http(transactions);
     println!(

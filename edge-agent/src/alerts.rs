@@ -214,6 +214,22 @@ pub(crate) async fn load_cooldowns(
         .collect())
 }
 
+/// The stock alert `quantity` calls for, if any.
+pub(crate) fn stock_kind(settings: &Settings, sku: &Sku, quantity: i64) -> Option<AlertKind> {
+    let threshold = settings
+        .low_stock
+        .get(sku)
+        .copied()
+        .unwrap_or(settings.config.alerts.low_stock_default);
+    if quantity <= 0 {
+        Some(AlertKind::OutOfStock)
+    } else if quantity <= threshold {
+        Some(AlertKind::LowStock)
+    } else {
+        None
+    }
+}
+
 pub(crate) fn stock_candidate(settings: &Settings, sku: &Sku, quantity: i64) -> Option<Candidate> {
     let threshold = settings
         .low_stock
@@ -247,26 +263,45 @@ pub(crate) fn stock_candidate(settings: &Settings, sku: &Sku, quantity: i64) -> 
     }
 }
 
+/// Day revenue of the store per day bucket as of the last commit, kept by the writer so a
+/// batch needs no query to see which milestones it crossed. A bucket not in the map is read
+/// from the database once.
+pub(crate) type DayRevenue = HashMap<i64, i64>;
+
+/// Days the writer remembers at most; beyond, the map starts over (and re-reads lazily).
+const DAY_REVENUE_DAYS_MAX: usize = 64;
+
+/// Milestones crossed by `delta`, and the day revenues to remember once the batch commits.
+/// Runs inside the batch's transaction after its rollups were written.
 pub(crate) async fn milestone_candidates(
     conn: &mut SqliteConnection,
     settings: &Settings,
     delta: &HashMap<RollupKey, SalesFigures>,
-) -> Result<Vec<Candidate>, StoreError> {
+    known: &DayRevenue,
+) -> Result<(Vec<Candidate>, Vec<(i64, i64)>), StoreError> {
     let mut out = Vec::new();
+    let mut remember = Vec::new();
     if settings.milestones_e4.is_empty() {
-        return Ok(out);
+        return Ok((out, remember));
     }
     for (key, f) in delta {
-        if key.granularity != Granularity::Day
-            || key.dimension != Dimension::Store
-            || f.revenue_e4 <= 0
-        {
+        if key.granularity != Granularity::Day || key.dimension != Dimension::Store {
             continue;
         }
-        let after = store_figures(conn, 2, key.bucket_ms)
-            .await?
-            .unwrap_or_default()
-            .revenue_e4;
+        let after = match known.get(&key.bucket_ms) {
+            Some(before) => before + f.revenue_e4,
+            None if f.revenue_e4 <= 0 => continue,
+            None => {
+                store_figures(conn, 2, key.bucket_ms)
+                    .await?
+                    .unwrap_or_default()
+                    .revenue_e4
+            }
+        };
+        remember.push((key.bucket_ms, after));
+        if f.revenue_e4 <= 0 {
+            continue;
+        }
         let before = after - f.revenue_e4;
         for m in &settings.milestones_e4 {
             if before < *m && *m <= after {
@@ -285,7 +320,15 @@ pub(crate) async fn milestone_candidates(
             }
         }
     }
-    Ok(out)
+    Ok((out, remember))
+}
+
+/// Records committed day revenues in `known`.
+pub(crate) fn remember_day_revenue(known: &mut DayRevenue, committed: &[(i64, i64)]) {
+    if known.len() + committed.len() > DAY_REVENUE_DAYS_MAX {
+        known.clear();
+    }
+    known.extend(committed.iter().copied());
 }
 
 /// Median of a non-empty slice (sorted in place).

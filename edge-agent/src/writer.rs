@@ -329,6 +329,7 @@ struct Writer {
     alerts_tx: broadcast::Sender<AlertView>,
     metrics: Arc<Metrics>,
     commits_since_checkpoint: u64,
+    day_revenue: alerts::DayRevenue,
 }
 
 /// Starts the writer on `conn`; it runs until every [`WriterHandle`] is dropped, then
@@ -364,6 +365,7 @@ pub async fn spawn(
         alerts_tx,
         metrics,
         commits_since_checkpoint: 0,
+        day_revenue: alerts::DayRevenue::new(),
     };
     let task = tokio::spawn(writer.run(rx));
     Ok((WriterHandle { tx }, task))
@@ -620,7 +622,8 @@ impl Writer {
             )
             .await;
         match result {
-            Ok(raised) => {
+            Ok((raised, day_revenue)) => {
+                alerts::remember_day_revenue(&mut self.day_revenue, &day_revenue);
                 for (register, at) in registers {
                     let seen = self.register_last_seen.entry(register).or_insert(at);
                     *seen = (*seen).max(at);
@@ -700,7 +703,7 @@ impl Writer {
         movements: Vec<Movement>,
         mut candidates: Vec<Candidate>,
         resolved_letters: &[i64],
-    ) -> Result<Vec<AlertView>, StoreError> {
+    ) -> Result<(Vec<AlertView>, Vec<(i64, i64)>), StoreError> {
         let mut tx = self.conn.begin().await?;
         insert_events(&mut tx, events, now_ms).await?;
         let inserted_events = events.len();
@@ -733,12 +736,27 @@ impl Writer {
         // whose movements arrived older than their last count.
         let changed = inventory::apply(&mut tx, &mut self.on_hand, movements, now_ms).await?;
         let settings = Arc::clone(&self.settings);
+        let cooldown_ms = settings.config.alerts.cooldown_minutes * 60_000;
         for (sku, quantity) in &changed {
+            // Most low SKUs are cooling down: skip those before a message is built.
+            let Some(kind) = alerts::stock_kind(&settings, sku, *quantity) else {
+                continue;
+            };
+            if self
+                .cooldown
+                .get(&(kind, sku.as_str().to_owned()))
+                .is_some_and(|last| now_ms - *last < cooldown_ms)
+            {
+                continue;
+            }
             if let Some(candidate) = alerts::stock_candidate(&settings, sku, *quantity) {
                 candidates.push(candidate);
             }
         }
-        candidates.extend(alerts::milestone_candidates(&mut tx, &settings, rollup_delta).await?);
+        let (milestones, day_revenue) =
+            alerts::milestone_candidates(&mut tx, &settings, rollup_delta, &self.day_revenue)
+                .await?;
+        candidates.extend(milestones);
         let raised = persist_candidates(
             &mut tx,
             &mut self.sealer,
@@ -756,7 +774,7 @@ impl Writer {
         }
         write_heads(&mut tx, &self.sealer).await?;
         tx.commit().await?;
-        Ok(raised)
+        Ok((raised, day_revenue))
     }
 
     async fn raise_disk_full(&mut self, now_ms: i64) {
@@ -1061,21 +1079,21 @@ async fn insert_events(
     Ok(())
 }
 
+/// Stores the sealer's heads of every class with one statement.
 async fn write_heads(conn: &mut SqliteConnection, sealer: &Sealer) -> Result<(), StoreError> {
     let epoch = epoch_sql(sealer.epoch());
-    for class in EventClass::ALL {
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new("INSERT INTO stream_heads (epoch, class, seq, hash, acked) ");
+    qb.push_values(EventClass::ALL, |mut b, class| {
         let head = sealer.head(class);
-        sqlx::query(
-            "INSERT INTO stream_heads (epoch, class, seq, hash, acked) VALUES (?, ?, ?, ?, 0) \
-             ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .bind(epoch)
-        .bind(class as i64)
-        .bind(i64::try_from(head.seq.0).unwrap_or(i64::MAX))
-        .bind(head.hash.0.to_vec())
-        .execute(&mut *conn)
-        .await?;
-    }
+        b.push_bind(epoch)
+            .push_bind(class as i64)
+            .push_bind(i64::try_from(head.seq.0).unwrap_or(i64::MAX))
+            .push_bind(head.hash.0.to_vec())
+            .push_bind(0i64);
+    });
+    qb.push(" ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
+    qb.build().execute(&mut *conn).await?;
     Ok(())
 }
 
