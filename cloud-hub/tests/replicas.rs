@@ -44,7 +44,7 @@ fn start_hub(
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nadmin_url = \"{admin}\"\napp_role = \"storesync_app\"\npool_size_max = 4\n[auth]\nsigning_key_path = \"{}\"\n",
+            "listen = \"127.0.0.1:{port}\"\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nadmin_url = \"{admin}\"\napp_role = \"storesync_app\"\npool_size_max = 4\n[sync]\nlisten = \"\"\n[auth]\nsigning_key_path = \"{}\"\n",
             key.display()
         ),
     )
