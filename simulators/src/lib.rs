@@ -8,6 +8,8 @@
 //! - [`demo`]: starts a hub and several agents, backfills, runs live traffic with one store
 //!   going offline and coming back, and stops everything on Ctrl-C.
 //! - [`http`]: the minimal loopback HTTP client the others use.
+//! - [`faultproxy`]: a UDP proxy that loses, duplicates, delays and reorders datagrams and
+//!   partitions the link on demand, seeded, for sync tests over a bad network.
 //!
 //! ```
 //! use storesync_sim::chain::{Chain, ChainConfig};
@@ -17,10 +19,11 @@
 //! assert_eq!(records, Chain::new(chain.config().clone()).day(0, monday));
 //! ```
 //!
-//! Not here yet: the load generator for benchmarks, the UDP fault proxy, CSV and bridge
+//! Not here yet: the load generator for benchmarks, CSV and bridge
 //! traffic from the generator, injected anomalies and POS outages.
 
 pub mod chain;
 pub mod demo;
 pub mod drive;
+pub mod faultproxy;
 pub mod http;

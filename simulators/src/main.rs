@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use storesync_sim::chain::{Chain, ChainConfig, local_date};
 use storesync_sim::demo::{self, DemoOptions};
 use storesync_sim::drive::{self, Counts, Encoding};
+use storesync_sim::faultproxy::{self, Direction, Faults, ProxyConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,6 +129,31 @@ enum Command {
         /// Seconds to run (0: until Ctrl-C).
         #[arg(long, default_value_t = 0)]
         seconds: u64,
+    },
+    /// Forwards UDP between one client and an upstream address with seeded loss,
+    /// duplication, delay and jitter (the same in both directions) until Ctrl-C.
+    FaultProxy {
+        /// Address clients send to.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Address datagrams are forwarded to.
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// Probability that a datagram is dropped.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Probability that a datagram is sent twice.
+        #[arg(long, default_value_t = 0.0)]
+        duplicate: f64,
+        /// Delay added to every datagram.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Further random delay, up to this much; reorders datagrams.
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        /// Seed of the fault decisions (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -273,6 +299,61 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             println!();
         }
+        Command::FaultProxy {
+            listen,
+            upstream,
+            loss,
+            duplicate,
+            delay_ms,
+            jitter_ms,
+            seed,
+        } => fault_proxy(listen, upstream, loss, duplicate, delay_ms, jitter_ms, seed)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn fault_proxy(
+    listen: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    loss: f64,
+    duplicate: f64,
+    delay_ms: u64,
+    jitter_ms: u64,
+    seed: Option<u64>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&loss) && (0.0..=1.0).contains(&duplicate),
+        "--loss and --duplicate are probabilities between 0 and 1"
+    );
+    let seed = seed.unwrap_or_else(rand::random);
+    let faults = Faults {
+        loss,
+        duplicate,
+        delay_ms,
+        jitter_ms,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let proxy = faultproxy::start(ProxyConfig {
+            listen,
+            upstream,
+            to_upstream: faults,
+            to_client: faults,
+            seed,
+        })
+        .await
+        .with_context(|| format!("starting the proxy on {listen}"))?;
+        println!(
+            "fault proxy on {} -> {upstream}, seed {seed}: loss {loss}, duplicate {duplicate}, delay {delay_ms} ms, jitter {jitter_ms} ms",
+            proxy.local_addr()
+        );
+        tokio::signal::ctrl_c().await?;
+        for direction in [Direction::ToUpstream, Direction::ToClient] {
+            println!("{direction:?}: {:?}", proxy.stats(direction));
+        }
+        println!("seed {seed}");
+        anyhow::Ok(())
+    })
 }
