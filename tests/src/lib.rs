@@ -1,6 +1,6 @@
 //! Helpers for end-to-end tests across real `storesync-hub` and `storesync-edge` processes:
 //! locating the binaries, free ports, child processes that die with the test, and a small
-//! HTTP client.
+//! HTTP client; [`stack`] sets up a hub and an agent.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // Test support: a failed unwrap is a failed test.
 
@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub mod stack;
 
 /// The directory holding the workspace's binaries (the test binary's `target/<profile>`).
 pub fn bin_dir() -> PathBuf {

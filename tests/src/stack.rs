@@ -1,0 +1,226 @@
+//! A hub and an agent for store `s1` of tenant `acme`, as real processes: setup, start,
+//! enrollment, sales posted to the agent, and the hub's committed transactions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Proc, binary, free_tcp_port, free_udp_port, http, run, wait_for};
+
+/// A hub process on its embedded store, with its data directory and addresses.
+#[derive(Debug)]
+pub struct Hub {
+    /// Data directory (`hub.toml`, `hub.db`, `hub.log`).
+    pub dir: PathBuf,
+    /// HTTP API address.
+    pub http: String,
+    /// Sync (QUIC) address.
+    pub sync: String,
+    /// The running process, if started.
+    pub proc: Option<Proc>,
+}
+
+impl Hub {
+    /// A `storesync-hub` command on this hub's configuration and addresses.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(binary("storesync-hub"));
+        cmd.arg("--config").arg(self.dir.join("hub.toml"));
+        cmd.env("STORESYNC_HUB_LISTEN", &self.http);
+        cmd.env("STORESYNC_HUB_SYNC_LISTEN", &self.sync);
+        cmd.env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Starts `serve` and waits until the API answers.
+    pub fn start(&mut self) {
+        let mut cmd = self.cmd();
+        cmd.arg("serve");
+        self.proc = Some(Proc::spawn("hub", cmd, &self.dir.join("hub.log")));
+        let addr = self.http.clone();
+        wait_for("the hub", Duration::from_secs(30), || {
+            http("GET", &addr, "/healthz", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// Transactions of tenant `acme` in the hub's database: count, distinct ids, sum of
+    /// totals (1e-4); zeros while the database cannot be read.
+    pub fn db_counts(&self) -> (i64, i64, i64) {
+        let path = self.dir.join("hub.db");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Row as _;
+            let url = format!("sqlite://{}?mode=ro", path.display());
+            let Ok(mut conn) = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await else {
+                return (0, 0, 0);
+            };
+            let row = sqlx::query(
+                "SELECT count(*), count(DISTINCT transaction_id), coalesce(sum(total_e4), 0) FROM transactions WHERE tenant_id = 'acme'",
+            )
+            .fetch_one(&mut conn)
+            .await;
+            match row {
+                Ok(row) => (row.get(0), row.get(1), row.get(2)),
+                Err(_) => (0, 0, 0),
+            }
+        })
+    }
+}
+
+/// An agent process, with its data directory and API address.
+#[derive(Debug)]
+pub struct Edge {
+    /// `storesync-edge.toml`.
+    pub config: PathBuf,
+    /// Local API address.
+    pub api: String,
+    /// Data directory.
+    pub dir: PathBuf,
+    /// The running process, if started.
+    pub proc: Option<Proc>,
+}
+
+impl Edge {
+    /// Starts `run` and waits until the API answers; each start logs to a new file.
+    pub fn start(&mut self) {
+        let mut cmd = Command::new(binary("storesync-edge"));
+        cmd.args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info");
+        let log = self.dir.join(format!("edge-{}.log", rand::random::<u32>()));
+        self.proc = Some(Proc::spawn("edge", cmd, &log));
+        let addr = self.api.clone();
+        wait_for("the agent", Duration::from_secs(30), || {
+            http("GET", &addr, "/healthz", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// The device id from `run.json`.
+    pub fn device(&self) -> String {
+        let run: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("run.json")).unwrap())
+                .unwrap();
+        run["device"].as_str().unwrap().to_string()
+    }
+}
+
+/// Posts `count` sales starting at number `first`; returns the sum of their totals (1e-4).
+pub fn post_sales(edge: &Edge, first: usize, count: usize) -> i64 {
+    let mut total_e4 = 0i64;
+    let mut body = String::new();
+    for n in first..first + count {
+        let cents = 100 + (n as i64 * 37) % 5_000;
+        total_e4 += cents * 100 * 2;
+        let price = cents as f64 / 100.0;
+        body.push_str(
+            &serde_json::json!({
+                "transactionId": format!("tx-{n:06}"),
+                "storeId": "s1",
+                "timestamp": "2026-11-21T10:00:00Z",
+                "items": [{"itemId": format!("sku-{}", n % 17), "quantity": 2, "price": price}],
+                "totalAmount": price * 2.0,
+                "paymentMethod": if n % 3 == 0 { "cash" } else { "card" },
+                "registerId": "r1"
+            })
+            .to_string(),
+        );
+        body.push('\n');
+    }
+    let response = http(
+        "POST",
+        &edge.api,
+        "/api/v1/transactions",
+        &[("Content-Type", "application/x-ndjson")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    total_e4
+}
+
+/// Initializes a hub (tenant `acme`, store `s1`) and an agent for `s1` under `root`;
+/// neither is started nor enrolled.
+pub fn setup(root: &Path) -> (Hub, Edge) {
+    let hub_dir = root.join("hub");
+    let mut init = Command::new(binary("storesync-hub"));
+    init.args(["--config"])
+        .arg(hub_dir.join("hub.toml"))
+        .args(["init", "--data-dir"])
+        .arg(&hub_dir);
+    run(init);
+    let hub = Hub {
+        dir: hub_dir,
+        http: format!("127.0.0.1:{}", free_tcp_port()),
+        sync: format!("127.0.0.1:{}", free_udp_port()),
+        proc: None,
+    };
+    let mut c = hub.cmd();
+    c.args(["tenant", "create", "acme"]);
+    run(c);
+    let mut c = hub.cmd();
+    c.args([
+        "store",
+        "add",
+        "--tenant",
+        "acme",
+        "s1",
+        "--time-zone",
+        "Europe/Paris",
+    ]);
+    run(c);
+    let edge_dir = root.join("edge");
+    let mut c = Command::new(binary("storesync-edge"));
+    c.args(["init", "--data-dir"]).arg(&edge_dir).args([
+        "--tenant",
+        "acme",
+        "--store",
+        "s1",
+        "--time-zone",
+        "Europe/Paris",
+    ]);
+    run(c);
+    let config = edge_dir.join("storesync-edge.toml");
+    let api = format!("127.0.0.1:{}", free_tcp_port());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("api = \"127.0.0.1:7400\"", &format!("api = \"{api}\""))
+        .replace("bridge = \"127.0.0.1:7401\"", "bridge = \"\"");
+    std::fs::write(&config, text).unwrap();
+    (
+        hub,
+        Edge {
+            config,
+            api,
+            dir: edge_dir,
+            proc: None,
+        },
+    )
+}
+
+/// Runs `storesync-edge enroll` against the hub's sync address.
+pub fn enroll(hub: &Hub, edge: &Edge, token: &str) -> std::process::Output {
+    Command::new(binary("storesync-edge"))
+        .args(["enroll", "--config"])
+        .arg(&edge.config)
+        .args(["--hub", &hub.sync, "--token", token])
+        .output()
+        .unwrap()
+}
+
+/// Waits up to 90 s until the hub holds at least `expected` transactions.
+pub fn wait_count(hub: &Hub, expected: i64) -> (i64, i64, i64) {
+    wait_for(
+        &format!("{expected} transactions at the hub"),
+        Duration::from_secs(90),
+        || {
+            let counts = hub.db_counts();
+            (counts.0 >= expected).then_some(counts)
+        },
+    )
+}
