@@ -1,0 +1,180 @@
+//! Sync end to end over a bad network: the agent reaches the hub only through the UDP fault
+//! proxy, which loses 20% of datagrams, duplicates 5% and delays each by up to 200 ms
+//! (reordering them) in both directions. Sales are posted in rounds while the faults are on,
+//! with a partition of about 8 s in the middle (shorter than QUIC's 30 s idle timeout) and a
+//! kill -9 of the agent right after a round; once the network heals, the hub's committed
+//! set must equal what the agent accepted.
+//!
+//! After the partition the live connection usually recovers, but not at once: QUIC's probe
+//! timeout doubles through the partition, so the first probe after it can come seconds
+//! later and can itself be lost. When nothing gets through for 30 s the sessions' idle
+//! timeout ends the connection and the agent reconnects; the bounded waits allow for that.
+//!
+//! The seed of the fault decisions is printed; `STORESYNC_FAULT_SEED=N` replays the
+//! network's decisions (not the endpoints' timing).
+
+#![allow(clippy::unwrap_used, clippy::print_stderr)] // Test code: a failed unwrap is a failed test.
+
+use std::time::{Duration, Instant};
+
+use storesync_sim::faultproxy::{self, Direction, FaultHandle, Faults, ProxyConfig};
+use storesync_tests::run;
+use storesync_tests::stack::{Edge, Hub, enroll, post_sales, setup};
+use storesync_tests::wait_for;
+
+/// Points the enrolled agent at `addr` instead of the hub.
+fn rehome(edge: &Edge, addr: &str) {
+    let path = edge.dir.join("sync/enrollment.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("hub = "))
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, text.replace(&line, &format!("hub = \"{addr}\""))).unwrap();
+}
+
+fn report(proxy: &FaultHandle) -> String {
+    format!(
+        "seed {}; to hub {:?}; to agent {:?}",
+        proxy.seed(),
+        proxy.stats(Direction::ToUpstream),
+        proxy.stats(Direction::ToClient)
+    )
+}
+
+#[test]
+fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
+    let seed = std::env::var("STORESYNC_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("fault proxy seed {seed} (replay with STORESYNC_FAULT_SEED={seed})");
+
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, mut edge): (Hub, Edge) = setup(root.path());
+    hub.start();
+    let mut c = hub.cmd();
+    c.args(["enroll-token", "--tenant", "acme", "--store", "s1"]);
+    let token = run(c).trim().to_string();
+    let enrolled = enroll(&hub, &edge, &token);
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let faults = Faults {
+        loss: 0.2,
+        duplicate: 0.05,
+        delay_ms: 0,
+        jitter_ms: 200,
+    };
+    let proxy = runtime
+        .block_on(faultproxy::start(ProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: hub.sync.parse().unwrap(),
+            to_upstream: faults,
+            to_client: faults,
+            seed,
+        }))
+        .unwrap();
+    rehome(&edge, &proxy.local_addr().to_string());
+    edge.start();
+
+    // Sales go in rounds; `posted` counts them and `expected_total` sums their totals.
+    let mut posted = 0usize;
+    let mut expected_total = 0i64;
+    let mut post = |edge: &Edge, count: usize| {
+        expected_total += post_sales(edge, posted, count);
+        posted += count;
+        posted as i64
+    };
+    let delivered_under_faults = |what: &str, expected: i64, proxy: &FaultHandle| {
+        let started = Instant::now();
+        wait_for(
+            &format!("{what}: {expected} at the hub ({})", report(proxy)),
+            Duration::from_secs(60),
+            || (hub.db_counts().0 >= expected).then_some(()),
+        );
+        eprintln!("{what}: delivered in {} ms", started.elapsed().as_millis());
+    };
+
+    // Round 1: the session comes up and delivers through the faults.
+    let expected = post(&edge, 300);
+    delivered_under_faults("round 1 under faults", expected, &proxy);
+
+    // Round 2 is cut by a partition of 8 s while it streams; round 3 is posted into it.
+    post(&edge, 500);
+    std::thread::sleep(Duration::from_millis(200));
+    proxy.set_partitioned(true);
+    let at_partition = hub.db_counts().0;
+    let expected = post(&edge, 200);
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.set_partitioned(false);
+    eprintln!("partition: {at_partition} at the hub when it started");
+    delivered_under_faults("rounds 2 and 3 after the partition", expected, &proxy);
+
+    // Round 4: the agent is killed while it streams, restarted, and takes round 5.
+    post(&edge, 500);
+    std::thread::sleep(Duration::from_millis(300));
+    edge.proc.as_mut().unwrap().kill9();
+    edge.start();
+    let expected = post(&edge, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    let before_heal = hub.db_counts();
+
+    // The network heals; everything the agent accepted arrives once.
+    let healed_at = Instant::now();
+    proxy.heal();
+    let counts = wait_for(
+        &format!(
+            "{expected} transactions at the hub after healing ({})",
+            report(&proxy)
+        ),
+        Duration::from_secs(60),
+        || {
+            let counts = hub.db_counts();
+            (counts.0 >= expected).then_some(counts)
+        },
+    );
+    let heal_ms = healed_at.elapsed().as_millis();
+    eprintln!(
+        "healed in {heal_ms} ms ({} of {expected} at the hub when the network healed); {}",
+        before_heal.0,
+        report(&proxy)
+    );
+    assert_eq!(
+        counts,
+        (expected, expected, expected_total),
+        "count, distinct ids and sum of totals at the hub ({})",
+        report(&proxy)
+    );
+    // Settled: nothing arrives twice later either.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(hub.db_counts(), counts, "{}", report(&proxy));
+
+    // The faults were exercised, not skipped.
+    let up = proxy.stats(Direction::ToUpstream);
+    let down = proxy.stats(Direction::ToClient);
+    assert!(up.lost > 0 && down.lost > 0, "{}", report(&proxy));
+    assert!(up.partitioned + down.partitioned > 0, "{}", report(&proxy));
+
+    assert!(
+        edge.proc
+            .as_mut()
+            .unwrap()
+            .terminate(Duration::from_secs(20))
+    );
+    assert!(
+        hub.proc
+            .as_mut()
+            .unwrap()
+            .terminate(Duration::from_secs(20))
+    );
+}
