@@ -10,8 +10,8 @@ use crate::event::{Epoch, Event, EventClass, EventKey, SeqNo, StreamHead, Stream
 use crate::ids::{DeviceId, StoreId, TenantId};
 use crate::time::UnixMillis;
 use crate::wire::{
-    Ack, Decoded, DocSync, EpochLink, ErrorCode, ErrorMsg, EventBatch, FrameDecoder, Heartbeat,
-    Hello, Message, StreamCommitted, VersionRange, Welcome,
+    Ack, DocSync, EpochLink, ErrorCode, ErrorMsg, EventBatch, FrameDecoder, Heartbeat, Hello,
+    Message, StreamCommitted, VersionRange, Welcome,
 };
 
 /// Who the peer is, from its certificate (never from what it says).
@@ -218,31 +218,12 @@ impl HubSession {
             return;
         }
         self.decoder.push(bytes);
-        loop {
-            match self.decoder.next_frame() {
-                Ok(None) => break,
-                Ok(Some(Decoded::Message(message))) => self.handle_message(now, message),
-                Ok(Some(decoded @ Decoded::Unknown { kind })) => {
-                    if !decoded.is_optional_unknown() {
-                        self.fail(
-                            now,
-                            ErrorCode::UnsupportedMessage,
-                            CloseReason::Protocol(alloc::format!(
-                                "unknown required message kind {kind:#04x}"
-                            )),
-                        );
-                    }
-                }
-                Err(e) => {
-                    let fatal = e.is_fatal_to_stream();
-                    self.fail(
-                        now,
-                        ErrorCode::Protocol,
-                        CloseReason::Protocol(alloc::format!("{e}")),
-                    );
-                    if fatal {
-                        break;
-                    }
+        while let Some(inbound) = super::next_inbound(&mut self.decoder) {
+            match inbound {
+                super::Inbound::Message(message) => self.handle_message(now, message),
+                super::Inbound::Fatal(code, reason) => {
+                    self.fail(now, code, reason);
+                    break;
                 }
             }
             if self.phase == Phase::Closed {

@@ -178,6 +178,41 @@ pub fn reconnect_delay_ms(attempt: u32, base_ms: u64, max_ms: u64, jitter: f64) 
     half + (((ceiling - half) as f64) * jitter) as u64
 }
 
+/// What the next received frame means for a session.
+pub(crate) enum Inbound {
+    /// A message to handle.
+    Message(crate::wire::Message),
+    /// A broken stream or an unknown required kind: answer this error and close.
+    Fatal(ErrorCode, CloseReason),
+}
+
+/// Takes the next frame that matters out of `decoder`, skipping optional kinds this build
+/// does not know; `None` when more bytes are needed.
+pub(crate) fn next_inbound(decoder: &mut crate::wire::FrameDecoder) -> Option<Inbound> {
+    use crate::wire::Decoded;
+    loop {
+        return match decoder.next_frame() {
+            Ok(None) => None,
+            Ok(Some(Decoded::Message(message))) => Some(Inbound::Message(message)),
+            Ok(Some(decoded @ Decoded::Unknown { kind })) => {
+                if decoded.is_optional_unknown() {
+                    continue;
+                }
+                Some(Inbound::Fatal(
+                    ErrorCode::UnsupportedMessage,
+                    CloseReason::Protocol(alloc::format!(
+                        "unknown required message kind {kind:#04x}"
+                    )),
+                ))
+            }
+            Err(e) => Some(Inbound::Fatal(
+                ErrorCode::Protocol,
+                CloseReason::Protocol(alloc::format!("{e}")),
+            )),
+        };
+    }
+}
+
 /// The earliest of optional deadlines.
 pub(crate) fn earliest(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<UnixMillis> {
     match (a, b) {
@@ -190,6 +225,47 @@ pub(crate) fn earliest(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame_of_kind(kind: u8) -> alloc::vec::Vec<u8> {
+        let mut frame = crate::wire::Message::Heartbeat(crate::wire::Heartbeat {
+            now_ms: 1,
+            backlog: 0,
+        })
+        .encode()
+        .unwrap();
+        frame[3] = kind;
+        let n = frame.len();
+        let crc = crc32fast::hash(&frame[2..n - 4]);
+        frame[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        frame
+    }
+
+    #[test]
+    fn unknown_optional_kinds_are_skipped_and_unknown_required_kinds_close() {
+        let peer = PeerIdentity {
+            tenant: crate::ids::TenantId::new("t").unwrap(),
+            store: crate::ids::StoreId::new("s").unwrap(),
+            device: crate::ids::DeviceId::new("d").unwrap(),
+        };
+        let mut hub = HubSession::new(SessionConfig::default(), peer.clone(), 0);
+        hub.handle_bytes(1, &frame_of_kind(0xfe));
+        assert_eq!(hub.poll_action(), None, "an optional kind is skipped");
+        hub.handle_bytes(2, &frame_of_kind(0x7e));
+        assert!(matches!(
+            hub.poll_action(),
+            Some(HubAction::Closed(CloseReason::Protocol(_)))
+        ));
+        assert!(matches!(
+            hub.poll_message(),
+            Some(crate::wire::Message::Error(e)) if e.code == ErrorCode::UnsupportedMessage
+        ));
+        let mut hub = HubSession::new(SessionConfig::default(), peer, 0);
+        hub.handle_bytes(1, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(matches!(
+            hub.poll_action(),
+            Some(HubAction::Closed(CloseReason::Protocol(_)))
+        ));
+    }
 
     #[test]
     fn backoff() {
