@@ -187,8 +187,15 @@ fn message() -> impl Strategy<Value = Message> {
                     now_ms,
                 })
             }),
-        (any::<u64>(), events())
-            .prop_map(|(batch_id, events)| Message::EventBatch(EventBatch { batch_id, events })),
+        (any::<u64>(), events()).prop_map(|(batch_id, events)| {
+            // A batch is one stream's run: keep the first event's stream.
+            let stream = events.first().map(|e| e.key.stream.clone());
+            let events = events
+                .into_iter()
+                .filter(|e| Some(&e.key.stream) == stream.as_ref())
+                .collect();
+            Message::EventBatch(EventBatch { batch_id, events })
+        }),
         (any::<u64>(), any::<u64>(), class(), any::<u64>()).prop_map(|(batch_id, e, class, s)| {
             Message::Ack(Ack {
                 batch_id,
@@ -436,4 +443,4 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 const GOLDEN_HEARTBEAT: &str = "535901800700000080fd82a6c068032f86a0bc";
-const GOLDEN_BATCH: &str = "535901038300000001010461636d65027331037063312a00010000000000000000000000000000000000000000000000000000000000000000319bb95a4345d4c8f91003371497265089b8cffb770a93308e776c5074154adb0003742d3102733180a0a7a4c0687803016104a8c301016202904e016306c0b802a0fe0a0463617264000102723100000000cce5aaed";
+const GOLDEN_BATCH: &str = "535901038400000001010461636d65027331037063312a000100000000000000000000000000000000000000000000000000000000000000001d413677b808249a7eac15e688b99132ae0b2cea26f6693796f2ed789e875402010003742d3102733180a0a7a4c0687803016104a8c301016202904e016306c0b802a0fe0a04636172640001027231000000004292dca6";
