@@ -774,6 +774,50 @@ pub fn split_frame(bytes: &[u8], frame_len_max: usize) -> Result<Option<RawFrame
     }))
 }
 
+/// Hands the complete frames at the start of `inbox` to `deliver`, inflating
+/// [`kind::COMPRESSED`] frames with `inflate` (given the payload and the largest output it
+/// may produce), and removes what was consumed. After a stream error the remaining bytes go
+/// to `deliver`, so the session names the error and closes, and `inbox` is emptied.
+/// Returns the inflater's error, after which the connection should close. Compression is
+/// the shell's (zstd is not `no_std`); the framing rule is this crate's.
+pub fn drain_frames(
+    inbox: &mut Vec<u8>,
+    frame_len_max: usize,
+    mut inflate: impl FnMut(&[u8], usize) -> Result<Vec<u8>, String>,
+    mut deliver: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    let mut used = 0usize;
+    loop {
+        let rest = inbox.get(used..).unwrap_or_default();
+        match split_frame(rest, frame_len_max) {
+            Ok(None) => break,
+            Ok(Some(raw)) => {
+                let len = raw.len;
+                if raw.kind == kind::COMPRESSED {
+                    let capacity = HEADER_LEN + frame_len_max + TRAILER_LEN;
+                    match inflate(raw.payload, capacity) {
+                        Ok(inner) => deliver(&inner),
+                        Err(e) => {
+                            inbox.clear();
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    deliver(rest.get(..len).unwrap_or_default());
+                }
+                used += len;
+            }
+            Err(_) => {
+                deliver(rest);
+                inbox.clear();
+                return Ok(());
+            }
+        }
+    }
+    inbox.drain(..used);
+    Ok(())
+}
+
 /// Decodes one frame from the start of `bytes`: `Ok(None)` when incomplete, otherwise the
 /// message and the number of bytes it took. A payload error reports how many bytes to skip.
 pub fn decode_frame(
@@ -794,6 +838,59 @@ pub fn decode_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_frames_delivers_inflates_and_keeps_partial_frames() {
+        let plain = Message::Heartbeat(Heartbeat {
+            now_ms: 1,
+            backlog: 2,
+        })
+        .encode()
+        .unwrap();
+        // An identity "compression": the inner frame as is.
+        let wrapped = compressed_frame(&plain, 1024).unwrap();
+        let mut inbox = Vec::new();
+        inbox.extend_from_slice(&plain);
+        inbox.extend_from_slice(&wrapped);
+        inbox.extend_from_slice(&plain[..5]);
+        let mut delivered = Vec::new();
+        let result = drain_frames(
+            &mut inbox,
+            1024,
+            |p, _| Ok(p.to_vec()),
+            |f| delivered.push(f.to_vec()),
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(delivered, vec![plain.clone(), plain.clone()]);
+        assert_eq!(
+            inbox,
+            plain[..5].to_vec(),
+            "a partial frame waits for more bytes"
+        );
+
+        let mut inbox = wrapped.clone();
+        let result = drain_frames(&mut inbox, 1024, |_, _| Err("bomb".into()), |_| {});
+        assert_eq!(result, Err("bomb".into()));
+        assert!(inbox.is_empty());
+
+        let mut inbox = b"garbage".to_vec();
+        let mut delivered = Vec::new();
+        assert_eq!(
+            drain_frames(
+                &mut inbox,
+                1024,
+                |p, _| Ok(p.to_vec()),
+                |f| delivered.push(f.to_vec())
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            delivered,
+            vec![b"garbage".to_vec()],
+            "the session gets the bytes and names the error"
+        );
+        assert!(inbox.is_empty());
+    }
 
     #[test]
     fn negotiation() {

@@ -32,7 +32,7 @@ use storesync_protocol::session::{
     Alarm, CommitOutcome as SessionOutcome, HubAction, HubSession, PeerIdentity, SessionConfig,
 };
 use storesync_protocol::wire::{
-    self, Decoded, EnrollRequest, Enrolled, ErrorCode, ErrorMsg, Message, RenewRequest, kind,
+    self, Decoded, EnrollRequest, Enrolled, ErrorCode, ErrorMsg, Message, RenewRequest,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -869,28 +869,11 @@ fn feed(
     }
     inbox.extend_from_slice(bytes);
     let now = now_ms();
-    loop {
-        match wire::split_frame(inbox, frame_len_max) {
-            Ok(None) => return Ok(()),
-            Ok(Some(raw)) if raw.kind == kind::COMPRESSED => {
-                let capacity = wire::HEADER_LEN + frame_len_max + wire::TRAILER_LEN;
-                let inner = zstd::bulk::decompress(raw.payload, capacity).map_err(|e| {
-                    format!("a compressed frame does not inflate within the frame limit: {e}")
-                })?;
-                let used = raw.len;
-                session.handle_bytes(now, &inner);
-                inbox.drain(..used);
-            }
-            Ok(Some(raw)) => {
-                let used = raw.len;
-                session.handle_bytes(now, &inbox[..used]);
-                inbox.drain(..used);
-            }
-            Err(_) => {
-                session.handle_bytes(now, inbox);
-                inbox.clear();
-                return Ok(());
-            }
-        }
-    }
+    let inflate = |payload: &[u8], capacity: usize| {
+        zstd::bulk::decompress(payload, capacity)
+            .map_err(|e| format!("a compressed frame does not inflate within the frame limit: {e}"))
+    };
+    wire::drain_frames(inbox, frame_len_max, inflate, |frame| {
+        session.handle_bytes(now, frame)
+    })
 }

@@ -393,36 +393,13 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 fn feed(inbox: &mut Vec<u8>, bytes: &[u8], session: &mut EdgeSession, frame_len_max: usize) {
     inbox.extend_from_slice(bytes);
     let now = now_ms();
-    loop {
-        match wire::split_frame(inbox, frame_len_max) {
-            Ok(None) => break,
-            Ok(Some(raw)) if raw.kind == kind::COMPRESSED => {
-                let capacity = wire::HEADER_LEN + frame_len_max + wire::TRAILER_LEN;
-                match zstd::bulk::decompress(raw.payload, capacity) {
-                    Ok(inner) => {
-                        let used = raw.len;
-                        session.handle_bytes(now, &inner);
-                        inbox.drain(..used);
-                    }
-                    Err(e) => {
-                        session.disconnected(&format!("a compressed frame does not inflate: {e}"));
-                        inbox.clear();
-                        break;
-                    }
-                }
-            }
-            Ok(Some(raw)) => {
-                let used = raw.len;
-                session.handle_bytes(now, &inbox[..used]);
-                inbox.drain(..used);
-            }
-            Err(_) => {
-                // Let the session name the stream error and close.
-                session.handle_bytes(now, inbox);
-                inbox.clear();
-                break;
-            }
-        }
+    let inflate = |payload: &[u8], capacity: usize| {
+        zstd::bulk::decompress(payload, capacity).map_err(|e| e.to_string())
+    };
+    if let Err(e) = wire::drain_frames(inbox, frame_len_max, inflate, |frame| {
+        session.handle_bytes(now, frame)
+    }) {
+        session.disconnected(&format!("a compressed frame does not inflate: {e}"));
     }
 }
 
