@@ -867,11 +867,10 @@ impl EdgeSession {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         let message = self.poll_message()?;
-        let mut out = Vec::new();
-        match message.encode_into(&mut out, self.config.frame_len_max) {
-            Ok(()) => Some(out),
-            Err(e) => {
-                self.closed(CloseReason::Protocol(alloc::format!("{e}")));
+        match super::frame(&message, self.config.frame_len_max) {
+            Ok(frame) => Some(frame),
+            Err(reason) => {
+                self.closed(reason);
                 None
             }
         }

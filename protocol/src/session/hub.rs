@@ -663,14 +663,18 @@ impl HubSession {
         self.outgoing.pop_front()
     }
 
-    /// The next message for the peer as a frame.
+    /// The next message for the peer as a frame. A message too large to frame (a document
+    /// sync message over the frame limit, say) ends the session with an error action
+    /// instead of vanishing.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         let message = self.poll_message()?;
-        let mut out = Vec::new();
-        match message.encode_into(&mut out, self.config.frame_len_max) {
-            Ok(()) => Some(out),
-            Err(_) => None,
+        match super::frame(&message, self.config.frame_len_max) {
+            Ok(frame) => Some(frame),
+            Err(reason) => {
+                self.closed(reason);
+                None
+            }
         }
     }
 }

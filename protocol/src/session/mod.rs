@@ -213,6 +213,18 @@ pub(crate) fn next_inbound(decoder: &mut crate::wire::FrameDecoder) -> Option<In
     }
 }
 
+/// Encodes an outgoing message; a message that does not fit a frame is a reason to close.
+pub(crate) fn frame(
+    message: &crate::wire::Message,
+    frame_len_max: usize,
+) -> Result<alloc::vec::Vec<u8>, CloseReason> {
+    let mut out = alloc::vec::Vec::new();
+    message
+        .encode_into(&mut out, frame_len_max)
+        .map(|()| out)
+        .map_err(|e| CloseReason::Protocol(alloc::format!("{e}")))
+}
+
 /// The earliest of optional deadlines.
 pub(crate) fn earliest(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<UnixMillis> {
     match (a, b) {
@@ -265,6 +277,60 @@ mod tests {
             hub.poll_action(),
             Some(HubAction::Closed(CloseReason::Protocol(_)))
         ));
+    }
+
+    #[test]
+    fn an_oversized_outgoing_message_closes_the_hub_session() {
+        let peer = PeerIdentity {
+            tenant: crate::ids::TenantId::new("t").unwrap(),
+            store: crate::ids::StoreId::new("s").unwrap(),
+            device: crate::ids::DeviceId::new("d").unwrap(),
+        };
+        let config = SessionConfig {
+            frame_len_max: 256,
+            ..SessionConfig::default()
+        };
+        let mut hub = HubSession::new(config, peer.clone(), 0);
+        let hello = crate::wire::Hello {
+            versions: crate::wire::VersionRange::CURRENT,
+            tenant: peer.tenant,
+            store: peer.store,
+            device: peer.device,
+            epoch: crate::event::Epoch(1),
+            link: None,
+            acked: alloc::vec::Vec::new(),
+            now_ms: 0,
+            backlog: 0,
+        };
+        hub.handle_message(1, crate::wire::Message::Hello(hello));
+        let Some(HubAction::LoadHeads {
+            request_id,
+            streams,
+        }) = hub.poll_action()
+        else {
+            panic!("expected LoadHeads");
+        };
+        hub.heads_loaded(
+            2,
+            request_id,
+            streams.into_iter().map(|s| (s, None)).collect(),
+        );
+        while hub.poll_action().is_some() {}
+        while hub.poll_transmit().is_some() {}
+        assert!(hub.is_connected());
+        let doc = crate::wire::DocSync {
+            doc: crate::wire::DocId::Store,
+            data: alloc::vec![7; 1024],
+        };
+        assert!(hub.send_doc(3, doc));
+        assert_eq!(hub.poll_transmit(), None);
+        assert!(
+            matches!(
+                hub.poll_action(),
+                Some(HubAction::Closed(CloseReason::Protocol(_)))
+            ),
+            "a message that cannot be framed ends the session instead of vanishing"
+        );
     }
 
     #[test]
