@@ -213,6 +213,23 @@ pub fn enroll(hub: &Hub, edge: &Edge, token: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// A fresh one-time enrollment token for `store` of tenant `acme`.
+pub fn enroll_token(hub: &Hub, store: &str) -> String {
+    let mut c = hub.cmd();
+    c.args(["enroll-token", "--tenant", "acme", "--store", store]);
+    crate::run(c).trim().to_string()
+}
+
+/// Enrolls the agent with a fresh token, asserting that it succeeds.
+pub fn enroll_ok(hub: &Hub, edge: &Edge) {
+    let out = enroll(hub, edge, &enroll_token(hub, "s1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits up to 90 s until the hub holds at least `expected` transactions.
 pub fn wait_count(hub: &Hub, expected: i64) -> (i64, i64, i64) {
     wait_for(

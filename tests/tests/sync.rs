@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use storesync_tests::stack::{enroll, post_sales, setup, wait_count};
+use storesync_tests::stack::{enroll, enroll_token, post_sales, setup, wait_count};
 use storesync_tests::{run, wait_for};
 
 #[test]
@@ -17,9 +17,7 @@ fn sync_end_to_end_through_crashes_garbage_and_revocation() {
     hub.start();
 
     // A token is good once, and only for its store.
-    let mut c = hub.cmd();
-    c.args(["enroll-token", "--tenant", "acme", "--store", "s1"]);
-    let token = run(c).trim().to_string();
+    let token = enroll_token(&hub, "s1");
     let enrolled = enroll(&hub, &edge, &token);
     assert!(
         enrolled.status.success(),
@@ -119,9 +117,7 @@ fn a_token_for_another_store_is_refused() {
         "UTC",
     ]);
     run(c);
-    let mut c = hub.cmd();
-    c.args(["enroll-token", "--tenant", "acme", "--store", "s2"]);
-    let token = run(c).trim().to_string();
+    let token = enroll_token(&hub, "s2");
     let out = enroll(&hub, &edge, &token);
     assert!(!out.status.success());
     assert!(

@@ -18,8 +18,7 @@
 use std::time::{Duration, Instant};
 
 use storesync_sim::faultproxy::{self, Direction, FaultHandle, Faults, ProxyConfig};
-use storesync_tests::run;
-use storesync_tests::stack::{Edge, Hub, enroll, post_sales, setup};
+use storesync_tests::stack::{Edge, Hub, enroll_ok, post_sales, setup};
 use storesync_tests::wait_for;
 
 /// Points the enrolled agent at `addr` instead of the hub.
@@ -54,15 +53,7 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
     let root = tempfile::tempdir().unwrap();
     let (mut hub, mut edge): (Hub, Edge) = setup(root.path());
     hub.start();
-    let mut c = hub.cmd();
-    c.args(["enroll-token", "--tenant", "acme", "--store", "s1"]);
-    let token = run(c).trim().to_string();
-    let enrolled = enroll(&hub, &edge, &token);
-    assert!(
-        enrolled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&enrolled.stderr)
-    );
+    enroll_ok(&hub, &edge);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
