@@ -410,6 +410,19 @@ impl Chain {
             .collect()
     }
 
+    /// The `n`th transaction of a stream of single POS postings (the load generator's),
+    /// at `at_ms`, with id `id`. Deterministic per (seed, store, `n`).
+    pub fn pos_transaction(&self, store: usize, id: String, at_ms: i64, n: u64) -> Option<Record> {
+        if store >= self.stores.len() {
+            return None;
+        }
+        let zone = self.zone(store);
+        let at = Timestamp::from_millisecond(at_ms).ok()?.to_zoned(zone);
+        let mut rng = rng_for(self.config.seed, &[0x10AD, store as u64, n]);
+        let promotion = self.promotion(store, at.date());
+        Some(self.transaction(&mut rng, store, id, &at, promotion))
+    }
+
     /// One transaction: mostly a sale, sometimes a return or a void.
     fn transaction(
         &self,

@@ -7,6 +7,8 @@
 //!   JSON arrays for live traffic), retrying while the agent is busy or restarting.
 //! - [`demo`]: starts a hub and several agents, backfills, runs live traffic with one store
 //!   going offline and coming back, and stops everything on Ctrl-C.
+//! - [`load`]: the load generator benchmarks use: concurrent POS clients at a fixed rate
+//!   or as fast as possible, with acknowledgement latency percentiles.
 //! - [`http`]: the minimal loopback HTTP client the others use.
 //! - [`faultproxy`]: a UDP proxy that loses, duplicates, delays and reorders datagrams and
 //!   partitions the link on demand, seeded, for sync tests over a bad network.
@@ -19,7 +21,7 @@
 //! assert_eq!(records, Chain::new(chain.config().clone()).day(0, monday));
 //! ```
 //!
-//! Not here yet: the load generator for benchmarks, CSV and bridge
+//! Not here yet: CSV and bridge
 //! traffic from the generator, injected anomalies and POS outages.
 
 pub mod chain;
@@ -27,3 +29,4 @@ pub mod demo;
 pub mod drive;
 pub mod faultproxy;
 pub mod http;
+pub mod load;

@@ -11,6 +11,7 @@ use storesync_sim::chain::{Chain, ChainConfig, local_date};
 use storesync_sim::demo::{self, DemoOptions};
 use storesync_sim::drive::{self, Counts, Encoding};
 use storesync_sim::faultproxy::{self, Direction, Faults, ProxyConfig};
+use storesync_sim::load::{self, LoadConfig, LoadProgress, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,6 +130,36 @@ enum Command {
         /// Seconds to run (0: until Ctrl-C).
         #[arg(long, default_value_t = 0)]
         seconds: u64,
+    },
+    /// Load generator for benchmarks: concurrent POS clients post transactions to agents at
+    /// a rate (or as fast as they answer) and the acknowledgement latency is measured.
+    Load {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// An agent, `STORE=HOST:PORT`; repeat for each store.
+        #[arg(long = "agent", value_parser = parse_agent, required = true)]
+        agents: Vec<(String, String)>,
+        /// Transactions per second across all agents (0: as fast as they answer).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Concurrent clients, each with a kept-alive connection per agent.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Transactions per request (a POS posts 1).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Stop after this many requests.
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Bearer token, for agents that require one.
+        #[arg(long, env = "STORESYNC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Also write the report as JSON to this file (`-`: stdout, the text goes to stderr).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Forwards UDP between one client and an upstream address with seeded loss,
     /// duplication, delay and jitter (the same in both directions) until Ctrl-C.
@@ -298,6 +329,73 @@ fn run() -> anyhow::Result<ExitCode> {
                 std::io::stdout().flush()?;
             }
             println!();
+        }
+        Command::Load {
+            chain,
+            agents,
+            rate,
+            clients,
+            batch,
+            seconds,
+            requests,
+            token,
+            json,
+        } => {
+            demo::watch_signals()?;
+            let chain = chain.chain();
+            anyhow::ensure!(
+                seconds.is_finite() && seconds > 0.0,
+                "--seconds: a positive number"
+            );
+            let targets = agents
+                .iter()
+                .map(|(s, a)| {
+                    Ok(Target {
+                        store: store_index(&chain, s)?,
+                        store_id: s.clone(),
+                        addr: a.clone(),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let config = LoadConfig {
+                targets,
+                rate_per_s: (rate > 0.0).then_some(rate),
+                clients,
+                batch_len: batch,
+                duration: Duration::from_secs_f64(seconds),
+                requests_max: requests,
+                token,
+                run_tag: format!("P{}", now_ms()),
+            };
+            let progress = LoadProgress::default();
+            let done = std::sync::atomic::AtomicBool::new(false);
+            let report = std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        if demo::stopping() {
+                            progress.stop();
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                });
+                let report = load::run(&chain, &config, &progress);
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                report
+            })?;
+            let json_to_stdout = json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+            if json_to_stdout {
+                eprint!("{}", report.text());
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                print!("{}", report.text());
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&report.json())?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+            }
+            if report.accepted + report.duplicates == 0 {
+                return Ok(ExitCode::from(2));
+            }
         }
         Command::FaultProxy {
             listen,

@@ -2,9 +2,11 @@
 //! reaches the hub API, the store that went offline catches up (the hub ends up with every
 //! transaction each agent took), and Ctrl-C leaves no process behind.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -12,28 +14,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use storesync_sim::demo::{ADMIN_PASSWORD, ADMIN_USER, TENANT};
 use storesync_sim::http::{self, form_encode};
-
-/// Builds the hub and agent binaries into the target directory of this test's binaries.
-fn sibling_binaries() -> PathBuf {
-    let sim = PathBuf::from(env!("CARGO_BIN_EXE_storesync-sim"));
-    let bin_dir = sim.parent().expect("bin dir").to_owned();
-    let target_dir = bin_dir.parent().expect("target dir");
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build
-        .args(["build", "-p", "storesync-hub", "-p", "storesync-edge"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if bin_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo build");
-    assert!(
-        status.success(),
-        "building storesync-hub and storesync-edge"
-    );
-    bin_dir
-}
 
 /// Waits for a stdout line matching `pred`, failing after `limit`.
 fn wait_line(
@@ -76,23 +56,7 @@ fn token(hub: &str) -> String {
 }
 
 fn get(hub: &str, token: &str, path: &str) -> Value {
-    let auth = format!("Bearer {token}");
-    let r = http::request(
-        hub,
-        "GET",
-        path,
-        &[("Authorization", &auth)],
-        &[],
-        Duration::from_secs(10),
-    )
-    .expect("GET");
-    assert_eq!(
-        r.status,
-        200,
-        "{path}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json().expect("json")
+    common::get_json(hub, Some(token), path)
 }
 
 fn now_ms() -> i64 {
@@ -134,7 +98,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
-    let bin_dir = sibling_binaries();
+    let bin_dir = common::sibling_binaries();
     let state = tempfile::tempdir().expect("tempdir");
     let mut demo = Command::new(env!("CARGO_BIN_EXE_storesync-sim"))
         .args([
