@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use crate::bridge::Bridge;
 use crate::chain::{Chain, ChainConfig, Record, local_date};
-use crate::drive::{self, Counts, Encoding};
+use crate::drive::{Counts, Route, TransactionPath};
 use crate::http;
 
 /// The demo tenant.
@@ -315,7 +316,29 @@ struct Agent {
     config: PathBuf,
     log: PathBuf,
     addr: String,
+    route: Route,
     proc: Option<Proc>,
+}
+
+/// The ingest paths of the demo's `i`th store, so every path carries traffic: the first of
+/// every three stores uses the JSON API only; the second sends transactions as CSV (drop
+/// folder for history, `POST /api/v1/imports/csv` live) and scans as bridge frames; the
+/// third sends JSON transactions and bridge-frame scans.
+fn demo_route(
+    i: usize,
+    store: &str,
+    api: &str,
+    bridge: &str,
+    data_dir: &Path,
+) -> anyhow::Result<Route> {
+    let mut route = Route::json(api);
+    if i % 3 == 1 {
+        route.transactions = TransactionPath::CsvDrop(data_dir.to_owned());
+    }
+    if !i.is_multiple_of(3) {
+        route.bridge = Some(Bridge::new(bridge, store, &format!("bridge-{store}"))?);
+    }
+    Ok(route)
 }
 
 impl Agent {
@@ -449,11 +472,14 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             let token = out.lines().last().unwrap_or_default().trim().to_owned();
             tokens.push((i, token));
         }
+        let addr = format!("127.0.0.1:{api}");
+        let route = demo_route(i, store, &addr, &format!("127.0.0.1:{bridge}"), &dir)?;
         agents.push(Agent {
             store: store.clone(),
             config,
             log: dir.join("agent.log"),
-            addr: format!("127.0.0.1:{api}"),
+            addr,
+            route,
             proc: None,
         });
     }
@@ -480,10 +506,11 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         agent.start(&edge_bin)?;
         if let Some(p) = &agent.proc {
             println!(
-                "[demo] agent {} pid {} on http://{}",
+                "[demo] agent {} pid {} on http://{} (ingest: {})",
                 agent.store,
                 p.pid(),
-                agent.addr
+                agent.addr,
+                agent.route.describe()
             );
         }
     }
@@ -493,7 +520,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let now = now_ms();
     let mut per_store = vec![Counts::default(); agents.len()];
     if options.backfill_days > 0 && !stopping() {
-        let counts = backfill(&chain, &agents, options.backfill_days, now)?;
+        let counts = backfill(&chain, &mut agents, options.backfill_days, now)?;
         let mut total = Counts::default();
         for (sum, c) in per_store.iter_mut().zip(counts) {
             sum.add(c);
@@ -570,17 +597,24 @@ fn now_ms() -> i64 {
 }
 
 /// Backfills the `days` days before each store's today, one thread per store, NDJSON.
-fn backfill(chain: &Chain, agents: &[Agent], days: u32, now: i64) -> anyhow::Result<Vec<Counts>> {
+fn backfill(
+    chain: &Chain,
+    agents: &mut [Agent],
+    days: u32,
+    now: i64,
+) -> anyhow::Result<Vec<Counts>> {
     println!(
         "[demo] backfilling {days} days for {} stores ...",
         agents.len()
     );
     let results: Vec<anyhow::Result<Counts>> = std::thread::scope(|scope| {
         let handles: Vec<_> = agents
-            .iter()
+            .iter_mut()
             .enumerate()
             .map(|(i, agent)| {
-                scope.spawn(move || backfill_store(chain, i, &agent.store, &agent.addr, days, now))
+                scope.spawn(move || {
+                    backfill_store(chain, i, &agent.store, &mut agent.route, days, now)
+                })
             })
             .collect();
         handles
@@ -594,32 +628,55 @@ fn backfill(chain: &Chain, agents: &[Agent], days: u32, now: i64) -> anyhow::Res
     results.into_iter().collect()
 }
 
-/// Backfills one store, printing progress per day.
+/// Backfills one store by its route, printing progress. Days go one request at a time,
+/// or a week per file through a drop folder (the agent takes a file per poll).
 pub fn backfill_store(
     chain: &Chain,
     store: usize,
     store_id: &str,
-    addr: &str,
+    route: &mut Route,
     days: u32,
     now: i64,
 ) -> anyhow::Result<Counts> {
     let today = local_date(chain, store, now);
     let mut total = Counts::default();
-    for back in (1..=days).rev() {
+    let per_delivery = if matches!(route.transactions, TransactionPath::CsvDrop(_)) {
+        7
+    } else {
+        1
+    };
+    let backs: Vec<u32> = (1..=days).rev().collect();
+    let mut done = 0;
+    for group in backs.chunks(per_delivery) {
         if stopping() {
             break;
         }
-        let date = today
-            .checked_sub(jiff::Span::new().days(i64::from(back)))
-            .context("date")?;
-        let records = chain.day(store, date);
-        let counts = drive::send(addr, &records, Encoding::Ndjson)?;
+        let mut records = Vec::new();
+        let mut dates = Vec::new();
+        for back in group {
+            let date = today
+                .checked_sub(jiff::Span::new().days(i64::from(*back)))
+                .context("date")?;
+            records.extend(chain.day(store, date));
+            dates.push(date);
+        }
+        let counts = route.deliver(&records, true)?;
         total.add(counts);
+        done += group.len();
+        let span = match (dates.first(), dates.last()) {
+            (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
+            (Some(a), _) => a.to_string(),
+            _ => String::new(),
+        };
         println!(
-            "[backfill] {store_id} {date}: {} records ({} new) [{}/{days} days]",
+            "[backfill] {store_id} {span}: {} records ({} new{}) [{done}/{days} days]",
             records.len(),
             counts.accepted,
-            days - back + 1
+            if counts.bridged > 0 {
+                format!(", {} scans through the bridge", counts.bridged)
+            } else {
+                String::new()
+            },
         );
     }
     Ok(total)
@@ -671,7 +728,7 @@ fn live(
             if now - from >= i64::try_from(options.offline_seconds).unwrap_or(0) * 1000 {
                 agents[offline].start(edge_bin)?;
                 write_pids(state, hub, agents)?;
-                let counts = drive::send(&agents[offline].addr, &queued, Encoding::JsonArray)?;
+                let counts = agents[offline].route.deliver(&queued, false)?;
                 sent.add(counts);
                 per_store[offline].add(counts);
                 println!(
@@ -685,12 +742,12 @@ fn live(
                 offline_done = true;
             }
         }
-        for (i, agent) in agents.iter().enumerate() {
+        for (i, agent) in agents.iter_mut().enumerate() {
             let records = chain.live(i, last, now, per_store_hour);
             if i == offline && offline_from.is_some() {
                 queued.extend(records);
             } else if !records.is_empty() {
-                let counts = drive::send(&agent.addr, &records, Encoding::JsonArray)?;
+                let counts = agent.route.deliver(&records, false)?;
                 sent.add(counts);
                 per_store[i].add(counts);
             }

@@ -3,8 +3,10 @@
 //! - [`chain`]: a retail chain and its trading as a pure, seeded function: stores in
 //!   regions and time zones, a catalog of about 2,000 SKUs, daily and weekly patterns,
 //!   promotions, returns and voids, receiving and stock counts as scanner events.
-//! - [`drive`]: sends generated records to an agent's ingest API (NDJSON for backfill,
-//!   JSON arrays for live traffic), retrying while the agent is busy or restarting.
+//! - [`drive`]: sends generated records to an agent through its real ingest paths: the
+//!   JSON API (NDJSON for backfill, JSON arrays live), CSV over HTTP or in the drop folder,
+//!   and scans as firmware-bridge frames ([`bridge`]), retrying while the agent is busy or
+//!   restarting.
 //! - [`demo`]: starts a hub and several agents, backfills, runs live traffic with one store
 //!   going offline and coming back, and stops everything on Ctrl-C.
 //! - [`load`]: the load generator benchmarks use: concurrent POS clients at a fixed rate
@@ -21,9 +23,9 @@
 //! assert_eq!(records, Chain::new(chain.config().clone()).day(0, monday));
 //! ```
 //!
-//! Not here yet: CSV and bridge
-//! traffic from the generator, injected anomalies and POS outages.
+//! Not here yet: injected anomalies and POS outages.
 
+pub mod bridge;
 pub mod chain;
 pub mod demo;
 pub mod drive;

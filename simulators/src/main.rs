@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use storesync_sim::bridge::Bridge;
 use storesync_sim::chain::{Chain, ChainConfig, local_date};
 use storesync_sim::demo::{self, DemoOptions};
-use storesync_sim::drive::{self, Counts, Encoding};
+use storesync_sim::drive::{Counts, Route, TransactionPath};
 use storesync_sim::faultproxy::{self, Direction, Faults, ProxyConfig};
 use storesync_sim::load::{self, LoadConfig, LoadProgress, Target};
 
@@ -48,11 +49,65 @@ impl ChainArgs {
     }
 }
 
-/// `STORE=HOST:PORT`: the agent of a store.
+/// `STORE=VALUE`, e.g. the agent of a store, `s001=127.0.0.1:7400`.
 fn parse_agent(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
+        .filter(|(s, v)| !s.is_empty() && !v.is_empty())
         .map(|(s, a)| (s.to_owned(), a.to_owned()))
-        .ok_or_else(|| "expected STORE=HOST:PORT, e.g. s001=127.0.0.1:7400".to_owned())
+        .ok_or_else(|| "expected STORE=VALUE, e.g. s001=127.0.0.1:7400".to_owned())
+}
+
+/// The agents to drive and the ingest path of each.
+#[derive(Debug, clap::Args)]
+struct RouteArgs {
+    /// An agent, `STORE=HOST:PORT`; repeat for each store.
+    #[arg(long = "agent", value_parser = parse_agent, required = true)]
+    agents: Vec<(String, String)>,
+    /// A store whose transactions go as CSV to `POST /api/v1/imports/csv`; repeatable.
+    #[arg(long = "csv")]
+    csv: Vec<String>,
+    /// `STORE=DATA_DIR`: that store's history goes as CSV files into the agent's drop
+    /// folder `DATA_DIR/inbox` (live traffic as with --csv); repeatable.
+    #[arg(long = "csv-drop", value_parser = parse_agent)]
+    csv_drop: Vec<(String, String)>,
+    /// `STORE=HOST:PORT`: that store's scans go as firmware-bridge frames to the agent's
+    /// bridge listener; repeatable.
+    #[arg(long = "bridge", value_parser = parse_agent)]
+    bridge: Vec<(String, String)>,
+}
+
+impl RouteArgs {
+    /// (store index, store id, route) per agent.
+    fn routes(&self, chain: &Chain) -> anyhow::Result<Vec<(usize, String, Route)>> {
+        let named = |s: &String| self.agents.iter().any(|(a, _)| a == s);
+        for s in self
+            .csv
+            .iter()
+            .chain(self.csv_drop.iter().map(|p| &p.0))
+            .chain(self.bridge.iter().map(|p| &p.0))
+        {
+            anyhow::ensure!(
+                named(s),
+                "store {s} has a path option but no --agent {s}=..."
+            );
+        }
+        self.agents
+            .iter()
+            .map(|(store, addr)| {
+                let mut route = Route::json(addr);
+                if self.csv.contains(store) {
+                    route.transactions = TransactionPath::Csv;
+                }
+                if let Some((_, dir)) = self.csv_drop.iter().find(|p| &p.0 == store) {
+                    route.transactions = TransactionPath::CsvDrop(PathBuf::from(dir));
+                }
+                if let Some((_, bridge)) = self.bridge.iter().find(|p| &p.0 == store) {
+                    route.bridge = Some(Bridge::new(bridge, store, &format!("bridge-{store}"))?);
+                }
+                Ok((store_index(chain, store)?, store.clone(), route))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,24 +161,24 @@ enum Command {
         #[command(flatten)]
         chain: ChainArgs,
     },
-    /// Sends history to running agents, as fast as they take it (NDJSON batches).
+    /// Sends history to running agents, as fast as they take it (NDJSON batches by
+    /// default; CSV and bridge frames per store with the path options).
     Backfill {
         #[command(flatten)]
         chain: ChainArgs,
-        /// An agent, `STORE=HOST:PORT`; repeat for each store.
-        #[arg(long = "agent", value_parser = parse_agent, required = true)]
-        agents: Vec<(String, String)>,
+        #[command(flatten)]
+        routes: RouteArgs,
         /// Days before today.
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
-    /// Sends live traffic to running agents at a rate (JSON arrays, once a second).
+    /// Sends live traffic to running agents at a rate, once a second (JSON arrays by
+    /// default, CSV per store with the path options).
     Live {
         #[command(flatten)]
         chain: ChainArgs,
-        /// An agent, `STORE=HOST:PORT`; repeat for each store.
-        #[arg(long = "agent", value_parser = parse_agent, required = true)]
-        agents: Vec<(String, String)>,
+        #[command(flatten)]
+        routes: RouteArgs,
         /// Transactions per second across the given stores.
         #[arg(long, default_value_t = 3.0)]
         rate: f64,
@@ -282,43 +337,42 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Backfill {
             chain,
-            agents,
+            routes,
             days,
         } => {
             let chain = chain.chain();
             let now = now_ms();
             let mut total = Counts::default();
-            for (store, addr) in &agents {
-                let i = store_index(&chain, store)?;
-                total.add(demo::backfill_store(&chain, i, store, addr, days, now)?);
+            for (i, store, mut route) in routes.routes(&chain)? {
+                println!("[backfill] {store}: {}", route.describe());
+                total.add(demo::backfill_store(
+                    &chain, i, &store, &mut route, days, now,
+                )?);
             }
             println!(
-                "backfill done: {} new, {} duplicates, {} refused",
-                total.accepted, total.duplicates, total.rejected
+                "backfill done: {} new, {} duplicates, {} scans acknowledged by bridge listeners, {} refused",
+                total.accepted, total.duplicates, total.bridged, total.rejected
             );
         }
         Command::Live {
             chain,
-            agents,
+            routes,
             rate,
             seconds,
         } => {
             demo::watch_signals()?;
             let chain = chain.chain();
-            let per_store_hour = rate * 3600.0 / agents.len().max(1) as f64;
-            let targets: Vec<(usize, String)> = agents
-                .iter()
-                .map(|(s, a)| Ok((store_index(&chain, s)?, a.clone())))
-                .collect::<anyhow::Result<_>>()?;
+            let mut targets = routes.routes(&chain)?;
+            let per_store_hour = rate * 3600.0 / targets.len().max(1) as f64;
             let start = std::time::Instant::now();
             let mut last = now_ms();
             let mut total = Counts::default();
             while !demo::stopping() && (seconds == 0 || start.elapsed().as_secs() < seconds) {
                 std::thread::sleep(Duration::from_secs(1));
                 let now = now_ms();
-                for (i, addr) in &targets {
+                for (i, _, route) in &mut targets {
                     let records = chain.live(*i, last, now, per_store_hour);
-                    total.add(drive::send(addr, &records, Encoding::JsonArray)?);
+                    total.add(route.deliver(&records, false)?);
                 }
                 last = now;
                 print!(

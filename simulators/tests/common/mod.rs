@@ -45,6 +45,13 @@ pub fn get_json(addr: &str, token: Option<&str>, path: &str) -> serde_json::Valu
     r.json().expect("json")
 }
 
+/// `GET` of `path` at `addr` as text; asserts 200.
+pub fn get_text(addr: &str, path: &str) -> String {
+    let r = http::request(addr, "GET", path, &[], &[], Duration::from_secs(10)).expect("GET");
+    assert_eq!(r.status, 200, "{path}");
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
