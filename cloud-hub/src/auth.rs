@@ -156,6 +156,9 @@ fn caller_of(claims: Claims) -> Result<Caller, AuthError> {
     })
 }
 
+/// Appended to the API's audience in live-stream tickets.
+pub const TICKET_AUDIENCE_SUFFIX: &str = "#live-ticket";
+
 /// The hub's own token issuer (Ed25519).
 #[derive(Clone)]
 pub struct Issuer {
@@ -252,9 +255,42 @@ impl Issuer {
 
     /// Signs an access token for `caller`, valid `ttl_s` seconds from `now_s`.
     pub fn issue(&self, caller: &Caller, now_s: u64, ttl_s: u64) -> Result<String, AuthError> {
+        self.issue_for(&self.audience, caller, now_s, ttl_s)
+    }
+
+    /// The audience of live-stream tickets: the API's audience with a suffix, so that a
+    /// ticket is never accepted as an access token and an access token never as a ticket.
+    pub fn ticket_audience(&self) -> String {
+        format!("{}{TICKET_AUDIENCE_SUFFIX}", self.audience)
+    }
+
+    /// Signs a live-stream ticket for `caller` (see `api::LIVE_TICKET_TTL_S`).
+    pub fn issue_ticket(
+        &self,
+        caller: &Caller,
+        now_s: u64,
+        ttl_s: u64,
+    ) -> Result<String, AuthError> {
+        self.issue_for(&self.ticket_audience(), caller, now_s, ttl_s)
+    }
+
+    /// A verifier that accepts this issuer's live-stream tickets and nothing else.
+    pub fn ticket_verifier(&self, leeway_s: u64) -> Result<Verifier, AuthError> {
+        let mut key = self.verify_key()?;
+        key.audience = self.ticket_audience();
+        Ok(Verifier::new(vec![key], leeway_s))
+    }
+
+    fn issue_for(
+        &self,
+        audience: &str,
+        caller: &Caller,
+        now_s: u64,
+        ttl_s: u64,
+    ) -> Result<String, AuthError> {
         let claims = Claims {
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: audience.to_owned(),
             sub: caller.subject.clone(),
             exp: now_s + ttl_s,
             nbf: Some(now_s),

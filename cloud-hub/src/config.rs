@@ -3,7 +3,7 @@
 //! Environment variables override the file: `STORESYNC_HUB_LISTEN`,
 //! `STORESYNC_HUB_DATABASE_URL` (switches to PostgreSQL), `STORESYNC_HUB_ADMIN_DATABASE_URL`,
 //! `STORESYNC_HUB_SQLITE_PATH`, `STORESYNC_HUB_LOG_JSON` (`1`/`true`),
-//! `STORESYNC_HUB_OTLP_ENDPOINT`, `STORESYNC_HUB_SYNC_LISTEN`.
+//! `STORESYNC_HUB_OTLP_ENDPOINT`, `STORESYNC_HUB_SYNC_LISTEN`, `STORESYNC_HUB_UI_DIR`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -196,6 +196,19 @@ pub struct Config {
     /// The QUIC sync server for store devices.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// The web UI served at `/`.
+    #[serde(default)]
+    pub ui: UiConfig,
+}
+
+/// The web UI (the `desktop-app/ui` build) the hub serves at `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UiConfig {
+    /// Directory holding the build (`index.html`, `assets/`); relative to the
+    /// configuration file. Unset: `desktop-app/ui/dist` under the working directory, then
+    /// `ui/` beside the executable.
+    pub dir: Option<PathBuf>,
 }
 
 /// The QUIC sync server.
@@ -293,6 +306,11 @@ impl Config {
         if self.auth.signing_key_path.is_relative() {
             self.auth.signing_key_path = base.join(&self.auth.signing_key_path);
         }
+        if let Some(dir) = &mut self.ui.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
     }
 
     /// Applies overrides from `env`.
@@ -347,6 +365,9 @@ impl Config {
         if let Some(endpoint) = env("STORESYNC_HUB_OTLP_ENDPOINT") {
             self.log.otlp_endpoint = Some(endpoint);
         }
+        if let Some(dir) = env("STORESYNC_HUB_UI_DIR").filter(|d| !d.is_empty()) {
+            self.ui.dir = Some(dir.into());
+        }
         Ok(())
     }
 }
@@ -355,7 +376,7 @@ impl Config {
 pub fn default_config_text() -> String {
     r#"# storesync hub configuration. Environment variables override: STORESYNC_HUB_LISTEN,
 # STORESYNC_HUB_DATABASE_URL (switches to PostgreSQL), STORESYNC_HUB_ADMIN_DATABASE_URL,
-# STORESYNC_HUB_SQLITE_PATH, STORESYNC_HUB_LOG_JSON.
+# STORESYNC_HUB_SQLITE_PATH, STORESYNC_HUB_LOG_JSON, STORESYNC_HUB_UI_DIR.
 
 # Where the web API listens.
 listen = "127.0.0.1:8080"
@@ -416,6 +437,12 @@ renew_grace_days = 60
 enroll_token_hours = 168
 connection_age_max_s = 86400
 connections_max = 10000
+
+[ui]
+# The web UI's build (npm --prefix desktop-app/ui ci && npm --prefix desktop-app/ui run build),
+# served at /. Unset: desktop-app/ui/dist under the working directory, then ui/ beside the
+# executable.
+# dir = "/opt/storesync/ui"
 "#
     .to_owned()
 }
@@ -432,11 +459,13 @@ mod tests {
             .apply_env(|name| match name {
                 "STORESYNC_HUB_DATABASE_URL" => Some("host=x user=y".into()),
                 "STORESYNC_HUB_LISTEN" => Some("0.0.0.0:9000".into()),
+                "STORESYNC_HUB_UI_DIR" => Some("/srv/ui".into()),
                 _ => None,
             })
             .unwrap();
         assert!(matches!(config.store, StoreConfig::Postgres { .. }));
         assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.ui.dir, Some(PathBuf::from("/srv/ui")));
         assert!(
             config
                 .apply_env(|n| (n == "STORESYNC_HUB_LISTEN").then(|| "nope".into()))

@@ -100,6 +100,7 @@ pub async fn state_with_store(config: &Config, store: Arc<dyn Store>) -> anyhow:
         }
     }
     let verifier = AppState::verifier_for(&issuer, external, config.auth.leeway_s)?;
+    let ui = crate::api::ui::UiAssets::resolve(config.ui.dir.as_deref());
     Ok(AppState::new(
         store,
         issuer,
@@ -110,7 +111,8 @@ pub async fn state_with_store(config: &Config, store: Arc<dyn Store>) -> anyhow:
             config.cache.entries_max,
             Duration::from_millis(config.cache.ttl_ms),
         ),
-    ))
+    )
+    .with_ui(ui))
 }
 
 /// Opens the store and builds the API state.

@@ -10,6 +10,7 @@
 //! does not exist. Errors go through [`AppError`], which never shows internals.
 
 pub mod routes;
+pub mod ui;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -144,12 +145,15 @@ type ApiResult<T> = Result<T, AppError>;
 #[derive(Clone, Debug)]
 pub struct AppState {
     inner: Arc<Inner>,
+    ui: Arc<ui::UiAssets>,
 }
 
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
     verifier: Verifier,
+    /// Accepts only live-stream tickets (see [`LIVE_TICKET_TTL_S`]).
+    tickets: Verifier,
     issuer: Issuer,
     auth: AuthConfig,
     limits: LimitsConfig,
@@ -178,10 +182,17 @@ impl AppState {
         cache: Cache,
     ) -> AppState {
         let limiter = RateLimiter::new(limits.rate_per_s, limits.rate_burst);
+        let tickets = issuer.ticket_verifier(TICKET_LEEWAY_S).unwrap_or_else(|e| {
+            // Without a key no ticket verifies: live streams then need a bearer header.
+            tracing::error!(error = %e, "live-stream tickets are disabled");
+            Verifier::new(Vec::new(), 0)
+        });
         AppState {
+            ui: Arc::new(ui::UiAssets::from_dir(ui::DEFAULT_DIR)),
             inner: Arc::new(Inner {
                 store,
                 verifier,
+                tickets,
                 issuer,
                 auth,
                 limits,
@@ -191,6 +202,12 @@ impl AppState {
                 stores: std::sync::Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The same state serving the web UI from `ui` (see [`ui::UiAssets::resolve`]).
+    pub fn with_ui(mut self, ui: ui::UiAssets) -> AppState {
+        self.ui = Arc::new(ui);
+        self
     }
 
     /// A verifier for `issuer`'s own tokens plus `external` keys.
@@ -292,6 +309,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/alerts/{alert_id}/acknowledge", post(acknowledge))
         .route("/api/v1/alerts/{alert_id}/resolve", post(resolve))
         .route("/api/v1/dead-letters", get(dead_letters))
+        .route("/api/v1/live/ticket", post(live_ticket))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -324,11 +342,27 @@ pub async fn serve(
     .await
 }
 
-async fn no_route() -> AppError {
-    AppError::NotFound
+/// No route matched: the web UI's files and its client-side routes, or the API's 404.
+async fn no_route(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    match state.ui.respond(&method, &uri).await {
+        Some(response) => response,
+        None => AppError::NotFound.into_response(),
+    }
 }
 
-fn bearer(headers: &HeaderMap, query: Option<&str>, allow_query: bool) -> Option<String> {
+/// How a request proves who it is.
+enum Credential {
+    /// `Authorization: Bearer <access token>`.
+    Bearer(String),
+    /// `?ticket=<live-stream ticket>` (live routes only).
+    Ticket(String),
+}
+
+fn credential(headers: &HeaderMap, query: Option<&str>, allow_ticket: bool) -> Option<Credential> {
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -336,13 +370,13 @@ fn bearer(headers: &HeaderMap, query: Option<&str>, allow_query: bool) -> Option
         let (scheme, token) = value.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+            .then(|| Credential::Bearer(token.trim().to_owned()));
     }
-    if allow_query {
+    if allow_ticket {
         return query?
             .split('&')
-            .find_map(|kv| kv.strip_prefix("access_token="))
-            .map(str::to_owned);
+            .find_map(|kv| kv.strip_prefix("ticket="))
+            .map(|t| Credential::Ticket(t.to_owned()));
     }
     None
 }
@@ -377,10 +411,16 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 )
             }
             Access::Roles(roles) => {
-                let allow_query = route.starts_with("/api/v1/live/");
-                let token = bearer(req.headers(), req.uri().query(), allow_query)
+                // Browsers cannot set headers on EventSource or WebSocket: the live streams
+                // also take a short-lived ticket in the query, and only they do.
+                let allow_ticket = method == "GET" && route.starts_with("/api/v1/live/");
+                let credential = credential(req.headers(), req.uri().query(), allow_ticket)
                     .ok_or(AppError::Unauthorized)?;
-                let caller = state.inner.verifier.verify(&token).map_err(|e| {
+                let verified = match &credential {
+                    Credential::Bearer(token) => state.inner.verifier.verify(token),
+                    Credential::Ticket(ticket) => state.inner.tickets.verify(ticket),
+                };
+                let caller = verified.map_err(|e| {
                     tracing::debug!(error = %e, "token refused");
                     AppError::Unauthorized
                 })?;
@@ -1144,10 +1184,8 @@ async fn compute_series(
 }
 
 fn series_key(route: &str, q: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<(&String, &String)> = q
-        .iter()
-        .filter(|(k, _)| k.as_str() != "access_token")
-        .collect();
+    let mut pairs: Vec<(&String, &String)> =
+        q.iter().filter(|(k, _)| k.as_str() != "ticket").collect();
     pairs.sort();
     // Without explicit `to`, "now" moves: round it to the minute so the key is stable.
     let mut key = format!("{route}?");
@@ -1498,6 +1536,33 @@ async fn resolve(
 
 // ---------------------------------------------------------------------------------------
 // Live streams
+
+/// Lifetime of a live-stream ticket: long enough to open a stream, short enough that a
+/// ticket seen in a URL (a proxy log, a browser history) is worthless moments later.
+pub const LIVE_TICKET_TTL_S: u64 = 30;
+/// Clock leeway for tickets (they are verified by the hub that issued them, or a replica
+/// with the same key, so clocks agree closely).
+const TICKET_LEEWAY_S: u64 = 5;
+
+/// A ticket for `?ticket=` on the live routes, for the caller of this request. It names
+/// the same tenant, role and stores as the caller's token, is accepted by no other route and
+/// expires after [`LIVE_TICKET_TTL_S`]. Only a bearer header may ask for one.
+async fn live_ticket(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    let now_s = (now_ms() / 1000) as u64;
+    let ticket = state
+        .inner
+        .issuer
+        .issue_ticket(&caller, now_s, LIVE_TICKET_TTL_S)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"ticket": ticket, "expiresIn": LIVE_TICKET_TTL_S})),
+    )
+        .into_response())
+}
 
 struct LiveSlot(AppState);
 

@@ -247,6 +247,14 @@ pub const ROUTES: &[RouteSpec] = &[
         false,
     ),
     route(
+        "POST",
+        "/api/v1/live/ticket",
+        "A ticket for one live stream (?ticket=), valid 30 s, accepted by the live routes only; needs a bearer header.",
+        Access::Roles(ALL),
+        &[],
+        false,
+    ),
+    route(
         "GET",
         "/api/v1/live/sse",
         "Live sales ticks and alert changes (Server-Sent Events).",
@@ -254,8 +262,8 @@ pub const ROUTES: &[RouteSpec] = &[
         &[
             ("stores", "comma-separated store ids"),
             (
-                "access_token",
-                "bearer token, for clients that cannot set headers",
+                "ticket",
+                "a live-stream ticket from POST /api/v1/live/ticket, for clients that cannot set headers",
             ),
         ],
         true,
@@ -268,8 +276,8 @@ pub const ROUTES: &[RouteSpec] = &[
         &[
             ("stores", "comma-separated store ids"),
             (
-                "access_token",
-                "bearer token, for clients that cannot set headers",
+                "ticket",
+                "a live-stream ticket from POST /api/v1/live/ticket, for clients that cannot set headers",
             ),
         ],
         true,

@@ -1,0 +1,45 @@
+// A store's sync state in one word, from its last contact, backlog and watermark.
+
+import type { StoreStatus } from "../api/types";
+import { ago, time } from "./format";
+
+export type SyncState = "live" | "behind" | "offline" | "never";
+
+/** No contact for this long: the store is offline. */
+export const OFFLINE_AFTER_MS = 5 * 60_000;
+/** Data older than this at the hub: the store is behind. */
+export const BEHIND_AFTER_MS = 10 * 60_000;
+
+export function syncState(s: StoreStatus, now = Date.now()): SyncState {
+  if (!s.lastSeen) return "never";
+  if (now - new Date(s.lastSeen).getTime() > OFFLINE_AFTER_MS) return "offline";
+  if (s.backlog > 0 || (s.lagMs ?? 0) > BEHIND_AFTER_MS) return "behind";
+  return "live";
+}
+
+const LABEL: Record<SyncState, string> = {
+  live: "In sync",
+  behind: "Catching up",
+  offline: "Offline",
+  never: "Never synced",
+};
+
+const CLASS: Record<SyncState, string> = {
+  live: "badge-ok",
+  behind: "badge-warn",
+  offline: "badge-bad",
+  never: "badge-muted",
+};
+
+export function SyncBadge({ store, now }: { store: StoreStatus; now?: number }) {
+  const state = syncState(store, now);
+  return (
+    <span className={`badge ${CLASS[state]}`} data-sync={state} title={`Last contact ${ago(store.lastSeen)}`}>
+      {LABEL[state]}
+    </span>
+  );
+}
+
+export function completeText(completeUpTo: string | null): string {
+  return completeUpTo ? `complete up to ${time(completeUpTo)}` : "no data yet";
+}
