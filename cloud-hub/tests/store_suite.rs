@@ -242,6 +242,35 @@ async fn same_key_other_content_is_a_conflict(store: Arc<dyn Store>) {
     assert_eq!(alerts[0].alert.kind.as_str(), "conflicting_duplicate");
 }
 
+/// The same key with the same content but another chain link (`prev`) is a different
+/// event: a fork of the stream, not a duplicate.
+async fn same_key_other_prev_is_a_conflict(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, events, head) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let mut forked = events[2].clone();
+    forked.prev.0[0] ^= 0x01;
+    assert_eq!(forked.content_hash, events[2].content_hash);
+    let outcome = store
+        .commit_events(&stream, std::slice::from_ref(&forked), head)
+        .await
+        .unwrap();
+    assert_eq!(outcome.conflicts, vec![forked.key.clone()]);
+    assert_eq!((outcome.inserted, outcome.duplicates), (0, 0));
+    assert_eq!(
+        store.chain_hash_at(&stream, forked.key.seq).await.unwrap(),
+        Some(events[2].chain_hash()),
+        "the stored link is kept"
+    );
+    // The genuine event again is still a plain duplicate.
+    let again = store
+        .commit_events(&stream, &events[2..3], head)
+        .await
+        .unwrap();
+    assert_eq!((again.duplicates, again.conflicts.len()), (1, 0));
+}
+
 async fn transaction_ids_are_idempotent_across_epochs(store: Arc<dyn Store>) {
     setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
     let mut device = Device::new("acme", "s1", "d1", 1);
@@ -532,6 +561,7 @@ on_both_backends!(
     ingest_then_replay_changes_nothing,
     heads_and_chain_hashes,
     same_key_other_content_is_a_conflict,
+    same_key_other_prev_is_a_conflict,
     transaction_ids_are_idempotent_across_epochs,
     rejected_records_become_dead_letters,
     inventory_equals_the_protocol_fold,

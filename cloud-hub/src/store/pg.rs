@@ -474,9 +474,11 @@ impl PgStore {
         let mut outcome = CommitOutcome::default();
         let mut dead: Vec<(usize, String)> = Vec::new();
         if new_seqs.len() < events.len() {
+            // A duplicate has the same content and the same link: the chain hash covers
+            // `prev`, so a fork that repeats a key and its content is still a conflict.
             let rows = tx
                 .query(
-                    "SELECT s.seq, s.content_hash = k.content_hash FROM staging_events s JOIN event_keys k \
+                    "SELECT s.seq, s.content_hash = k.content_hash AND s.chain_hash = k.chain_hash FROM staging_events s JOIN event_keys k \
                      ON k.tenant_id = $1 AND k.device_id = $2 AND k.epoch = $3 AND k.class = $4 AND k.seq = s.seq",
                     &[&tenant, &device, &epoch, &class],
                 )

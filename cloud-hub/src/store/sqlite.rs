@@ -151,13 +151,15 @@ impl SqliteStore {
         let mut outcome = CommitOutcome::default();
 
         // 1. Event identity.
-        let mut stored: HashMap<i64, Vec<u8>> = HashMap::new();
+        // A duplicate has the same content and the same link: the chain hash covers `prev`,
+        // so a fork that repeats a key and its content is still a conflict.
+        let mut stored: HashMap<i64, (Vec<u8>, Vec<u8>)> = HashMap::new();
         if let (Some(lo), Some(hi)) = (
             events.iter().map(|e| e.key.seq.0).min(),
             events.iter().map(|e| e.key.seq.0).max(),
         ) {
             let rows = sqlx::query(
-                "SELECT seq, content_hash FROM event_keys WHERE tenant_id = ? AND device_id = ? AND epoch = ? AND class = ? AND seq BETWEEN ? AND ?",
+                "SELECT seq, content_hash, chain_hash FROM event_keys WHERE tenant_id = ? AND device_id = ? AND epoch = ? AND class = ? AND seq BETWEEN ? AND ?",
             )
             .bind(tenant)
             .bind(device)
@@ -168,7 +170,7 @@ impl SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {
-                stored.insert(row.try_get(0)?, row.try_get(1)?);
+                stored.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
             }
         }
         let mut new_seqs: HashSet<i64> = HashSet::new();
@@ -177,7 +179,10 @@ impl SqliteStore {
         for (index, event) in events.iter().enumerate() {
             let seq = event.key.seq.0 as i64;
             match stored.get(&seq) {
-                Some(hash) if hash.as_slice() == &event.content_hash.0[..] => {
+                Some((content, chain))
+                    if content.as_slice() == &event.content_hash.0[..]
+                        && chain.as_slice() == &event.chain_hash().0[..] =>
+                {
                     outcome.duplicates += 1
                 }
                 Some(_) => {
