@@ -22,8 +22,15 @@ apt_install() {
     fi
 }
 
-# PostgreSQL server binaries for the throw-away clusters the hub tests start.
-apt_install postgresql
+# PostgreSQL server binaries for the throw-away clusters the hub tests start; Chromium for
+# the browser suite (driven by playwright-core, which never downloads a browser).
+apt_install postgresql chromium
+command -v npm >/dev/null || apt_install nodejs npm
+
+# The web UI first: the hub serves it and the desktop crate embeds desktop-app/ui/dist.
+echo "==> web UI: npm ci, typecheck, vite build"
+npm --prefix desktop-app/ui ci --no-audit --no-fund --loglevel=error
+npm --prefix desktop-app/ui run build   # tsc --noEmit, then vite build into dist/
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -37,6 +44,10 @@ cargo build --locked -p storesync-protocol --no-default-features
 echo "==> firmware bridge builds for a Cortex-M target (no std)"
 rustup target add thumbv7em-none-eabihf >/dev/null
 cargo build --locked -p storesync-bridge --lib --target thumbv7em-none-eabihf
+
+echo "==> web UI in Chromium against a real hub and agents"
+cargo build --locked -p storesync-hub -p storesync-edge -p storesync-sim
+npm --prefix desktop-app/ui run e2e
 
 echo "==> cargo test"
 cargo test --locked --workspace

@@ -206,8 +206,8 @@ pub struct Config {
 #[serde(default)]
 pub struct UiConfig {
     /// Directory holding the build (`index.html`, `assets/`); relative to the
-    /// configuration file. Unset: `desktop-app/ui/dist` under the working directory, then
-    /// `ui/` beside the executable.
+    /// configuration file. Unset: `desktop-app/ui/dist` under the working directory or one
+    /// of its ancestors, then `ui/` beside the executable.
     pub dir: Option<PathBuf>,
 }
 
@@ -440,8 +440,8 @@ connections_max = 10000
 
 [ui]
 # The web UI's build (npm --prefix desktop-app/ui ci && npm --prefix desktop-app/ui run build),
-# served at /. Unset: desktop-app/ui/dist under the working directory, then ui/ beside the
-# executable.
+# served at /. Unset: desktop-app/ui/dist under the working directory or an ancestor of it,
+# then ui/ beside the executable.
 # dir = "/opt/storesync/ui"
 "#
     .to_owned()

@@ -56,14 +56,18 @@ impl UiAssets {
         UiAssets { dir, present }
     }
 
-    /// The configured directory, or the first default location that holds a build (the
-    /// working directory's [`DEFAULT_DIR`], then `ui/` beside the executable). Logs where
-    /// the UI is served from, or how to build it.
+    /// The configured directory, or the first default location that holds a build:
+    /// [`DEFAULT_DIR`] under the working directory or one of its ancestors, then `ui/`
+    /// beside the executable. Logs where the UI is served from, or how to build it.
     pub fn resolve(configured: Option<&Path>) -> UiAssets {
         let candidates: Vec<PathBuf> = match configured {
             Some(dir) => vec![dir.to_owned()],
             None => {
-                let mut list = vec![PathBuf::from(DEFAULT_DIR)];
+                // The working directory and its ancestors: a hub started anywhere inside a
+                // checkout (the demo runs it in `.demo/hub/`) finds the checkout's build.
+                let mut list: Vec<PathBuf> = std::env::current_dir()
+                    .map(|cwd| cwd.ancestors().map(|d| d.join(DEFAULT_DIR)).collect())
+                    .unwrap_or_else(|_| vec![PathBuf::from(DEFAULT_DIR)]);
                 if let Some(exe_dir) = std::env::current_exe()
                     .ok()
                     .and_then(|p| p.parent().map(Path::to_owned))
@@ -255,7 +259,7 @@ fn missing_page() -> Response {
          <h1>storesync hub</h1><p>The API is running, but the web UI has not been built.</p>\
          <p>From the repository root, run:</p><p><code>{BUILD_COMMAND}</code></p>\
          <p>then reload this page. The hub looks for the build in <code>{DEFAULT_DIR}</code> \
-         under its working directory, or where <code>[ui] dir</code> in <code>hub.toml</code> \
+         under its working directory or an ancestor of it, or where <code>[ui] dir</code> in <code>hub.toml</code> \
          or <code>STORESYNC_HUB_UI_DIR</code> points.</p>\
          <p>API documentation: <a href=\"/api/docs\">/api/docs</a>.</p></body></html>"
     );

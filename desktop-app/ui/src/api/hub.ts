@@ -1,9 +1,10 @@
 // The DataSource over the hub's web API (`/oauth/token`, `/api/v1/*`).
 //
-// Tokens: the access token lives in memory only; the refresh token is kept in
-// sessionStorage so a reload resumes the session, and it dies with the tab. The hub rotates
-// refresh tokens and revokes the whole family when one is replayed, so renewals are
-// single-flight: concurrent requests that find the token expired share one renewal.
+// Tokens: both are kept in sessionStorage, so a reload resumes the session and they die
+// with the tab. The hub rotates refresh tokens and revokes the whole family when one is
+// replayed, so a renewal whose answer is lost (the page reloaded mid-request) ends the
+// session: a reload therefore reuses the stored access token while it is valid instead of
+// renewing, and renewals are single-flight (concurrent requests share one).
 //
 // Live data: EventSource cannot send an Authorization header, and an access token in a URL
 // ends up in logs and histories. Each connection first asks `POST /api/v1/live/ticket`
@@ -30,12 +31,17 @@ import type {
 } from "./types";
 
 const REFRESH_KEY = "storesync.refresh";
+const ACCESS_KEY = "storesync.access";
 /** Renew the access token when it has less than this left. */
 const RENEW_BEFORE_MS = 60_000;
 /** Inventory rows fetched at most (pages of the hub's maximum page length). */
 const INVENTORY_ROWS_MAX = 5_000;
 const INVENTORY_PAGE_LEN = 1_000;
 const LIVE_RETRY_MS_MAX = 30_000;
+
+interface HubSession {
+  access: { token: string; expiresAt: number } | null;
+}
 
 interface TokenReply {
   access_token: string;
@@ -54,7 +60,7 @@ export class HubDataSource implements DataSource {
   readonly info: SourceInfo = { kind: "hub", label: "HQ", live: true };
   private readonly base: string;
   private readonly storage: Storage | null;
-  private access: { token: string; expiresAt: number } | null = null;
+  private access: HubSession["access"] = null;
   private renewing: Promise<void> | null = null;
   private views: LocalViews | null = null;
 
@@ -85,7 +91,13 @@ export class HubDataSource implements DataSource {
   async restore(): Promise<Identity | null> {
     if (!this.storage?.getItem(REFRESH_KEY)) return null;
     try {
-      await this.renew();
+      const kept = JSON.parse(this.storage.getItem(ACCESS_KEY) ?? "null") as HubSession["access"];
+      if (kept && typeof kept.token === "string" && typeof kept.expiresAt === "number") this.access = kept;
+    } catch {
+      // Unreadable: renew instead.
+    }
+    try {
+      await this.ensureFresh();
       return await this.me();
     } catch (e) {
       if (e instanceof DataError && e.kind === "network") throw e;
@@ -246,6 +258,7 @@ export class HubDataSource implements DataSource {
 
   private accept(reply: TokenReply) {
     this.access = { token: reply.access_token, expiresAt: Date.now() + reply.expires_in * 1000 };
+    this.storage?.setItem(ACCESS_KEY, JSON.stringify(this.access));
     if (reply.refresh_token) this.storage?.setItem(REFRESH_KEY, reply.refresh_token);
   }
 
@@ -253,6 +266,7 @@ export class HubDataSource implements DataSource {
     this.access = null;
     this.views = null;
     this.storage?.removeItem(REFRESH_KEY);
+    this.storage?.removeItem(ACCESS_KEY);
   }
 
   private async ensureFresh(): Promise<void> {

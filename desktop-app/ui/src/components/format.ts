@@ -54,18 +54,38 @@ const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
   hour: "2-digit",
   minute: "2-digit",
 });
-const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric" });
 
-export function time(iso: string | null | undefined): string {
-  return iso ? timeFormat.format(new Date(iso)) : "—";
+/** Time of day, in `timeZone` when given (a store's own hours), else the browser's. */
+export function time(iso: string | null | undefined, timeZone?: string): string {
+  if (!iso) return "—";
+  return timeZone ? zoned(timeZone, "time").format(new Date(iso)) : timeFormat.format(new Date(iso));
+}
+
+const zonedFormats = new Map<string, Intl.DateTimeFormat>();
+
+function zoned(timeZone: string, kind: "time" | "day"): Intl.DateTimeFormat {
+  const key = `${timeZone}/${kind}`;
+  let f = zonedFormats.get(key);
+  if (!f) {
+    const options: Intl.DateTimeFormatOptions =
+      kind === "time" ? { hour: "2-digit", minute: "2-digit" } : { weekday: "short", month: "short", day: "numeric" };
+    try {
+      f = new Intl.DateTimeFormat(undefined, { ...options, timeZone });
+    } catch {
+      f = new Intl.DateTimeFormat(undefined, options);
+    }
+    zonedFormats.set(key, f);
+  }
+  return f;
 }
 
 export function dateTime(iso: string | null | undefined): string {
   return iso ? dateTimeFormat.format(new Date(iso)) : "—";
 }
 
-export function day(iso: string): string {
-  return dayFormat.format(new Date(iso));
+/** The calendar day `iso` falls on in `timeZone` (default UTC: chart keys are UTC dates). */
+export function day(iso: string, timeZone = "UTC"): string {
+  return zoned(timeZone, "day").format(new Date(iso));
 }
 
 /** "3 min ago", "2 h ago", "just now"; "never" for null. */

@@ -10,6 +10,9 @@ import { Empty, ErrorState, Loading } from "../components/States";
 import { Segmented } from "./StoreDashboard";
 
 type Filter = AlertState | "all";
+/** Alerts shown at first and added by "Show more". */
+const PAGE_LEN = 50;
+
 const FILTERS: { name: Filter; label: string }[] = [
   { name: "open", label: "Open" },
   { name: "acknowledged", label: "Acknowledged" },
@@ -21,6 +24,7 @@ export function Alerts() {
   const data = useData();
   const { identity } = useSession();
   const [filter, setFilter] = useState<Filter>("open");
+  const [limit, setLimit] = useState(PAGE_LEN);
   const [store, setStore] = useState("");
   const [fresh, setFresh] = useState<Set<string>>(new Set());
   const [busy, setBusy] = useState<string | null>(null);
@@ -29,11 +33,11 @@ export function Alerts() {
 
   const load = useLoad(async () => {
     const [alerts, stores] = await Promise.all([
-      data.alerts({ state: filter === "all" ? undefined : filter, stores: store ? [store] : undefined, limit: 200 }),
+      data.alerts({ state: filter === "all" ? undefined : filter, stores: store ? [store] : undefined, limit }),
       data.stores(),
     ]);
     return { alerts, stores };
-  }, [filter, store]);
+  }, [filter, store, limit]);
 
   const live = useLive((e) => {
     if (e.type === "alerts") {
@@ -72,11 +76,11 @@ export function Alerts() {
           </p>
         </div>
         <div className="page-actions">
-          <select aria-label="Store" value={store} onChange={(e) => setStore(e.target.value)} className="select">
+          <select aria-label="Store" value={store} onChange={(e) => { setStore(e.target.value); setLimit(PAGE_LEN); }} className="select">
             <option value="">All stores</option>
             {v?.stores.map((s) => <option key={s.storeId} value={s.storeId}>{s.name || s.storeId}</option>)}
           </select>
-          <Segmented value={filter} onChange={setFilter} options={FILTERS} />
+          <Segmented value={filter} onChange={(f) => { setFilter(f); setLimit(PAGE_LEN); }} options={FILTERS} />
         </div>
       </div>
       {actionError && <div className="notice notice-error" role="alert">{actionError}</div>}
@@ -127,6 +131,11 @@ export function Alerts() {
               </li>
             ))}
           </ul>
+        )}
+        {v && v.alerts.length >= limit && (
+          <div className="more">
+            <button className="btn btn-ghost" onClick={() => setLimit((l) => l + PAGE_LEN)}>Show more</button>
+          </div>
         )}
       </div>
     </div>

@@ -3,7 +3,7 @@
 
 import { useEffect, useMemo, useState } from "react";
 import { isDataError } from "../api/DataSource";
-import type { GroupBy, Metric, NewSavedView, RangeName, SavedView, SeriesPoint } from "../api/types";
+import type { Bucket, GroupBy, Metric, NewSavedView, RangeName, SavedView, SeriesPoint } from "../api/types";
 import { Link, navigate } from "../app/router";
 import { useData, useLoad } from "../app/session";
 import { ChartCard, EChart } from "../components/Chart";
@@ -62,7 +62,7 @@ export function Explore({ viewId }: { viewId?: string }) {
 
   const metric = METRICS.find((m) => m.name === view.metric) ?? METRICS[0]!;
   const fmt = (x: number) => (metric.money ? money(x) : number(x));
-  const model = useMemo(() => (load.value ? buildModel(load.value.series, view.metric) : null), [load.value, view.metric]);
+  const model = useMemo(() => (load.value ? buildModel(load.value.series, view.metric, load.value.bucket) : null), [load.value, view.metric]);
 
   if (missing) return <NotFound what="saved view" />;
 
@@ -200,7 +200,8 @@ export function Explore({ viewId }: { viewId?: string }) {
                   name: g.name,
                   type: view.chart,
                   stack: view.chart === "bar" && view.metric !== "averageBasket" ? "total" : undefined,
-                  smooth: true,
+                  smooth: 0.25,
+                  connectNulls: true,
                   showSymbol: false,
                   data: g.values,
                 })),
@@ -213,42 +214,64 @@ export function Explore({ viewId }: { viewId?: string }) {
   );
 }
 
-function value(p: SeriesPoint | undefined, metric: Metric): number | null {
+type Sums = Pick<SeriesPoint, "revenue" | "units" | "transactions" | "refunds" | "refundAmount" | "voids">;
+
+/**
+ * The bucket a point belongs to on the chart. Hours are instants; days and weeks start at
+ * each store's local midnight, so the same calendar day has a different instant per time
+ * zone: they are keyed by the nearest UTC midnight, which is that local date for any
+ * offset within ±12 h.
+ */
+export function bucketKey(t: string, bucket: Bucket): string {
+  if (bucket === "hour" || bucket === "minute") return t;
+  const ms = Date.parse(t) + 12 * 3_600_000;
+  return new Date(ms - (ms % 86_400_000)).toISOString();
+}
+
+function value(p: Sums | undefined, metric: Metric): number | null {
   if (!p) return null;
   if (metric === "averageBasket") return p.transactions ? round(p.revenue / p.transactions) : null;
-  return p[metric];
+  return round(p[metric]);
 }
 
-function buildModel(series: { group: string; points: SeriesPoint[] }[], metric: Metric) {
-  const times = [...new Set(series.flatMap((g) => g.points.map((p) => p.t)))].sort();
-  // The largest groups by the metric's sum get their own line; the rest become "other".
-  const ranked = [...series].sort((a, b) => sum(b.points, metric) - sum(a.points, metric));
+function add(a: Sums | undefined, b: Sums): Sums {
+  if (!a) return { revenue: b.revenue, units: b.units, transactions: b.transactions, refunds: b.refunds, refundAmount: b.refundAmount, voids: b.voids };
+  return {
+    revenue: a.revenue + b.revenue,
+    units: a.units + b.units,
+    transactions: a.transactions + b.transactions,
+    refunds: a.refunds + b.refunds,
+    refundAmount: a.refundAmount + b.refundAmount,
+    voids: a.voids + b.voids,
+  };
+}
+
+function buildModel(series: { group: string; points: SeriesPoint[] }[], metric: Metric, bucket: Bucket) {
+  const groupsAll = series.map((g) => {
+    const byKey = new Map<string, Sums>();
+    for (const p of g.points) {
+      const k = bucketKey(p.t, bucket);
+      byKey.set(k, add(byKey.get(k), p));
+    }
+    const total = [...byKey.values()].reduce<Sums | undefined>((a, p) => add(a, p), undefined);
+    return { name: g.group === "all" ? "All stores" : g.group, byKey, total };
+  });
+  const times = [...new Set(groupsAll.flatMap((g) => [...g.byKey.keys()]))].sort();
+  // The largest groups get their own line; the rest are summed into "other".
+  const rank = (g: (typeof groupsAll)[number]) => (metric === "averageBasket" ? g.total?.revenue ?? 0 : value(g.total, metric) ?? 0);
+  const ranked = [...groupsAll].sort((a, b) => rank(b) - rank(a));
   const shown = ranked.slice(0, GROUPS_SHOWN_MAX);
   const rest = ranked.slice(GROUPS_SHOWN_MAX);
-  const groups = shown.map((g) => {
-    const byT = new Map(g.points.map((p) => [p.t, p]));
-    return { name: g.group === "all" ? "All stores" : g.group, values: times.map((t) => value(byT.get(t), metric) ?? 0) };
-  });
-  if (rest.length > 0 && metric !== "averageBasket") {
+  const groups = shown.map((g) => ({ name: g.name, values: times.map((t) => value(g.byKey.get(t), metric)) }));
+  if (rest.length > 0) {
     groups.push({
       name: `other (${rest.length})`,
-      values: times.map((t) => round(rest.reduce((a, g) => a + (value(g.points.find((p) => p.t === t), metric) ?? 0), 0))),
+      values: times.map((t) => value(rest.reduce<Sums | undefined>((a, g) => (g.byKey.has(t) ? add(a, g.byKey.get(t)!) : a), undefined), metric)),
     });
   }
-  const rowsCsv = series.flatMap((g) => g.points.map((p) => [g.group, p.t, value(p, metric)] as (string | number | null)[]));
-  const total = metric === "averageBasket"
-    ? (() => {
-        const r = series.reduce((a, g) => a + sum(g.points, "revenue"), 0);
-        const t = series.reduce((a, g) => a + sum(g.points, "transactions"), 0);
-        return t ? round(r / t) : 0;
-      })()
-    : round(series.reduce((a, g) => a + sum(g.points, metric), 0));
-  return { times, groups, rowsCsv, total };
-}
-
-function sum(points: SeriesPoint[], metric: Metric): number {
-  if (metric === "averageBasket") return points.reduce((a, p) => a + p.revenue, 0);
-  return points.reduce((a, p) => a + p[metric], 0);
+  const rowsCsv = groupsAll.flatMap((g) => times.filter((t) => g.byKey.has(t)).map((t) => [g.name, t, value(g.byKey.get(t), metric)] as (string | number | null)[]));
+  const all = groupsAll.reduce<Sums | undefined>((a, g) => (g.total ? add(a, g.total) : a), undefined);
+  return { times, groups, rowsCsv, total: value(all, metric) ?? 0 };
 }
 
 function round(x: number): number {

@@ -6,7 +6,7 @@ import { ChartCard, EChart } from "../components/Chart";
 import { count } from "../components/format";
 import { Empty, ErrorState, Loading } from "../components/States";
 
-const ROWS_SHOWN_MAX = 200;
+const ROWS_SHOWN_MAX = 300;
 
 export function Inventory() {
   const data = useData();
@@ -100,7 +100,7 @@ export function Inventory() {
               {low.length === 0 ? (
                 <Empty title="Nothing is low" />
               ) : (
-                <div className="table-wrap">
+                <div className="table-wrap table-scroll">
                   <table className="table" data-testid="low-stock">
                     <thead><tr><th>Store</th><th>SKU</th><th className="num">On hand</th></tr></thead>
                     <tbody>

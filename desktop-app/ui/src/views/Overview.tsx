@@ -9,7 +9,7 @@ import { ChartCard, EChart } from "../components/Chart";
 import { count, money, percentChange, time } from "../components/format";
 import { WEEK_MS, minute, startOfToday } from "../components/ranges";
 import { Empty, ErrorState, Loading } from "../components/States";
-import { SyncBadge, completeText } from "../components/sync";
+import { SyncBadge, completeText, isBehind } from "../components/sync";
 import { useLive, useThrottled } from "../components/live";
 
 interface OverviewData {
@@ -22,6 +22,8 @@ interface OverviewData {
 }
 
 const TICKER_LEN_MAX = 12;
+/** Open alerts counted at most (the list endpoint pages; beyond this the KPI says "500+"). */
+const OPEN_ALERTS_COUNTED_MAX = 500;
 
 export function Overview() {
   const data = useData();
@@ -42,7 +44,7 @@ export function Overview() {
         from: new Date(from.getTime() - WEEK_MS),
         to: new Date(to.getTime() - WEEK_MS),
       }),
-      data.alerts({ state: "open", limit: 500 }),
+      data.alerts({ state: "open", limit: OPEN_ALERTS_COUNTED_MAX }),
     ]);
     return { stores, today, lastWeek, openAlerts: alerts.length, from, to };
   }, [now.getTime()]);
@@ -67,7 +69,7 @@ export function Overview() {
   const model = useMemo(() => (v ? buildModel(v) : null), [v]);
 
   return (
-    <div className="page" data-view="overview">
+    <div className="page" data-view="overview" data-from={v?.from.toISOString()} data-to={v?.to.toISOString()}>
       <div className="page-head">
         <div>
           <h1>{identity.role === "store_manager" ? "Your stores today" : "Chain overview"}</h1>
@@ -103,11 +105,11 @@ export function Overview() {
               hint={`${count(model.txLastWeek)} last week`} />
             <Kpi id="basket" label="Average basket" value={money(model.txToday ? model.totalToday / model.txToday : null)}
               raw={model.txToday ? model.totalToday / model.txToday : 0} hint="revenue per transaction" />
-            <Kpi id="alerts" label="Open alerts" value={count(v.openAlerts)} raw={v.openAlerts}
+            <Kpi id="alerts" label="Open alerts" value={v.openAlerts >= OPEN_ALERTS_COUNTED_MAX ? `${count(v.openAlerts)}+` : count(v.openAlerts)} raw={v.openAlerts}
               hint={<Link href="/alerts">See alerts</Link>} tone={v.openAlerts > 0 ? "warn" : undefined} />
           </div>
 
-          <Completeness today={v.today} stores={v.stores} />
+          <Completeness rows={model.rows} />
 
           <div className="grid two-one">
             <ChartCard
@@ -201,26 +203,25 @@ function Kpi({ id, label, value, raw, delta, up, hint, tone }: {
 }
 
 /** Names the stores whose figures may still grow instead of silently under-counting. */
-function Completeness({ today, stores }: { today: SeriesResult; stores: StoreStatus[] }) {
-  if (today.storesBehind.length === 0) {
+function Completeness({ rows }: { rows: Row[] }) {
+  const behind = rows.filter((r) => r.behind);
+  if (behind.length === 0) {
     return (
       <div className="notice notice-ok" data-testid="completeness" data-behind="0">
-        All {stores.length} stores have synced everything up to now: these totals are complete.
+        All {rows.length} stores have synced up to the last few minutes: these totals are complete.
       </div>
     );
   }
-  const names = new Map(stores.map((s) => [s.storeId, s.name]));
-  const marks = new Map(today.watermarks.map((w) => [w.storeId, w.completeUpTo]));
   return (
-    <div className="notice notice-warn" data-testid="completeness" data-behind={String(today.storesBehind.length)}>
+    <div className="notice notice-warn" data-testid="completeness" data-behind={String(behind.length)}>
       <strong>
-        {today.storesBehind.length} of {stores.length} stores are behind
+        {behind.length} of {rows.length} {rows.length === 1 ? "store is" : "stores are"} behind
       </strong>
-      : their figures may still grow when they sync.{" "}
-      {today.storesBehind.map((id, i) => (
-        <span key={id} data-behind-store={id}>
+      : the totals do not yet include what {behind.length === 1 ? "it" : "they"} recorded since. {" "}
+      {behind.map((r, i) => (
+        <span key={r.storeId} data-behind-store={r.storeId}>
           {i > 0 && "; "}
-          {names.get(id) ?? id} ({completeText(marks.get(id) ?? null)})
+          {r.name} ({completeText(r.completeUpTo)})
         </span>
       ))}
     </div>
@@ -273,7 +274,7 @@ interface Row {
 function buildModel(v: OverviewData) {
   const sum = (s: SeriesResult, store: string, f: "revenue" | "transactions") =>
     (s.series.find((g) => g.group === store)?.points ?? []).reduce((a, p) => a + p[f], 0);
-  const behind = new Set(v.today.storesBehind);
+  const now = Date.now();
   const rows: Row[] = v.stores.map((s) => ({
     storeId: s.storeId,
     name: s.name || s.storeId,
@@ -282,7 +283,7 @@ function buildModel(v: OverviewData) {
     lastWeek: round2(sum(v.lastWeek, s.storeId, "revenue")),
     txToday: sum(v.today, s.storeId, "transactions"),
     completeUpTo: s.completeUpTo,
-    behind: behind.has(s.storeId),
+    behind: isBehind(s.completeUpTo, v.to, now),
     status: s,
   }));
   rows.sort((a, b) => b.today - a.today || a.storeId.localeCompare(b.storeId));

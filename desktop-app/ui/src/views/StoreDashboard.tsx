@@ -8,7 +8,7 @@ import { ChartCard, EChart } from "../components/Chart";
 import { count, dateTime, day, money, number, time } from "../components/format";
 import { RANGES, minute, rangeOf } from "../components/ranges";
 import { Empty, ErrorState, Loading, NotFound } from "../components/States";
-import { SyncBadge, completeText } from "../components/sync";
+import { SyncBadge, completeText, isBehind } from "../components/sync";
 import { useLive, useThrottled } from "../components/live";
 
 interface StoreData {
@@ -28,17 +28,18 @@ export function StoreDashboard({ storeId }: { storeId: string }) {
     return () => clearInterval(t);
   }, []);
 
-  const load = useLoad<StoreData>(async () => {
-    const { from, to, bucket } = rangeOf(range, now);
+  const load = useLoad<StoreData & { from: Date; to: Date }>(async () => {
+    // The store's own day and hours: "today" starts at its local midnight.
+    const store = await data.store(storeId);
+    const { from, to, bucket } = rangeOf(range, now, store.timeZone);
     const stores = [storeId];
-    const [store, sales, payments, top, basket] = await Promise.all([
-      data.store(storeId),
+    const [sales, payments, top, basket] = await Promise.all([
       data.series({ bucket, groupBy: "none", from, to, stores }),
       data.series({ bucket: range === "today" ? "hour" : "day", groupBy: "payment", from, to, stores }),
       data.topItems({ from, to, stores, limit: 10 }),
       data.basket({ from, to, stores }),
     ]);
-    return { store, sales, payments, top, basket };
+    return { store, sales, payments, top, basket, from, to };
   }, [storeId, range, now.getTime()]);
 
   const reloadSoon = useThrottled(load.reload, 4000);
@@ -51,7 +52,9 @@ export function StoreDashboard({ storeId }: { storeId: string }) {
   const v = load.value;
   const bucketLabel = range === "today" ? "hour" : range === "90d" ? "week" : "day";
   const points = v?.sales.series[0]?.points ?? [];
-  const fmtT = (t: string) => (bucketLabel === "hour" ? time(t) : day(t));
+  const zone = v?.store.timeZone;
+  // Buckets start at the store's local midnight and hours: label them in its time zone.
+  const fmtT = (t: string) => (bucketLabel === "hour" ? time(t, zone) : day(t, zone));
   const payments = (v?.payments.series ?? []).map((g) => ({
     name: g.group,
     value: round(g.points.reduce((a, p) => a + p.revenue, 0)),
@@ -59,7 +62,7 @@ export function StoreDashboard({ storeId }: { storeId: string }) {
   const salesTotal = round(points.reduce((a, p) => a + p.revenue, 0));
 
   return (
-    <div className="page" data-view="store" data-store={storeId}>
+    <div className="page" data-view="store" data-store={storeId} data-from={v?.from.toISOString()} data-to={v?.to.toISOString()} data-bucket={v?.sales.bucket}>
       <div className="page-head">
         <div>
           <h1>{v?.store.name || storeId}</h1>
@@ -79,9 +82,9 @@ export function StoreDashboard({ storeId }: { storeId: string }) {
 
       {v && (
         <>
-          {v.sales.storesBehind.includes(storeId) && (
+          {isBehind(v.store.completeUpTo, v.to) && (
             <div className="notice notice-warn" data-testid="completeness">
-              This store is behind: its figures are {completeText(v.store.completeUpTo)} and may still grow.
+              This store is behind: its figures are {completeText(v.store.completeUpTo, zone)} and may still grow.
             </div>
           )}
           <div className="grid kpis">
@@ -111,7 +114,7 @@ export function StoreDashboard({ storeId }: { storeId: string }) {
             <ChartCard
               id="sales-by-time"
               title={`Sales by ${bucketLabel}`}
-              subtitle={completeText(v.store.completeUpTo)}
+              subtitle={`Store time (${zone}) · ${completeText(v.store.completeUpTo, zone)}`}
               total={salesTotal}
               table={{
                 columns: ["bucket_start", "revenue", "transactions", "units"],
@@ -152,7 +155,7 @@ export function StoreDashboard({ storeId }: { storeId: string }) {
                       radius: ["45%", "72%"],
                       center: ["50%", "45%"],
                       itemStyle: { borderColor: "#fff", borderWidth: 2 },
-                      label: { formatter: "{b}\n{d}%" },
+                      label: { show: !narrow(), formatter: "{b} {d}%" },
                       data: payments,
                     }],
                   }}
@@ -213,6 +216,10 @@ export function Segmented<T extends string>({ value, onChange, options = RANGES 
       ))}
     </div>
   );
+}
+
+function narrow(): boolean {
+  return typeof window !== "undefined" && window.matchMedia?.("(max-width: 640px)").matches === true;
 }
 
 function round(x: number): number {
