@@ -7,6 +7,11 @@
 //! the day of week, with promotions on some days. [`Chain::live`] produces the records of a
 //! short live interval.
 //!
+//! Some days carry [`Incident`]s ([`Chain::incidents`]): an hour whose revenue spikes or
+//! drops against the store's usual, an hour of refunds and voids, or a POS outage (a
+//! register silent for some opening hours, its customers served at the other registers).
+//! They apply to history and to live traffic alike, and are as deterministic as the rest.
+//!
 //! Every record is JSON in the shape the agents ingest, and every call is deterministic: the
 //! RNG of a (store, day) is derived from the seed, the store and the date only, so days can
 //! be generated in any order or in parallel and a seed always yields the same chain.
@@ -51,6 +56,87 @@ const OPEN_HOUR: i8 = 8;
 
 /// Relative traffic per opening hour 08..20: a lunch peak and an after-work peak.
 const HOUR_WEIGHTS: [f64; 12] = [0.4, 0.6, 0.8, 1.0, 1.5, 1.3, 0.9, 0.8, 1.0, 1.4, 1.6, 1.0];
+
+/// Something out of the ordinary on one store's day; hours are opening-hour indexes
+/// (0 is the opening hour, 08:00 local).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incident {
+    /// Traffic and basket value far above the usual for this hour.
+    RevenueSpike {
+        /// Opening-hour index.
+        hour: usize,
+    },
+    /// Traffic far below the usual for this hour.
+    RevenueDrop {
+        /// Opening-hour index.
+        hour: usize,
+    },
+    /// Many refunds and voids in this hour.
+    RefundSpike {
+        /// Opening-hour index.
+        hour: usize,
+    },
+    /// Register `register` (1-based) sends nothing in hours `from_hour..to_hour`.
+    PosOutage {
+        /// The silent register.
+        register: u32,
+        /// First silent opening hour.
+        from_hour: usize,
+        /// First opening hour it is back.
+        to_hour: usize,
+    },
+}
+
+/// Traffic factor of a revenue spike and a revenue drop hour.
+const SPIKE_FACTOR: f64 = 3.5;
+const DROP_FACTOR: f64 = 0.1;
+/// A day has an anomaly with probability 1/ANOMALY_ONE_IN, an outage with 1/OUTAGE_ONE_IN.
+const ANOMALY_ONE_IN: u32 = 6;
+const OUTAGE_ONE_IN: u32 = 8;
+
+/// What changes for one transaction because of the day's incidents.
+#[derive(Debug, Clone, Copy, Default)]
+struct Effects {
+    /// Refunds and voids much more likely.
+    refunds: bool,
+    /// Larger baskets.
+    big_baskets: bool,
+    /// A register that must not be used.
+    silent_register: Option<u32>,
+}
+
+impl Effects {
+    fn at(incidents: &[Incident], hour: usize, silent: Option<u32>) -> Effects {
+        let mut e = Effects {
+            silent_register: silent,
+            ..Effects::default()
+        };
+        for i in incidents {
+            match *i {
+                Incident::RefundSpike { hour: h } if h == hour => e.refunds = true,
+                Incident::RevenueSpike { hour: h } if h == hour => e.big_baskets = true,
+                Incident::PosOutage {
+                    register,
+                    from_hour,
+                    to_hour,
+                } if (from_hour..to_hour).contains(&hour) => e.silent_register = Some(register),
+                _ => {}
+            }
+        }
+        e
+    }
+
+    fn traffic_factor(incidents: &[Incident], hour: usize) -> f64 {
+        incidents
+            .iter()
+            .map(|i| match *i {
+                Incident::RevenueSpike { hour: h } if h == hour => SPIKE_FACTOR,
+                Incident::RevenueDrop { hour: h } if h == hour => DROP_FACTOR,
+                _ => 1.0,
+            })
+            .product()
+    }
+}
 
 /// What the generator is asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +378,35 @@ impl Chain {
             .then(|| CATEGORIES[rng.random_range(0..CATEGORIES.len())].0)
     }
 
+    /// The incidents of a store's day: at most one anomaly (spike, drop or refund hour) and
+    /// one POS outage of one to three hours. None on closed days.
+    pub fn incidents(&self, store: usize, date: Date) -> Vec<Incident> {
+        if date.weekday() == Weekday::Sunday || store >= self.stores.len() {
+            return Vec::new();
+        }
+        let mut rng = rng_for(self.config.seed, &[0x1AC1, store as u64, date_key(date)]);
+        let hours = HOUR_WEIGHTS.len();
+        let mut out = Vec::new();
+        if rng.random_ratio(1, ANOMALY_ONE_IN) {
+            let hour = rng.random_range(0..hours);
+            out.push(match rng.random_range(0..3) {
+                0 => Incident::RevenueSpike { hour },
+                1 => Incident::RevenueDrop { hour },
+                _ => Incident::RefundSpike { hour },
+            });
+        }
+        if rng.random_ratio(1, OUTAGE_ONE_IN) {
+            let from_hour = rng.random_range(0..hours - 1);
+            let to_hour = (from_hour + rng.random_range(1..=3)).min(hours);
+            out.push(Incident::PosOutage {
+                register: rng.random_range(1..=self.stores[store].registers_len),
+                from_hour,
+                to_hour,
+            });
+        }
+        out
+    }
+
     /// One store's records for one local day, in time order: stock counts on Monday
     /// morning, deliveries (receiving) on Tuesday and Friday, and the day's transactions.
     /// A closed day (Sunday) has none.
@@ -351,14 +466,17 @@ impl Chain {
             _ => 1.0,
         };
         let promotion = self.promotion(store, date);
+        let incidents = self.incidents(store, date);
         let promo_factor = if promotion.is_some() { 1.1 } else { 1.0 };
         let hour_total: f64 = HOUR_WEIGHTS.iter().sum();
         let mut tx_n = 0u32;
         for (h, weight) in HOUR_WEIGHTS.iter().enumerate() {
+            let effects = Effects::at(&incidents, h, None);
             let mean = f64::from(self.config.transactions_per_day)
                 * self.stores[store].size
                 * day_factor
                 * promo_factor
+                * Effects::traffic_factor(&incidents, h)
                 * weight
                 / hour_total;
             let count = poisson(&mut rng, mean);
@@ -373,29 +491,49 @@ impl Chain {
                     .unwrap_or_else(|_| hour_start.clone());
                 tx_n += 1;
                 let id = format!("{}-{}-{:05}", self.stores[store].id, date_id(date), tx_n);
-                records.push(self.transaction(&mut rng, store, id, &at, promotion));
+                records.push(self.transaction(&mut rng, store, id, &at, promotion, effects));
             }
         }
         records
     }
 
     /// Transactions of one store over `[from_ms, to_ms)` at `per_hour` transactions per
-    /// hour, for live traffic. Ids carry `from_ms`, so consecutive intervals never collide.
+    /// hour, for live traffic, with the day's incidents of the local hour. Ids carry
+    /// `from_ms`, so consecutive intervals never collide.
     pub fn live(&self, store: usize, from_ms: i64, to_ms: i64, per_hour: f64) -> Vec<Record> {
+        self.live_with_silent(store, from_ms, to_ms, per_hour, None)
+    }
+
+    /// [`Chain::live`] with register `silent` (1-based) sending nothing, as during an
+    /// outage the caller decides (the demo's, to show the POS-silent alert).
+    pub fn live_with_silent(
+        &self,
+        store: usize,
+        from_ms: i64,
+        to_ms: i64,
+        per_hour: f64,
+        silent: Option<u32>,
+    ) -> Vec<Record> {
         if store >= self.stores.len() || to_ms <= from_ms {
             return Vec::new();
         }
         let zone = self.zone(store);
         let mut rng = rng_for(self.config.seed, &[0x11FE, store as u64, from_ms as u64]);
-        let mean = per_hour * self.stores[store].size * (to_ms - from_ms) as f64 / 3_600_000.0;
+        let Ok(start) = Timestamp::from_millisecond(from_ms).map(|t| t.to_zoned(zone.clone()))
+        else {
+            return Vec::new();
+        };
+        let date = start.date();
+        let incidents = self.incidents(store, date);
+        let hour_of = |at: &Zoned| usize::try_from(at.hour() - OPEN_HOUR).ok();
+        let factor = hour_of(&start).map_or(1.0, |h| Effects::traffic_factor(&incidents, h));
+        let mean =
+            per_hour * self.stores[store].size * factor * (to_ms - from_ms) as f64 / 3_600_000.0;
         let count = poisson(&mut rng, mean);
         let mut offsets: Vec<i64> = (0..count)
             .map(|_| rng.random_range(0..(to_ms - from_ms)))
             .collect();
         offsets.sort_unstable();
-        let date = Timestamp::from_millisecond(from_ms)
-            .map(|t| t.to_zoned(zone.clone()).date())
-            .unwrap_or_default();
         let promotion = self.promotion(store, date);
         offsets
             .into_iter()
@@ -404,8 +542,12 @@ impl Chain {
                 let at = Timestamp::from_millisecond(from_ms + off)
                     .ok()?
                     .to_zoned(zone.clone());
+                let effects = match hour_of(&at) {
+                    Some(h) => Effects::at(&incidents, h, silent),
+                    None => Effects::at(&[], 0, silent),
+                };
                 let id = format!("{}-L{}-{:04}", self.stores[store].id, from_ms, n + 1);
-                Some(self.transaction(&mut rng, store, id, &at, promotion))
+                Some(self.transaction(&mut rng, store, id, &at, promotion, effects))
             })
             .collect()
     }
@@ -420,7 +562,7 @@ impl Chain {
         let at = Timestamp::from_millisecond(at_ms).ok()?.to_zoned(zone);
         let mut rng = rng_for(self.config.seed, &[0x10AD, store as u64, n]);
         let promotion = self.promotion(store, at.date());
-        Some(self.transaction(&mut rng, store, id, &at, promotion))
+        Some(self.transaction(&mut rng, store, id, &at, promotion, Effects::default()))
     }
 
     /// One transaction: mostly a sale, sometimes a return or a void.
@@ -431,22 +573,30 @@ impl Chain {
         id: String,
         at: &Zoned,
         promotion: Option<&str>,
+        effects: Effects,
     ) -> Record {
         let s = &self.stores[store];
         let roll: f64 = rng.random();
-        let kind = if roll < 0.02 {
+        let (return_p, void_p) = if effects.refunds {
+            (0.3, 0.45)
+        } else {
+            (0.02, 0.03)
+        };
+        let kind = if roll < return_p {
             "return"
-        } else if roll < 0.03 {
+        } else if roll < void_p {
             "void"
         } else {
             "sale"
         };
-        // Basket size: geometric with mean about 4; a return has one or two lines.
+        // Basket size: geometric with mean about 4 (about 10 in a spike hour); a return
+        // has one or two lines.
+        let more = if effects.big_baskets { 0.9 } else { 0.75 };
         let lines = if kind == "return" {
             rng.random_range(1..=2)
         } else {
             let mut n = 1;
-            while n < 40 && rng.random_bool(0.75) {
+            while n < 40 && rng.random_bool(more) {
                 n += 1;
             }
             n
@@ -470,7 +620,11 @@ impl Chain {
             total_cents += quantity * price;
             items.push(json!({"itemId": p.sku, "quantity": quantity, "price": money(price)}));
         }
-        let register = rng.random_range(1..=s.registers_len);
+        let mut register = rng.random_range(1..=s.registers_len);
+        if effects.silent_register == Some(register) {
+            // That register is down: the customer goes to the next one.
+            register = register % s.registers_len + 1;
+        }
         let payment = *weighted(rng, PAYMENT_METHODS);
         Record {
             kind: RecordKind::Transaction,
@@ -620,6 +774,155 @@ mod tests {
         let days = week();
         assert!(count(days[5]) > count(days[0]));
         assert_eq!(count(days[6]), 0);
+    }
+
+    /// (date, hour index, transactions, sales revenue in cents, refunds and voids).
+    type HourFigures = (Date, usize, usize, i64, usize);
+
+    /// The figures of every opening hour of a store over `days` days from 2026-03-02.
+    fn hours(c: &Chain, store: usize, days: i64) -> Vec<HourFigures> {
+        let monday = jiff::civil::date(2026, 3, 2);
+        let mut out = Vec::new();
+        for d in 0..days {
+            let date = monday.checked_add(jiff::Span::new().days(d)).expect("date");
+            let zone = c.zone(store);
+            let mut per_hour = vec![(0usize, 0i64, 0usize); HOUR_WEIGHTS.len()];
+            for r in c.day(store, date) {
+                if r.kind != RecordKind::Transaction {
+                    continue;
+                }
+                let at = Timestamp::from_millisecond(r.at_ms)
+                    .expect("ts")
+                    .to_zoned(zone.clone());
+                let h = usize::try_from(at.hour() - OPEN_HOUR).expect("open hour");
+                let cents = (r.json["totalAmount"].as_f64().expect("total") * 100.0).round() as i64;
+                let e = &mut per_hour[h];
+                e.0 += 1;
+                if r.json["kind"] == "sale" {
+                    e.1 += cents;
+                } else {
+                    e.2 += 1;
+                }
+            }
+            for (h, (n, cents, refunds)) in per_hour.into_iter().enumerate() {
+                out.push((date, h, n, cents, refunds));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn incidents_are_seeded_and_show_in_the_day() {
+        let c = chain(21);
+        assert_eq!(
+            (0..5)
+                .map(|s| c.incidents(s, week()[2]))
+                .collect::<Vec<_>>(),
+            (0..5)
+                .map(|s| chain(21).incidents(s, week()[2]))
+                .collect::<Vec<_>>()
+        );
+        let mut kinds = std::collections::BTreeSet::new();
+        for store in 0..5 {
+            let all = hours(&c, store, 56);
+            // The usual of an hour of the week: its median over the days without incidents.
+            let usual = |date: Date, h: usize, f: &dyn Fn(&HourFigures) -> f64| {
+                let mut v: Vec<f64> = all
+                    .iter()
+                    .filter(|x| {
+                        x.1 == h
+                            && x.0.weekday() == date.weekday()
+                            && c.incidents(store, x.0).is_empty()
+                    })
+                    .map(f)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            for d in 0..56 {
+                let date = jiff::civil::date(2026, 3, 2)
+                    .checked_add(jiff::Span::new().days(d))
+                    .expect("date");
+                for incident in c.incidents(store, date) {
+                    let hour_of =
+                        |h: usize| *all.iter().find(|x| x.0 == date && x.1 == h).expect("hour");
+                    match incident {
+                        Incident::RevenueSpike { hour } => {
+                            kinds.insert("spike");
+                            let x = hour_of(hour).3 as f64;
+                            assert!(
+                                x > 2.0 * usual(date, hour, &|x| x.3 as f64),
+                                "{date} {incident:?}"
+                            );
+                        }
+                        Incident::RevenueDrop { hour } => {
+                            kinds.insert("drop");
+                            let x = hour_of(hour).2 as f64;
+                            assert!(
+                                x < 0.4 * usual(date, hour, &|x| x.2 as f64),
+                                "{date} {incident:?}"
+                            );
+                        }
+                        Incident::RefundSpike { hour } => {
+                            kinds.insert("refunds");
+                            let x = hour_of(hour).4 as f64;
+                            assert!(
+                                x >= 3.0 && x > 4.0 * usual(date, hour, &|x| x.4 as f64).max(1.0),
+                                "{date} {incident:?}: {x}"
+                            );
+                        }
+                        Incident::PosOutage {
+                            register,
+                            from_hour,
+                            to_hour,
+                        } => {
+                            kinds.insert("outage");
+                            assert!(from_hour < to_hour && to_hour <= HOUR_WEIGHTS.len());
+                            let silent = format!("{}-r{register}", c.stores()[store].id);
+                            let zone = c.zone(store);
+                            let mut seen_other = false;
+                            for r in c
+                                .day(store, date)
+                                .iter()
+                                .filter(|r| r.kind == RecordKind::Transaction)
+                            {
+                                let at = Timestamp::from_millisecond(r.at_ms)
+                                    .expect("ts")
+                                    .to_zoned(zone.clone());
+                                let h = usize::try_from(at.hour() - OPEN_HOUR).expect("hour");
+                                if (from_hour..to_hour).contains(&h) {
+                                    assert_ne!(
+                                        r.json["registerId"],
+                                        silent.as_str(),
+                                        "{date} {incident:?}"
+                                    );
+                                    seen_other = true;
+                                }
+                            }
+                            assert!(seen_other, "the other registers trade during the outage");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            kinds.len(),
+            4,
+            "every kind of incident in 8 weeks of 5 stores: {kinds:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_register_sends_nothing_live() {
+        let c = chain(4);
+        let records = c.live_with_silent(0, 1_700_000_000_000, 1_700_000_600_000, 3_000.0, Some(1));
+        assert!(records.len() > 100);
+        assert!(records.iter().all(|r| r.json["registerId"] != "s001-r1"));
+        assert!(
+            c.live(0, 1_700_000_000_000, 1_700_000_600_000, 3_000.0)
+                .iter()
+                .any(|r| r.json["registerId"] == "s001-r1")
+        );
     }
 
     #[test]

@@ -28,6 +28,22 @@ pub const ADMIN_USER: &str = "admin";
 /// The demo admin's password.
 pub const ADMIN_PASSWORD: &str = "storesync-demo";
 
+/// Changes to the agents' generated configuration for the demo.
+const DEMO_CONFIG_CHANGES: &[(&str, &str)] = &[
+    ("mon = \"08:00-20:00\"", "mon = \"00:00-24:00\""),
+    ("tue = \"08:00-20:00\"", "tue = \"00:00-24:00\""),
+    ("wed = \"08:00-20:00\"", "wed = \"00:00-24:00\""),
+    ("thu = \"08:00-20:00\"", "thu = \"00:00-24:00\""),
+    ("fri = \"08:00-20:00\"", "fri = \"00:00-24:00\""),
+    ("sat = \"08:00-20:00\"", "sat = \"00:00-24:00\""),
+    ("sun = \"closed\"", "sun = \"00:00-24:00\""),
+    ("pos_silent_minutes = 30", "pos_silent_minutes = 1"),
+];
+
+/// The store (index) and register whose POS fails at the start of live traffic.
+const OUTAGE_STORE: usize = 2;
+const OUTAGE_REGISTER: u32 = 1;
+
 /// How long a child gets to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long a process gets to answer its health check after start.
@@ -103,6 +119,9 @@ pub struct DemoOptions {
     pub offline_after_seconds: u64,
     /// Seconds that store stays offline.
     pub offline_seconds: u64,
+    /// Seconds from the start of live traffic during which register 1 of the third store
+    /// sends nothing (a POS outage; the agent raises `pos_silent` after a minute).
+    pub outage_seconds: u64,
     /// Directory with `storesync-hub` and `storesync-edge`; default: next to this binary.
     pub bin_dir: Option<PathBuf>,
 }
@@ -450,7 +469,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                     .args(["--tenant", TENANT, "--store", store, "--time-zone"])
                     .arg(&chain.stores()[i].time_zone),
             )?;
-            let text = std::fs::read_to_string(&config)?
+            let mut text = std::fs::read_to_string(&config)?
                 .replace(
                     "api = \"127.0.0.1:7400\"",
                     &format!("api = \"127.0.0.1:{api}\""),
@@ -459,6 +478,11 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                     "bridge = \"127.0.0.1:7401\"",
                     &format!("bridge = \"127.0.0.1:{bridge}\""),
                 );
+            // Demo stores keep their tills open around the clock, so the demo shows the
+            // same at any hour, and call a register silent after one minute (not 30).
+            for (from, to) in DEMO_CONFIG_CHANGES {
+                text = text.replace(from, to);
+            }
             std::fs::write(&config, text)?;
         }
         if !dir.join("sync").join("enrollment.toml").exists() {
@@ -565,6 +589,75 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         state.display()
     );
     Ok(())
+}
+
+/// Prints the alerts the agents raise while the demo runs: anomalies, refund spikes,
+/// silent registers and milestones one by one, stock alerts as a count.
+#[derive(Debug)]
+struct AlertWatch {
+    seen: std::collections::HashSet<String>,
+}
+
+impl AlertWatch {
+    /// Starts with what the agents hold now, so only new alerts are printed.
+    fn new(agents: &[Agent]) -> AlertWatch {
+        let mut watch = AlertWatch {
+            seen: std::collections::HashSet::new(),
+        };
+        for agent in agents {
+            for a in Self::alerts(agent) {
+                watch
+                    .seen
+                    .insert(a["alertId"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        watch
+    }
+
+    fn alerts(agent: &Agent) -> Vec<Value> {
+        if agent.proc.is_none() {
+            return Vec::new();
+        }
+        http::request(
+            &agent.addr,
+            "GET",
+            "/api/v1/alerts?limit=200",
+            &[],
+            &[],
+            Duration::from_secs(5),
+        )
+        .ok()
+        .filter(|r| r.status == 200)
+        .and_then(|r| r.json().ok())
+        .and_then(|v| v["alerts"].as_array().cloned())
+        .unwrap_or_default()
+    }
+
+    fn poll(&mut self, agents: &[Agent]) {
+        for agent in agents {
+            let mut stock = 0;
+            for a in Self::alerts(agent) {
+                let id = a["alertId"].as_str().unwrap_or_default().to_owned();
+                if !self.seen.insert(id) {
+                    continue;
+                }
+                let kind = a["kind"].as_str().unwrap_or_default();
+                if matches!(kind, "low_stock" | "out_of_stock") {
+                    stock += 1;
+                } else {
+                    println!(
+                        "[alert] {} {kind} {}: {}",
+                        agent.store,
+                        a["subject"].as_str().unwrap_or_default(),
+                        a["message"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            if stock > 0 {
+                println!("[alert] {}: {stock} new stock alerts", agent.store);
+            }
+        }
+    }
 }
 
 fn write_pids(state: &Path, hub: &Proc, agents: &[Agent]) -> anyhow::Result<()> {
@@ -703,6 +796,14 @@ fn live(
     let mut offline_from: Option<i64> = None;
     let mut offline_done = options.offline_seconds == 0;
     let mut last_report = Instant::now();
+    let mut alerts = AlertWatch::new(agents);
+    let mut outage = options.outage_seconds > 0;
+    if outage {
+        println!(
+            "[demo] register {} of store {} is DOWN for {} s (POS outage): the agent will call it silent",
+            OUTAGE_REGISTER, agents[OUTAGE_STORE].store, options.outage_seconds
+        );
+    }
     println!(
         "[demo] live traffic: {:.1} transactions/s across {} stores{}",
         options.rate_per_s,
@@ -742,8 +843,16 @@ fn live(
                 offline_done = true;
             }
         }
+        if outage && elapsed > options.outage_seconds {
+            outage = false;
+            println!(
+                "[demo] register {OUTAGE_REGISTER} of store {} is back",
+                agents[OUTAGE_STORE].store
+            );
+        }
         for (i, agent) in agents.iter_mut().enumerate() {
-            let records = chain.live(i, last, now, per_store_hour);
+            let silent = (outage && i == OUTAGE_STORE).then_some(OUTAGE_REGISTER);
+            let records = chain.live_with_silent(i, last, now, per_store_hour, silent);
             if i == offline && offline_from.is_some() {
                 queued.extend(records);
             } else if !records.is_empty() {
@@ -755,6 +864,7 @@ fn live(
         last = now;
         if last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
+            alerts.poll(agents);
             println!(
                 "[live] {elapsed:>4} s: {} transactions stored{}",
                 sent.stored(),

@@ -2,7 +2,8 @@
 //!
 //! - [`chain`]: a retail chain and its trading as a pure, seeded function: stores in
 //!   regions and time zones, a catalog of about 2,000 SKUs, daily and weekly patterns,
-//!   promotions, returns and voids, receiving and stock counts as scanner events.
+//!   promotions, returns and voids, receiving and stock counts as scanner events, and
+//!   injected incidents: revenue spikes and drops, refund/void spikes, POS outages.
 //! - [`drive`]: sends generated records to an agent through its real ingest paths: the
 //!   JSON API (NDJSON for backfill, JSON arrays live), CSV over HTTP or in the drop folder,
 //!   and scans as firmware-bridge frames ([`bridge`]), retrying while the agent is busy or
@@ -23,7 +24,6 @@
 //! assert_eq!(records, Chain::new(chain.config().clone()).day(0, monday));
 //! ```
 //!
-//! Not here yet: injected anomalies and POS outages.
 
 pub mod bridge;
 pub mod chain;

@@ -140,6 +140,10 @@ enum Command {
         /// Seconds s002 stays offline (0: never goes offline).
         #[arg(long, default_value_t = 30)]
         offline_seconds: u64,
+        /// Seconds from the start of live traffic during which register 1 of s003 sends
+        /// nothing (a POS outage the agent reports as silent after a minute; 0: none).
+        #[arg(long, default_value_t = 180)]
+        outage_seconds: u64,
         /// Where storesync-hub and storesync-edge are (default: next to this binary,
         /// built by cargo when missing).
         #[arg(long)]
@@ -284,6 +288,7 @@ fn run() -> anyhow::Result<ExitCode> {
             rate,
             offline_after_seconds,
             offline_seconds,
+            outage_seconds,
             bin_dir,
         } => {
             demo::watch_signals()?;
@@ -296,6 +301,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 rate_per_s: rate,
                 offline_after_seconds,
                 offline_seconds,
+                outage_seconds,
                 bin_dir,
             })?;
         }

@@ -92,6 +92,29 @@ fn hub_transactions(hub: &str, token: &str) -> HashMap<String, i64> {
     out
 }
 
+/// The demo process; when a check fails it gets Ctrl-C (and then a kill), so a failing
+/// test leaves no hub or agent behind either.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -100,30 +123,34 @@ fn alive(pid: u32) -> bool {
 fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
     let bin_dir = common::sibling_binaries();
     let state = tempfile::tempdir().expect("tempdir");
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_storesync-sim"))
-        .args([
-            "demo",
-            "--backfill-days",
-            "1",
-            "--live-seconds",
-            "20",
-            "--offline-after-seconds",
-            "4",
-            "--offline-seconds",
-            "5",
-            "--rate",
-            "6",
-        ])
-        .arg("--state-dir")
-        .arg(state.path())
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .env_remove("CARGO")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start demo");
-    let stdout = demo.stdout.take().expect("stdout");
+    let mut demo = StopOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_storesync-sim"))
+            .args([
+                "demo",
+                "--backfill-days",
+                "2",
+                "--live-seconds",
+                "20",
+                "--offline-after-seconds",
+                "4",
+                "--offline-seconds",
+                "5",
+                "--rate",
+                "6",
+                "--outage-seconds",
+                "20",
+            ])
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .env_remove("CARGO")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start demo"),
+    );
+    let stdout = demo.0.stdout.take().expect("stdout");
     let (tx, lines) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
@@ -140,6 +167,7 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
     let banner = wait_line(&lines, Duration::from_secs(120), |l| {
         l.contains("/api/docs")
     });
+    let before_live_ms = now_ms() - 1000;
     let hub = banner
         .split("http://")
         .nth(1)
@@ -208,6 +236,37 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
         "s002 complete up to {complete} only: {s002}"
     );
 
+    // The POS outage at s003 (register 1 silent through live traffic) reaches the hub as
+    // a pos_silent alert; the agent checks registers once a minute.
+    let until = Instant::now() + Duration::from_secs(150);
+    let silent = loop {
+        let alerts = get(&hub, &token, "/api/v1/alerts?limit=500");
+        let found = alerts["items"].as_array().into_iter().flatten().find(|a| {
+            a["kind"] == "pos_silent"
+                && a["storeId"] == "s003"
+                && a["subject"] == "register:s003-r1"
+        });
+        if let Some(a) = found {
+            break a.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "no pos_silent alert for s003-r1 at the hub: {alerts}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let last_seen = silent["facts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["name"] == "last_seen_ms")
+        .and_then(|f| f["value"].as_i64())
+        .expect("last_seen_ms fact");
+    assert!(
+        last_seen < before_live_ms,
+        "the silent register traded during live traffic: {silent}"
+    );
+
     // Ctrl-C stops the demo and every process it started.
     let pids: Vec<u32> = std::fs::read_to_string(state.path().join("pids"))
         .expect("pids")
@@ -216,17 +275,17 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
         .collect();
     assert_eq!(pids.len(), 4, "hub and three agents: {pids:?}");
     let status = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
+        .args(["-INT", &demo.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
     let until = Instant::now() + Duration::from_secs(45);
     let exit = loop {
-        if let Some(exit) = demo.try_wait().expect("wait") {
+        if let Some(exit) = demo.0.try_wait().expect("wait") {
             break exit;
         }
         if Instant::now() > until {
-            let _ = demo.kill();
+            let _ = demo.0.kill();
             panic!("the demo did not stop after Ctrl-C");
         }
         std::thread::sleep(Duration::from_millis(100));
