@@ -1,0 +1,244 @@
+//! Catch-up benchmark: a store that was offline holds `CATCHUP_TXNS` transactions (default
+//! 1,000,000, three line items each) in its outbox; the agent's sync client delivers them
+//! over QUIC + mutual TLS to the hub's sync server, which commits them in PostgreSQL
+//! (a throw-away cluster with fsync on) and acknowledges each batch after its commit.
+//!
+//! Run: `cargo bench -p storesync-tests --bench catchup` (environment: `CATCHUP_TXNS`,
+//! `CATCHUP_BATCH` events per batch, `CATCHUP_WINDOW` batches in flight,
+//! `CATCHUP_ONLY=sync` to skip the baselines).
+//!
+//! Printed beside the sync figure, measured in the same run on the same cluster:
+//!
+//! 1. raw binary COPY of the same line items into a table keyed on (transaction, line):
+//!    the floor of the database;
+//! 2. the edge outbox read alone (SQLite, decode): the floor of the agent's side;
+//! 3. the hub store's `commit_events` called directly with the agent's events, one run
+//!    after the other as the sync server's commit worker does, without network or session:
+//!    the ceiling of the hub's ingest.
+//!
+//! The run ends when the agent's backlog is zero, which — acknowledgements being given only
+//! after the hub's commit — means every transaction is committed; the hub's count is then
+//! checked.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+/// Raw binary COPY of `lines` (transaction id, line number, time, sku, quantity, price)
+/// into a keyed table; rows per second.
+async fn raw_copy(cluster: &storesync_hub::testing::PgCluster, lines: &[common::Line]) -> f64 {
+    let config = cluster.database("catchup_raw").await.unwrap();
+    let (client, connection) = tokio_postgres::connect(config.admin_url.as_deref().unwrap(), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE lines (transaction_id text NOT NULL, line_no smallint NOT NULL, at_ms bigint NOT NULL, \
+             sku text NOT NULL, quantity integer NOT NULL, price_e4 bigint NOT NULL, PRIMARY KEY (transaction_id, line_no))",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let sink = client
+        .copy_in("COPY lines FROM STDIN BINARY")
+        .await
+        .unwrap();
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT2,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT8,
+        ],
+    );
+    futures::pin_mut!(writer);
+    for line in lines {
+        writer
+            .as_mut()
+            .write(&[
+                &line.transaction_id,
+                &line.line_no,
+                &line.at_ms,
+                &line.sku,
+                &line.quantity,
+                &line.price_e4,
+            ])
+            .await
+            .unwrap();
+    }
+    writer.as_mut().finish().await.unwrap();
+    lines.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Delivers the agent's outbox to a fresh hub database; seconds until the agent's backlog is
+/// zero, and milliseconds until its session was established.
+async fn sync_run(
+    cluster: &storesync_hub::testing::PgCluster,
+    agent: &common::Agent,
+    database: &str,
+    options: &storesync_edge::sync::client::SyncOptions,
+    commit_events_max: usize,
+) -> (f64, u128) {
+    let hub = common::Hub::start_with(cluster, database, &["s1"], |o| {
+        o.commit_events_max = commit_events_max;
+    })
+    .await;
+    agent.enroll(&hub).await;
+    let started = Instant::now();
+    let sync = agent.start_sync(options.clone()).await;
+    let mut status = sync.status.clone();
+    let mut connect_ms = None;
+    loop {
+        {
+            let s = status.borrow();
+            if s.connected && connect_ms.is_none() {
+                connect_ms = Some(started.elapsed().as_millis());
+            }
+            if s.connected && s.last_ack_ms.is_some() && s.backlog == 0 {
+                break;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(60), status.changed())
+            .await
+            .expect("no sync progress for 60 s")
+            .unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(hub.transactions().await, agent.recorded as i64);
+    sync.stop().await;
+    hub.stop().await;
+    (secs, connect_ms.unwrap_or(0))
+}
+
+fn main() {
+    let transactions = common::env("CATCHUP_TXNS", 1_000_000);
+    let batch = common::env("CATCHUP_BATCH", 0) as usize;
+    let window = common::env("CATCHUP_WINDOW", 0) as usize;
+    let only_sync = std::env::var("CATCHUP_ONLY").is_ok_and(|v| v == "sync");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    println!(
+        "catch-up benchmark: {transactions} transactions x 3 line items queued offline, {} cores",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let cluster = storesync_hub::testing::PgCluster::start(true).unwrap();
+
+    // The store's week offline, recorded through the agent's writer (not timed).
+    let started = Instant::now();
+    let mut agent = runtime.block_on(common::Agent::init(&tmp.path().join("edge"), "s1"));
+    let lines = runtime.block_on(agent.record(transactions));
+    println!(
+        "setup     {transactions} transactions recorded in the outbox in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut sync_options = storesync_edge::sync::client::SyncOptions::default();
+    if batch > 0 {
+        sync_options.session.batch_len_max = batch;
+    }
+    if window > 0 {
+        sync_options.session.window_batches_max = window;
+    }
+    println!(
+        "session   batches of {} events, {} batches in flight",
+        sync_options.session.batch_len_max, sync_options.session.window_batches_max
+    );
+
+    let copy_rate = (!only_sync).then(|| runtime.block_on(raw_copy(&cluster, &lines)));
+    if let Some(rate) = copy_rate {
+        println!(
+            "baseline  raw binary COPY of the {} line items, keyed:       {rate:>10.0} rows/s ({:.2} s)",
+            lines.len(),
+            lines.len() as f64 / rate
+        );
+    }
+    drop(lines);
+    let line_count = transactions * 3;
+
+    if !only_sync {
+        // The outbox read alone, and the hub store's commit without network or session.
+        let (read_s, events) = runtime.block_on(agent.read_all(sync_options.session.batch_len_max));
+        println!(
+            "baseline  edge outbox read (SQLite, decode):                 {:>10.0} rows/s ({read_s:.2} s)",
+            line_count as f64 / read_s
+        );
+        let commit_s = runtime.block_on(async {
+            let hub = common::Hub::start(&cluster, "catchup_direct", &["s1"]).await;
+            let started = Instant::now();
+            for run in &events {
+                let head = storesync_protocol::event::StreamHead {
+                    seq: run.last().unwrap().key.seq,
+                    hash: run.last().unwrap().chain_hash(),
+                };
+                hub.store
+                    .commit_events(&run[0].key.stream, run, head)
+                    .await
+                    .unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            assert_eq!(hub.transactions().await, transactions as i64);
+            hub.stop().await;
+            secs
+        });
+        println!(
+            "baseline  hub commit_events direct, runs of {:>5}:           {:>10.0} rows/s ({commit_s:.2} s)",
+            sync_options.session.batch_len_max,
+            line_count as f64 / commit_s
+        );
+    }
+
+    // The measured path: agent outbox -> QUIC + mTLS -> hub session -> PostgreSQL -> ack,
+    // first with every batch committed on its own (the same-run reference for the merged
+    // commits), then as the hub runs by default.
+    if !only_sync {
+        let copy = agent.copy_to(&tmp.path().join("edge-per-batch"));
+        let (secs, _) = runtime.block_on(sync_run(
+            &cluster,
+            &copy,
+            "catchup_per_batch",
+            &sync_options,
+            1,
+        ));
+        println!(
+            "reference sync, one store commit per batch:                  {:>10.0} rows/s ({secs:.2} s)",
+            line_count as f64 / secs
+        );
+    }
+    let (secs, connect_ms) = runtime.block_on(sync_run(
+        &cluster,
+        &agent,
+        "catchup_sync",
+        &sync_options,
+        storesync_hub::sync::ServerOptions::new("127.0.0.1:0".parse().unwrap()).commit_events_max,
+    ));
+    let rate = line_count as f64 / secs;
+    println!(
+        "sync      QUIC + mTLS -> hub session -> PostgreSQL, acked:   {rate:>10.0} rows/s ({secs:.2} s, {:.0} transactions/s; connected after {connect_ms} ms)",
+        transactions as f64 / secs
+    );
+    if let Some(copy) = copy_rate {
+        println!("ratio     sync / raw COPY: {:.2}x", rate / copy);
+    }
+    if transactions == 1_000_000 {
+        println!(
+            "target    1,000,000 transactions in < 15 s: {}",
+            if secs < 15.0 { "met" } else { "NOT met" }
+        );
+    } else {
+        println!(
+            "target    1,000,000 transactions in < 15 s: projected {:.1} s at this rate",
+            secs * 1_000_000.0 / transactions as f64
+        );
+    }
+}
