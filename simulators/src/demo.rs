@@ -20,6 +20,7 @@ use crate::bridge::Bridge;
 use crate::chain::{Chain, ChainConfig, Record, local_date};
 use crate::drive::{Counts, Route, TransactionPath};
 use crate::http;
+use crate::progress::{Progress, Task};
 
 /// The demo tenant.
 pub const TENANT: &str = "demo";
@@ -700,14 +701,14 @@ fn backfill(
         "[demo] backfilling {days} days for {} stores ...",
         agents.len()
     );
+    let progress = Progress::new();
     let results: Vec<anyhow::Result<Counts>> = std::thread::scope(|scope| {
         let handles: Vec<_> = agents
             .iter_mut()
             .enumerate()
             .map(|(i, agent)| {
-                scope.spawn(move || {
-                    backfill_store(chain, i, &agent.store, &mut agent.route, days, now)
-                })
+                let task = progress.task("backfill", &agent.store, u64::from(days), "days");
+                scope.spawn(move || backfill_store(chain, i, &mut agent.route, days, now, &task))
             })
             .collect();
         handles
@@ -721,15 +722,16 @@ fn backfill(
     results.into_iter().collect()
 }
 
-/// Backfills one store by its route, printing progress. Days go one request at a time,
-/// or a week per file through a drop folder (the agent takes a file per poll).
+/// Backfills one store by its route, reporting each delivery to `task`. Days go one
+/// request at a time, or a week per file through a drop folder (the agent takes a file per
+/// poll).
 pub fn backfill_store(
     chain: &Chain,
     store: usize,
-    store_id: &str,
     route: &mut Route,
     days: u32,
     now: i64,
+    task: &Task,
 ) -> anyhow::Result<Counts> {
     let today = local_date(chain, store, now);
     let mut total = Counts::default();
@@ -739,7 +741,6 @@ pub fn backfill_store(
         1
     };
     let backs: Vec<u32> = (1..=days).rev().collect();
-    let mut done = 0;
     for group in backs.chunks(per_delivery) {
         if stopping() {
             break;
@@ -755,23 +756,30 @@ pub fn backfill_store(
         }
         let counts = route.deliver(&records, true)?;
         total.add(counts);
-        done += group.len();
         let span = match (dates.first(), dates.last()) {
             (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
             (Some(a), _) => a.to_string(),
             _ => String::new(),
         };
-        println!(
-            "[backfill] {store_id} {span}: {} records ({} new{}) [{done}/{days} days]",
-            records.len(),
-            counts.accepted,
-            if counts.bridged > 0 {
-                format!(", {} scans through the bridge", counts.bridged)
-            } else {
-                String::new()
-            },
+        task.advance(
+            group.len() as u64,
+            &format!(
+                "{span}: {} records ({} new{})",
+                records.len(),
+                counts.accepted,
+                if counts.bridged > 0 {
+                    format!(", {} scans through the bridge", counts.bridged)
+                } else {
+                    String::new()
+                }
+            ),
         );
     }
+    task.finish(&format!(
+        "{} records stored, {} new",
+        total.stored(),
+        total.accepted
+    ));
     Ok(total)
 }
 

@@ -12,6 +12,7 @@
 //!   going offline and coming back, and stops everything on Ctrl-C.
 //! - [`load`]: the load generator benchmarks use: concurrent POS clients at a fixed rate
 //!   or as fast as possible, with acknowledgement latency percentiles.
+//! - [`progress`]: progress bars on a terminal, plain lines otherwise.
 //! - [`http`]: the minimal loopback HTTP client the others use.
 //! - [`faultproxy`]: a UDP proxy that loses, duplicates, delays and reorders datagrams and
 //!   partitions the link on demand, seeded, for sync tests over a bad network.
@@ -32,3 +33,4 @@ pub mod drive;
 pub mod faultproxy;
 pub mod http;
 pub mod load;
+pub mod progress;

@@ -13,6 +13,7 @@ use storesync_sim::demo::{self, DemoOptions};
 use storesync_sim::drive::{Counts, Route, TransactionPath};
 use storesync_sim::faultproxy::{self, Direction, Faults, ProxyConfig};
 use storesync_sim::load::{self, LoadConfig, LoadProgress, Target};
+use storesync_sim::progress::Progress;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -349,10 +350,12 @@ fn run() -> anyhow::Result<ExitCode> {
             let chain = chain.chain();
             let now = now_ms();
             let mut total = Counts::default();
+            let progress = Progress::new();
             for (i, store, mut route) in routes.routes(&chain)? {
-                println!("[backfill] {store}: {}", route.describe());
+                progress.println(&format!("[backfill] {store}: {}", route.describe()));
+                let task = progress.task("backfill", &store, u64::from(days), "days");
                 total.add(demo::backfill_store(
-                    &chain, i, &store, &mut route, days, now,
+                    &chain, i, &mut route, days, now, &task,
                 )?);
             }
             println!(
@@ -373,6 +376,7 @@ fn run() -> anyhow::Result<ExitCode> {
             let start = std::time::Instant::now();
             let mut last = now_ms();
             let mut total = Counts::default();
+            let task = Progress::new().spinner("live", &format!("{} stores", targets.len()));
             while !demo::stopping() && (seconds == 0 || start.elapsed().as_secs() < seconds) {
                 std::thread::sleep(Duration::from_secs(1));
                 let now = now_ms();
@@ -381,14 +385,17 @@ fn run() -> anyhow::Result<ExitCode> {
                     total.add(route.deliver(&records, false)?);
                 }
                 last = now;
-                print!(
-                    "\rlive: {} transactions stored, {} refused",
+                task.status(&format!(
+                    "{} transactions stored, {} refused",
                     total.stored(),
                     total.rejected
-                );
-                std::io::stdout().flush()?;
+                ));
             }
-            println!();
+            task.finish(&format!(
+                "{} transactions stored, {} refused",
+                total.stored(),
+                total.rejected
+            ));
         }
         Command::Load {
             chain,
