@@ -1,12 +1,18 @@
 //! Ingest benchmark: 3-item transactions with random UUIDv4 ids, through the store's
 //! internal API (the writer) and through HTTP (the real binary, 64 keep-alive clients),
-//! each beside a baseline measured in the same run: raw multi-row INSERTs of the same rows
-//! (one row per line item) into SQLite with the same durability (WAL, synchronous=FULL).
-//! Also: idle RSS, peak RSS under load, and ack latency p50/p99 at a steady 1,000
-//! transactions/s.
+//! each beside a baseline measured in the same run: raw multi-row INSERTs of the same
+//! transactions (one row per line item) into SQLite with the same durability (WAL,
+//! synchronous=FULL), no index on the random id (the agent indexes none either).
 //!
-//! Run: `cargo bench -p storesync-edge --bench ingest` (optionally `-- <transactions>`, and
-//! `internal` or `http` to run only that part beside the baseline).
+//! The baseline commits as many transactions at once as the path it is compared with can:
+//! 64 callers that each wait for their one record's acknowledgement give group commits of
+//! at most 64, so they are compared with a baseline committing 64 at a time; bulk
+//! submissions of 1,000 records (NDJSON, CSV) with a baseline committing 1,000 at a time.
+//! Rounds interleave baselines and agent; medians are printed. Also: idle RSS, RSS under
+//! load, and ack latency p50/p99 at a steady 1,000 transactions/s over HTTP.
+//!
+//! Run: `cargo bench -p storesync-edge --bench ingest -- 100000` (transactions per run;
+//! `internal` or `http` runs one part beside the baselines; `--runs=N`, default 3).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -42,12 +48,10 @@ fn tx_json(now_ms: i64, n: u64) -> Value {
     })
 }
 
-async fn baseline(dir: &std::path::Path, transactions: u64, unique: bool) -> f64 {
-    let path = dir.join(if unique {
-        "baseline-unique.db"
-    } else {
-        "baseline.db"
-    });
+/// Raw multi-row INSERTs of each transaction's line items, `per_commit` transactions per
+/// SQLite transaction.
+async fn baseline(dir: &std::path::Path, transactions: u64, per_commit: u64, unique: bool) -> f64 {
+    let path = dir.join(format!("baseline-{per_commit}-{unique}.db"));
     let options = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(true)
@@ -65,7 +69,6 @@ async fn baseline(dir: &std::path::Path, transactions: u64, unique: bool) -> f64
             .unwrap();
     }
     let now = jiff::Timestamp::now().as_millisecond();
-    let per_commit = 1_000u64;
     let started = Instant::now();
     let mut n = 0u64;
     while n < transactions {
@@ -104,8 +107,16 @@ async fn baseline(dir: &std::path::Path, transactions: u64, unique: bool) -> f64
     transactions as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn internal(dir: &std::path::Path, transactions: u64) -> f64 {
-    let data = dir.join("internal");
+/// The writer fed by `callers` tasks, each submitting `per_submit` records at a time and
+/// waiting for the outcome before the next submission.
+async fn internal(
+    dir: &std::path::Path,
+    name: &str,
+    transactions: u64,
+    callers: usize,
+    per_submit: usize,
+) -> (f64, CommitStats) {
+    let data = dir.join(name);
     let text = storesync_edge::config::default_toml(&data, "acme", "s1", "UTC");
     let settings = storesync_edge::config::check(toml::from_str(&text).unwrap(), dir).unwrap();
     let lock = storesync_edge::store::lock_data_dir(&data).unwrap();
@@ -116,12 +127,13 @@ async fn internal(dir: &std::path::Path, transactions: u64) -> f64 {
             .unwrap();
     let (alerts, _) = tokio::sync::broadcast::channel(1024);
     let settings = Arc::new(settings);
+    let metrics = Arc::new(storesync_edge::metrics::Metrics::default());
     let (writer, task) = storesync_edge::writer::spawn(
         opened.writer_conn,
         opened.sealer,
         Arc::clone(&settings),
         alerts,
-        Arc::default(),
+        Arc::clone(&metrics),
         now,
     )
     .await
@@ -132,32 +144,43 @@ async fn internal(dir: &std::path::Path, transactions: u64) -> f64 {
         limits: &settings.record_limits,
         store: Some(&settings.store),
     };
-    let records: Vec<Record> = (0..transactions)
+    let mut records: Vec<Record> = (0..transactions)
         .map(|n| Record::Transaction(transaction_from_json(&tx_json(now, n), &ctx).unwrap()))
         .collect();
+    // Callers take from the end: reversed, they take the transactions in order.
+    records.reverse();
     let records = Arc::new(std::sync::Mutex::new(records));
     let started = Instant::now();
     let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..callers {
         let writer = writer.clone();
         let records = Arc::clone(&records);
         clients.push(tokio::spawn(async move {
             loop {
-                let Some(record) = records.lock().unwrap().pop() else {
+                let taken: Vec<Record> = {
+                    let mut records = records.lock().unwrap();
+                    let from = records.len().saturating_sub(per_submit);
+                    records.drain(from..).collect()
+                };
+                if taken.is_empty() {
                     return;
-                };
-                let submission = Submission {
-                    source: "bench".into(),
-                    kind: "transaction",
-                    raw: Vec::new(),
-                    parsed: Ok(record),
-                    resubmit_of: None,
-                };
-                let outcome = writer.submit(vec![submission], now).await.unwrap();
-                assert!(matches!(
-                    outcome[0],
-                    storesync_edge::writer::Outcome::Accepted { .. }
-                ));
+                }
+                let submissions = taken
+                    .into_iter()
+                    .map(|record| Submission {
+                        source: "bench".into(),
+                        kind: "transaction",
+                        raw: Vec::new(),
+                        parsed: Ok(record),
+                        resubmit_of: None,
+                    })
+                    .collect();
+                let outcomes = writer.submit(submissions, now).await.unwrap();
+                assert!(
+                    outcomes
+                        .iter()
+                        .all(|o| matches!(o, storesync_edge::writer::Outcome::Accepted { .. }))
+                );
             }
         }));
     }
@@ -167,7 +190,48 @@ async fn internal(dir: &std::path::Path, transactions: u64) -> f64 {
     let rate = transactions as f64 / started.elapsed().as_secs_f64();
     drop(writer);
     task.await.unwrap();
-    rate
+    (rate, CommitStats::parse(&metrics.render(None)))
+}
+
+/// Group commits as the agent's metrics count them.
+#[derive(Debug, Clone, Copy, Default)]
+struct CommitStats {
+    records: f64,
+    commits: f64,
+    seconds: f64,
+}
+
+impl CommitStats {
+    fn parse(metrics: &str) -> CommitStats {
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        CommitStats {
+            records: value("storesync_edge_records_total"),
+            commits: value("storesync_edge_commit_seconds_count"),
+            seconds: value("storesync_edge_commit_seconds_sum"),
+        }
+    }
+
+    fn since(self, before: CommitStats) -> CommitStats {
+        CommitStats {
+            records: self.records - before.records,
+            commits: self.commits - before.commits,
+            seconds: self.seconds - before.seconds,
+        }
+    }
+
+    fn describe(self) -> String {
+        let commits = self.commits.max(1.0);
+        format!(
+            "{:.1} transactions and {:.2} ms per commit",
+            self.records / commits,
+            self.seconds * 1000.0 / commits
+        )
+    }
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -180,13 +244,29 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn http(transactions: u64) -> (f64, u64, u64, u64, u64, u64) {
+fn metrics(agent: &common::Agent) -> CommitStats {
+    let (_, body) = common::request(agent.api, "GET", "/metrics", &[], b"");
+    CommitStats::parse(&String::from_utf8_lossy(&body))
+}
+
+struct HttpFigures {
+    rate: f64,
+    stats: CommitStats,
+    idle_kib: u64,
+    load_kib: u64,
+    peak_kib: u64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn http(transactions: u64) -> HttpFigures {
     let (_tmp, agent) =
         common::Agent::new(|c| c.replace("cooldown_minutes = 60", "cooldown_minutes = 100000"));
     let pid = agent.child.as_ref().unwrap().id();
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kib(pid, "VmRSS:");
     let now = jiff::Timestamp::now().as_millisecond();
+    let before = metrics(&agent);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..CLIENTS)
@@ -223,6 +303,7 @@ fn http(transactions: u64) -> (f64, u64, u64, u64, u64, u64) {
         t.join().unwrap();
     }
     let rate = transactions as f64 / started.elapsed().as_secs_f64();
+    let stats = metrics(&agent).since(before);
     let after = rss_kib(pid, "VmRSS:");
     let hwm = rss_kib(pid, "VmHWM:");
 
@@ -263,29 +344,44 @@ fn http(transactions: u64) -> (f64, u64, u64, u64, u64, u64) {
     for t in threads {
         hist.add(t.join().unwrap()).unwrap();
     }
-    (
+    HttpFigures {
         rate,
-        idle,
-        peak_sampled.max(after),
-        hwm,
-        hist.value_at_quantile(0.5),
-        hist.value_at_quantile(0.99),
-    )
+        stats,
+        idle_kib: idle,
+        load_kib: peak_sampled.max(after),
+        peak_kib: hwm,
+        p50_us: hist.value_at_quantile(0.5),
+        p99_us: hist.value_at_quantile(0.99),
+    }
 }
 
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Group commit can put at most one record per waiting caller into a commit: 64 single-
+/// record callers give commits of at most 64 transactions, so the like-for-like baseline
+/// commits 64 at a time. Bulk submissions (NDJSON, CSV) are compared with 1,000 per commit.
+const GROUP: u64 = CLIENTS as u64;
+const BULK: u64 = 1_000;
+
 fn main() {
-    let transactions: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200_000);
-    let only: Option<String> = std::env::args()
-        .skip(1)
-        .find(|a| a == "internal" || a == "http");
-    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let transactions: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100_000);
+    let runs: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--runs=").and_then(|r| r.parse().ok()))
+        .unwrap_or(3);
+    let only: Option<&str> = args
+        .iter()
+        .map(String::as_str)
+        .find(|a| *a == "internal" || *a == "http");
+    let run = |part: &str| only.is_none_or(|o| o == part);
     let tmp = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "storesync-edge ingest benchmark: {transactions} transactions of 3 items, random UUIDv4 ids, WAL + synchronous=FULL"
+        "storesync-edge ingest benchmark: {transactions} transactions of 3 items, random UUIDv4 ids, WAL + synchronous=FULL, medians of {runs} runs"
     );
     println!(
         "machine: {} cores",
@@ -294,22 +390,56 @@ fn main() {
             .unwrap_or(1)
     );
 
-    let base = runtime.block_on(baseline(tmp.path(), transactions, false));
+    // Rounds interleave the baselines and the agent so drift on a shared machine hits both.
+    let (mut base_group, mut base_bulk, mut group, mut bulk) = (vec![], vec![], vec![], vec![]);
+    let (mut ratio_group, mut ratio_bulk) = (vec![], vec![]);
+    for round in 0..runs {
+        let dir = tmp.path().join(format!("round-{round}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bg = runtime.block_on(baseline(&dir, transactions, GROUP, false));
+        let bb = runtime.block_on(baseline(&dir, transactions, BULK, false));
+        base_group.push(bg);
+        base_bulk.push(bb);
+        if run("internal") {
+            let (g, g_stats) = runtime.block_on(internal(&dir, "group", transactions, CLIENTS, 1));
+            let (b, b_stats) =
+                runtime.block_on(internal(&dir, "bulk", transactions, 1, BULK as usize));
+            println!(
+                "  round {round}: baseline {bg:.0} / {bb:.0}, internal {g:.0} ({}) / {b:.0} ({})",
+                g_stats.describe(),
+                b_stats.describe()
+            );
+            ratio_group.push(g / bg);
+            ratio_bulk.push(b / bb);
+            group.push(g);
+            bulk.push(b);
+        }
+    }
+    let (bg, bb) = (median(base_group), median(base_bulk));
     println!(
-        "baseline  raw multi-row INSERT, 3 rows/transaction, 1,000 transactions/commit: {base:>10.0} transactions/s"
+        "baseline  raw multi-row INSERT of the line items, {GROUP} transactions/commit:    {bg:>10.0} transactions/s"
+    );
+    println!(
+        "baseline  raw multi-row INSERT of the line items, {BULK} transactions/commit:  {bb:>10.0} transactions/s"
     );
     if only.is_none() {
-        let base_unique = runtime.block_on(baseline(tmp.path(), transactions, true));
+        let unique = runtime.block_on(baseline(tmp.path(), transactions, BULK, true));
         println!(
-            "baseline  same with UNIQUE index on the random id:                       {base_unique:>10.0} transactions/s ({:.2}x of baseline)",
-            base_unique / base
+            "baseline  same, {BULK}/commit, UNIQUE index on the random id:                   {unique:>10.0} transactions/s ({:.2}x)",
+            unique / bb
         );
     }
     if run("internal") {
-        let internal = runtime.block_on(internal(tmp.path(), transactions));
+        let g = median(group);
+        let b = median(bulk);
         println!(
-            "internal  writer (seal, dedupe, rollups, inventory, heads), {CLIENTS} tasks:      {internal:>10.0} transactions/s ({:.2}x of baseline, target >= 0.5)",
-            internal / base
+            "internal  writer, {CLIENTS} callers x 1 record (commits of <= {GROUP}):             {g:>10.0} transactions/s ({:.2}x of the {GROUP}/commit baseline, target >= 0.5; {:.2}x of {BULK}/commit)",
+            median(ratio_group),
+            g / bb
+        );
+        println!(
+            "internal  writer, 1 caller x {BULK} records (commits of {BULK}):                 {b:>10.0} transactions/s ({:.2}x of the {BULK}/commit baseline, target >= 0.5)",
+            median(ratio_bulk)
         );
     }
     drop(runtime);
@@ -317,20 +447,22 @@ fn main() {
         return;
     }
 
-    let (rate, idle, load, hwm, p50, p99) = http(transactions);
+    let h = http(transactions);
     println!(
-        "http      POST one transaction per request, {CLIENTS} keep-alive clients:   {rate:>10.0} transactions/s ({:.2}x of baseline, target >= 20000/s)",
-        rate / base
+        "http      POST one transaction per request, {CLIENTS} keep-alive clients:   {:>10.0} transactions/s ({:.2}x of the {GROUP}/commit baseline; target >= 20000/s; {})",
+        h.rate,
+        h.rate / bg,
+        h.stats.describe()
     );
     println!(
         "rss       idle {} MiB (target < 30), under load {} MiB, peak {} MiB (target < 100)",
-        idle / 1024,
-        load / 1024,
-        hwm / 1024
+        h.idle_kib / 1024,
+        h.load_kib / 1024,
+        h.peak_kib / 1024
     );
     println!(
         "latency   at a steady 1,000 transactions/s: p50 {:.2} ms, p99 {:.2} ms",
-        p50 as f64 / 1000.0,
-        p99 as f64 / 1000.0
+        h.p50_us as f64 / 1000.0,
+        h.p99_us as f64 / 1000.0
     );
 }

@@ -272,7 +272,7 @@ pub(crate) type DayRevenue = HashMap<i64, i64>;
 const DAY_REVENUE_DAYS_MAX: usize = 64;
 
 /// Milestones crossed by `delta`, and the day revenues to remember once the batch commits.
-/// Runs inside the batch's transaction after its rollups were written.
+/// Runs inside the batch's transaction before its rollups are written.
 pub(crate) async fn milestone_candidates(
     conn: &mut SqliteConnection,
     settings: &Settings,
@@ -291,11 +291,13 @@ pub(crate) async fn milestone_candidates(
         let after = match known.get(&key.bucket_ms) {
             Some(before) => before + f.revenue_e4,
             None if f.revenue_e4 <= 0 => continue,
+            // The batch's increments are written after this read.
             None => {
                 store_figures(conn, 2, key.bucket_ms)
                     .await?
                     .unwrap_or_default()
                     .revenue_e4
+                    + f.revenue_e4
             }
         };
         remember.push((key.bucket_ms, after));

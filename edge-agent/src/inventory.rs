@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use storesync_protocol::inventory::{Movement, OnHand, StockChange, fold, movements};
 use storesync_protocol::{EventBody, EventClass, Sku};
 
@@ -37,16 +37,16 @@ pub(crate) async fn load_on_hand(
     Ok(map)
 }
 
-/// Applies `batch` to `cells` and stores the changed SKUs; returns their new quantities.
-/// The batch's events must already be inserted (a refold reads them).
+/// Applies `batch` to `cells`; returns the cells of the SKUs it touched, which the caller
+/// stores in the same transaction. A SKU with a movement older than its last count is
+/// refolded from the retained log plus `batch` (whose events are not written yet).
 pub(crate) async fn apply(
     conn: &mut SqliteConnection,
     cells: &mut HashMap<Sku, OnHand>,
     mut batch: Vec<Movement>,
-    now_ms: i64,
-) -> Result<BTreeMap<Sku, i64>, StoreError> {
+) -> Result<Vec<(Sku, OnHand)>, StoreError> {
     if batch.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     }
     batch.sort_by(|a, b| {
         (
@@ -73,48 +73,37 @@ pub(crate) async fn apply(
         }
     }
     if !refold.is_empty() {
-        let folded = refold_skus(conn, &refold).await?;
+        let pending: Vec<Movement> = batch
+            .into_iter()
+            .filter(|m| refold.contains(&m.sku))
+            .collect();
+        let folded = refold_skus(conn, &refold, pending).await?;
         for sku in refold {
             let cell = folded.get(&sku).copied().unwrap_or_default();
             cells.insert(sku, cell);
         }
     }
-    let changed: Vec<(Sku, OnHand)> = touched
-        .keys()
-        .map(|sku| (sku.clone(), cells.get(sku).copied().unwrap_or_default()))
-        .collect();
-    for chunk in changed.chunks(1_000) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) ");
-        qb.push_values(chunk, |mut b, (sku, cell)| {
-            b.push_bind(sku.as_str().to_owned())
-                .push_bind(cell.quantity)
-                .push_bind(cell.last_count_ms)
-                .push_bind(now_ms);
-        });
-        qb.push(
-            " ON CONFLICT(sku) DO UPDATE SET quantity = excluded.quantity, last_count_ms = excluded.last_count_ms, \
-             updated_ms = excluded.updated_ms",
-        );
-        qb.build().execute(&mut *conn).await?;
-    }
-    Ok(changed
-        .into_iter()
-        .map(|(sku, cell)| (sku, cell.quantity))
+    Ok(touched
+        .into_keys()
+        .map(|sku| {
+            let cell = cells.get(&sku).copied().unwrap_or_default();
+            (sku, cell)
+        })
         .collect())
 }
 
-/// Folds the given SKUs from the retained log.
+/// Folds the given SKUs from the retained log and the `pending` movements of SKUs.
 async fn refold_skus(
     conn: &mut SqliteConnection,
     skus: &HashSet<Sku>,
+    pending: Vec<Movement>,
 ) -> Result<HashMap<Sku, OnHand>, StoreError> {
     let rows = sqlx::query("SELECT body FROM events WHERE class IN (?, ?)")
         .bind(EventClass::Sales as i64)
         .bind(EventClass::Scans as i64)
         .fetch_all(&mut *conn)
         .await?;
-    let mut relevant = Vec::new();
+    let mut relevant = pending;
     for r in rows {
         let bytes: Vec<u8> = r.get(0);
         let Ok(body) = postcard::from_bytes::<EventBody>(&bytes) else {

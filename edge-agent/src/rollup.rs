@@ -1,55 +1,45 @@
 //! Local rollups: per minute, hour and day, by store, item, payment method and register.
 //!
 //! The figures and buckets come from `storesync_protocol::rollup` so the hub computes the
-//! same numbers from the same events. The writer adds a batch's contribution with one
-//! multi-row upsert per 1,000 rows inside the ingest transaction; [`recompute`] rebuilds
-//! them from the event log, which is how tests (and an operator) check them.
+//! same numbers from the same events. The writer sums a batch's contribution per key in
+//! memory and adds it with one upsert (one row per key, in key order) inside the ingest
+//! transaction; [`recompute`] rebuilds them from the event log, which is how tests (and an
+//! operator) check them.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use storesync_protocol::rollup::{Granularity, RollupKey, SalesFigures, bucket_start};
 use storesync_protocol::{EventBody, EventClass};
 
 use crate::store::{Store, StoreError};
 use crate::writer::{rollup_key_sql, sorted_rollups};
 
-const ROWS_PER_STATEMENT: usize = 1_000;
-
-/// Adds `delta` to the stored rollups.
-pub(crate) async fn upsert(
-    conn: &mut SqliteConnection,
-    delta: &HashMap<RollupKey, SalesFigures>,
-) -> Result<(), StoreError> {
-    let rows: Vec<(&RollupKey, &SalesFigures)> = sorted_rollups(delta).into_iter().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO rollups (granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions, \
-             refunds, refund_amount_e4, voids) ",
-        );
-        qb.push_values(chunk, |mut b, (key, f)| {
+/// `delta` in key order as the JSON array `writer`'s batch statement upserts:
+/// `[granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions,
+/// refunds, refund_amount_e4, voids]` per row.
+pub(crate) fn rows_json(delta: &HashMap<RollupKey, SalesFigures>) -> Result<String, StoreError> {
+    type Row = (i64, i64, i64, String, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = sorted_rollups(delta)
+        .into_iter()
+        .map(|(key, f)| {
             let (granularity, kind, value) = rollup_key_sql(key);
-            b.push_bind(granularity)
-                .push_bind(key.bucket_ms)
-                .push_bind(kind)
-                .push_bind(value)
-                .push_bind(f.revenue_e4)
-                .push_bind(f.units)
-                .push_bind(f.transactions)
-                .push_bind(f.refunds)
-                .push_bind(f.refund_amount_e4)
-                .push_bind(f.voids);
-        });
-        qb.push(
-            " ON CONFLICT(granularity, bucket_ms, dim_kind, dim_value) DO UPDATE SET \
-             revenue_e4 = revenue_e4 + excluded.revenue_e4, units = units + excluded.units, \
-             transactions = transactions + excluded.transactions, refunds = refunds + excluded.refunds, \
-             refund_amount_e4 = refund_amount_e4 + excluded.refund_amount_e4, voids = voids + excluded.voids",
-        );
-        qb.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+            (
+                granularity,
+                key.bucket_ms,
+                kind,
+                value,
+                f.revenue_e4,
+                f.units,
+                f.transactions,
+                f.refunds,
+                f.refund_amount_e4,
+                f.voids,
+            )
+        })
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| StoreError::Identity(format!("encode rollups: {e}")))
 }
 
 /// The newest minute bucket per register since `since_ms`.

@@ -20,6 +20,16 @@
 //! different tag: a conflict, dead-lettered, with an alert. The map costs about 32 bytes
 //! per retained record.
 //!
+//! # Cost of a commit
+//!
+//! A commit makes three calls to the connection's thread in the common case: `BEGIN`, one
+//! multi-statement execution ([`WRITE_BATCH`]: events, rollup increments summed per key,
+//! on-hand cells, stream heads, each table's rows as one JSON array) and `COMMIT`, whose
+//! fsync dominates. Dead letters, resubmissions, alerts and refolds add statements only
+//! when a batch has them. Throughput is therefore set by how many records wait per commit:
+//! the writer yields once before draining the queue so callers answered by the previous
+//! commit can join the next one.
+//!
 //! # Overflow policy
 //!
 //! The request queue holds `limits.queue_requests_max` requests; when it is full,
@@ -31,7 +41,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 use storesync_protocol::domain::{AlertKind, AlertState, Severity};
 use storesync_protocol::ids::AlertId;
 use storesync_protocol::inventory::{Movement, OnHand};
@@ -407,6 +417,10 @@ impl Writer {
         let batch_max = self.settings.config.limits.batch_records_max;
         let mut deferred: Vec<Command> = Vec::new();
         while let Some(first) = rx.recv().await {
+            // The callers answered by the last commit are runnable now; letting them run
+            // before the queue is drained puts their next requests into this commit
+            // instead of leaving a commit of one record followed by one of the rest.
+            tokio::task::yield_now().await;
             let mut batch: Vec<(Vec<Submission>, i64, Reply<Vec<Outcome>>)> = Vec::new();
             let mut records = 0usize;
             let mut next = Some(first);
@@ -705,8 +719,6 @@ impl Writer {
         resolved_letters: &[i64],
     ) -> Result<(Vec<AlertView>, Vec<(i64, i64)>), StoreError> {
         let mut tx = self.conn.begin().await?;
-        insert_events(&mut tx, events, now_ms).await?;
-        let inserted_events = events.len();
         for row in dead.iter_mut() {
             let reason = serde_json::to_string(&row.errors).unwrap_or_else(|_| "[]".into());
             let id: i64 = sqlx::query(
@@ -731,15 +743,14 @@ impl Writer {
             .execute(&mut *tx)
             .await?;
         }
-        rollup::upsert(&mut tx, rollup_delta).await?;
         // Inventory: apply the batch's movements to the cached cells, refold the SKUs
         // whose movements arrived older than their last count.
-        let changed = inventory::apply(&mut tx, &mut self.on_hand, movements, now_ms).await?;
+        let changed = inventory::apply(&mut tx, &mut self.on_hand, movements).await?;
         let settings = Arc::clone(&self.settings);
         let cooldown_ms = settings.config.alerts.cooldown_minutes * 60_000;
-        for (sku, quantity) in &changed {
+        for (sku, cell) in &changed {
             // Most low SKUs are cooling down: skip those before a message is built.
-            let Some(kind) = alerts::stock_kind(&settings, sku, *quantity) else {
+            let Some(kind) = alerts::stock_kind(&settings, sku, cell.quantity) else {
                 continue;
             };
             if self
@@ -749,7 +760,7 @@ impl Writer {
             {
                 continue;
             }
-            if let Some(candidate) = alerts::stock_candidate(&settings, sku, *quantity) {
+            if let Some(candidate) = alerts::stock_candidate(&settings, sku, cell.quantity) {
                 candidates.push(candidate);
             }
         }
@@ -767,12 +778,15 @@ impl Writer {
             events,
         )
         .await?;
-        if events.len() > inserted_events {
-            let mut alert_events: Vec<(Event, Option<(i64, i64)>)> =
-                events.drain(inserted_events..).collect();
-            insert_events(&mut tx, &mut alert_events, now_ms).await?;
-        }
-        write_heads(&mut tx, &self.sealer).await?;
+        write_batch(
+            &mut tx,
+            events,
+            rollup_delta,
+            &changed,
+            &self.sealer,
+            now_ms,
+        )
+        .await?;
         tx.commit().await?;
         Ok((raised, day_revenue))
     }
@@ -837,9 +851,8 @@ impl Writer {
             .bind(alert_id.to_owned())
             .execute(&mut *tx)
             .await?;
-            let mut events = vec![(self.sealer.seal(EventBody::Alert(alert.clone())), None)];
-            insert_events(&mut tx, &mut events, now_ms).await?;
-            write_heads(&mut tx, &self.sealer).await?;
+            let events = vec![(self.sealer.seal(EventBody::Alert(alert.clone())), None)];
+            write_batch(&mut tx, &events, &HashMap::new(), &[], &self.sealer, now_ms).await?;
             tx.commit().await?;
             Ok::<(), StoreError>(())
         }
@@ -884,8 +897,7 @@ impl Writer {
                     &mut events,
                 )
                 .await?;
-                insert_events(&mut tx, &mut events, now_ms).await?;
-                write_heads(&mut tx, &self.sealer).await?;
+                write_batch(&mut tx, &events, &HashMap::new(), &[], &self.sealer, now_ms).await?;
                 tx.commit().await?;
                 Ok::<Vec<AlertView>, StoreError>(raised)
             }
@@ -1045,55 +1057,108 @@ pub fn event_time(settings: &Settings, now_ms: i64) -> EventTime {
     EventTime::from_unix_ms(now_ms, i16::try_from(offset_minutes).unwrap_or(0))
 }
 
-const EVENT_ROWS_PER_STATEMENT: usize = 1_000;
+/// Everything a commit writes besides dead letters and alerts, as one multi-statement
+/// execution: events, rollup increments, on-hand cells and the sealer's heads, each
+/// table's rows as one JSON array. The SQL never changes with the number of rows, so
+/// SQLite prepares it once per connection, and a commit costs three calls to the
+/// connection's thread (`BEGIN`, this, `COMMIT`) instead of one per table. Blobs travel
+/// as hex. Parameters are anonymous and bound in order of appearance across the
+/// statements (sqlx binds numbered parameters wrongly when a statement skips a number).
+const WRITE_BATCH: &str = "\
+INSERT INTO events (epoch, class, seq, prev, content_hash, body, recorded_ms, dedupe_key, content_tag) \
+  SELECT value->>0, value->>1, value->>2, unhex(value->>3), unhex(value->>4), unhex(value->>5), ?, \
+  value->>6, value->>7 FROM json_each(?); \
+INSERT INTO rollups (granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions, \
+  refunds, refund_amount_e4, voids) \
+  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
+  value->>8, value->>9 FROM json_each(?) WHERE true \
+  ON CONFLICT(granularity, bucket_ms, dim_kind, dim_value) DO UPDATE SET \
+  revenue_e4 = revenue_e4 + excluded.revenue_e4, units = units + excluded.units, \
+  transactions = transactions + excluded.transactions, refunds = refunds + excluded.refunds, \
+  refund_amount_e4 = refund_amount_e4 + excluded.refund_amount_e4, voids = voids + excluded.voids; \
+INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) \
+  SELECT value->>0, value->>1, value->>2, ? FROM json_each(?) WHERE true \
+  ON CONFLICT(sku) DO UPDATE SET quantity = excluded.quantity, \
+  last_count_ms = excluded.last_count_ms, updated_ms = excluded.updated_ms; \
+INSERT INTO stream_heads (epoch, class, seq, hash, acked) \
+  SELECT value->>0, value->>1, value->>2, unhex(value->>3), 0 FROM json_each(?) WHERE true \
+  ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
 
-async fn insert_events(
-    conn: &mut SqliteConnection,
-    events: &mut [(Event, Option<(i64, i64)>)],
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    for chunk in events.chunks(EVENT_ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO events (epoch, class, seq, prev, content_hash, body, recorded_ms, dedupe_key, content_tag) ",
-        );
-        let mut bodies = Vec::with_capacity(chunk.len());
-        for (event, _) in chunk {
-            bodies.push(
-                postcard::to_allocvec(&event.body)
-                    .map_err(|e| StoreError::Identity(format!("encode event: {e}")))?,
-            );
-        }
-        qb.push_values(chunk.iter().zip(bodies), |mut b, ((event, key), body)| {
-            b.push_bind(epoch_sql(event.key.stream.epoch))
-                .push_bind(event.key.stream.class as i64)
-                .push_bind(i64::try_from(event.key.seq.0).unwrap_or(i64::MAX))
-                .push_bind(event.prev.0.to_vec())
-                .push_bind(event.content_hash.0.to_vec())
-                .push_bind(body)
-                .push_bind(now_ms)
-                .push_bind(key.map(|k| k.0))
-                .push_bind(key.map(|k| k.1));
-        });
-        qb.build().execute(&mut *conn).await?;
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    Ok(())
+    out
 }
 
-/// Stores the sealer's heads of every class with one statement.
-async fn write_heads(conn: &mut SqliteConnection, sealer: &Sealer) -> Result<(), StoreError> {
+fn to_json<T: Serialize>(rows: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Identity(format!("encode {what}: {e}")))
+}
+
+/// Writes `events`, the rollup increments, the on-hand cells and the sealer's heads with
+/// one call (see [`WRITE_BATCH`]).
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    events: &[(Event, Option<(i64, i64)>)],
+    rollup_delta: &HashMap<RollupKey, SalesFigures>,
+    on_hand: &[(Sku, OnHand)],
+    sealer: &Sealer,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    type EventRow = (
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        Option<i64>,
+        Option<i64>,
+    );
+    let mut event_rows: Vec<EventRow> = Vec::with_capacity(events.len());
+    for (event, key) in events {
+        let body = postcard::to_allocvec(&event.body)
+            .map_err(|e| StoreError::Identity(format!("encode event: {e}")))?;
+        event_rows.push((
+            epoch_sql(event.key.stream.epoch),
+            event.key.stream.class as i64,
+            i64::try_from(event.key.seq.0).unwrap_or(i64::MAX),
+            hex(&event.prev.0),
+            hex(&event.content_hash.0),
+            hex(&body),
+            key.map(|k| k.0),
+            key.map(|k| k.1),
+        ));
+    }
+    let on_hand_rows: Vec<(&str, i64, Option<i64>)> = on_hand
+        .iter()
+        .map(|(sku, cell)| (sku.as_str(), cell.quantity, cell.last_count_ms))
+        .collect();
     let epoch = epoch_sql(sealer.epoch());
-    let mut qb: QueryBuilder<Sqlite> =
-        QueryBuilder::new("INSERT INTO stream_heads (epoch, class, seq, hash, acked) ");
-    qb.push_values(EventClass::ALL, |mut b, class| {
-        let head = sealer.head(class);
-        b.push_bind(epoch)
-            .push_bind(class as i64)
-            .push_bind(i64::try_from(head.seq.0).unwrap_or(i64::MAX))
-            .push_bind(head.hash.0.to_vec())
-            .push_bind(0i64);
-    });
-    qb.push(" ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash");
-    qb.build().execute(&mut *conn).await?;
+    let head_rows: Vec<(i64, i64, i64, String)> = EventClass::ALL
+        .iter()
+        .map(|class| {
+            let head = sealer.head(*class);
+            (
+                epoch,
+                *class as i64,
+                i64::try_from(head.seq.0).unwrap_or(i64::MAX),
+                hex(&head.hash.0),
+            )
+        })
+        .collect();
+    sqlx::query(WRITE_BATCH)
+        .bind(now_ms)
+        .bind(to_json(&event_rows, "events")?)
+        .bind(rollup::rows_json(rollup_delta)?)
+        .bind(now_ms)
+        .bind(to_json(&on_hand_rows, "on-hand cells")?)
+        .bind(to_json(&head_rows, "stream heads")?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -146,6 +146,43 @@ fn http_ingest_duplicates_conflicts_and_dead_letters() {
     );
 }
 
+/// The writer folds inventory and crosses revenue milestones before it writes the batch's
+/// rows: a movement older than the last stock count is refolded with the count (not added
+/// after it), and a milestone crossed by a day's first batch fires once.
+#[test]
+fn late_stock_movements_refold_and_a_first_batch_crosses_a_milestone() {
+    let (_tmp, agent) = Agent::new(|c| c);
+    let at = |minutes_ago: i64| {
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes_ago)).to_string()
+    };
+    let gtin = "4006381333931";
+    let count = json!({"scanId": "count-1", "storeId": "s1", "gtin": gtin, "purpose": "stockCount", "quantity": 50, "timestamp": at(5)});
+    assert_eq!(agent.post("/api/v1/scans", &body(&count)).0, 200);
+    // Older than the count, in one batch with a newer one: the count wins over the first.
+    let late = json!({"adjustmentId": "adj-late", "storeId": "s1", "sku": gtin, "delta": -5, "reason": "broken", "timestamp": at(30)});
+    let newer = json!({"adjustmentId": "adj-new", "storeId": "s1", "sku": gtin, "delta": -2, "reason": "broken", "timestamp": at(1)});
+    let (status, v) = agent.post("/api/v1/adjustments", &body(&json!([late, newer])));
+    assert_eq!(status, 200, "{v}");
+    let (_, inv) = agent.get(&format!("/api/v1/inventory?sku={gtin}"));
+    assert_eq!(inv["items"][0]["onHand"], 48, "{inv}");
+
+    // 1,200.00 in the day's first batch passes the 1,000 milestone.
+    let big = json!({"transactionId": "big-1", "storeId": "s1", "timestamp": at(0),
+        "items": [{"itemId": "tv", "quantity": 1, "price": 1200.0}], "totalAmount": 1200.0,
+        "paymentMethod": "card", "registerId": "r1"});
+    assert_eq!(agent.post("/api/v1/transactions", &body(&big)).0, 200);
+    let (_, alerts) = agent.get("/api/v1/alerts");
+    let milestones: Vec<&Value> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "sales_milestone")
+        .collect();
+    assert_eq!(milestones.len(), 1, "{alerts}");
+    let (_, rollups) = agent.get("/api/v1/rollups?granularity=day&group=store");
+    assert_eq!(rollups["rows"][0]["revenue"], 1200.0, "{rollups}");
+}
+
 fn request_text(agent: &Agent, path: &str) -> (u16, String) {
     let (status, body) = common::request(agent.api, "GET", path, &[], b"");
     (status, String::from_utf8_lossy(&body).into_owned())
