@@ -5,16 +5,26 @@
 //! memory and adds it with one upsert (one row per key, in key order) inside the ingest
 //! transaction; [`recompute`] rebuilds them from the event log, which is how tests (and an
 //! operator) check them.
+//!
+//! Minute buckets by item are not stored: they are the largest set by far (a batch of
+//! transactions touches a minute row per item sold, on top of the hour and day rows), and
+//! nothing in the agent reads them. A query for them is answered from the sales log
+//! ([`query`]), so the API is unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::{Row, SqliteConnection, SqlitePool};
-use storesync_protocol::rollup::{Granularity, RollupKey, SalesFigures, bucket_start};
+use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures, bucket_start};
 use storesync_protocol::{EventBody, EventClass};
 
 use crate::store::{Store, StoreError};
 use crate::writer::{rollup_key_sql, sorted_rollups};
+
+/// Whether the agent stores the rollup row `key` (see the module docs).
+pub(crate) fn stored(key: &RollupKey) -> bool {
+    !(key.granularity == Granularity::Minute && matches!(key.dimension, Dimension::Item(_)))
+}
 
 /// `delta` in key order as the JSON array `writer`'s batch statement upserts:
 /// `[granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions,
@@ -188,6 +198,9 @@ pub async fn query(
     to_ms: i64,
     limit: usize,
 ) -> Result<Vec<RollupRow>, StoreError> {
+    if granularity == Granularity::Minute && grouping == Grouping::Item {
+        return minute_items_from_log(pool, tz, from_ms, to_ms, limit).await;
+    }
     let stored = match granularity {
         Granularity::Minute => 0,
         Granularity::Hour => 1,
@@ -217,6 +230,44 @@ pub async fn query(
     }
     Ok(merged
         .into_iter()
+        .map(|((b, g), f)| row_of(b, g, &f, tz))
+        .collect())
+}
+
+/// Minute-by-item rows in `[from_ms, to_ms)`, computed from the retained sales log.
+async fn minute_items_from_log(
+    pool: &SqlitePool,
+    tz: &jiff::tz::TimeZone,
+    from_ms: i64,
+    to_ms: i64,
+    limit: usize,
+) -> Result<Vec<RollupRow>, StoreError> {
+    let rows = sqlx::query("SELECT body FROM events WHERE class = ?")
+        .bind(EventClass::Sales as i64)
+        .fetch_all(pool)
+        .await?;
+    let mut merged: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
+    for row in &rows {
+        let bytes: Vec<u8> = row.get(0);
+        let Ok(EventBody::Transaction(tx)) = postcard::from_bytes::<EventBody>(&bytes) else {
+            continue;
+        };
+        let at = tx.timestamp.unix_ms();
+        if at < from_ms || at >= to_ms {
+            continue;
+        }
+        for (key, f) in storesync_protocol::rollup::rollup_rows(&tx, tz) {
+            if let (Granularity::Minute, Dimension::Item(sku)) = (key.granularity, &key.dimension) {
+                merged
+                    .entry((key.bucket_ms, sku.as_str().to_owned()))
+                    .or_default()
+                    .add(&f);
+            }
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .take(limit)
         .map(|((b, g), f)| row_of(b, g, &f, tz))
         .collect())
 }
@@ -312,6 +363,9 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
         if let EventBody::Transaction(tx) = &event.body {
             transactions += 1;
             for (key, f) in storesync_protocol::rollup::rollup_rows(tx, tz) {
+                if !stored(&key) {
+                    continue;
+                }
                 let (g, k, v) = rollup_key_sql(&key);
                 expected
                     .entry((g, key.bucket_ms, k, v))

@@ -593,7 +593,9 @@ impl Writer {
                         new_keys.push(key);
                         if let EventBody::Transaction(tx) = &body {
                             for (k, figures) in storesync_protocol::rollup::rollup_rows(tx, &tz) {
-                                rollup_delta.entry(k).or_default().add(&figures);
+                                if rollup::stored(&k) {
+                                    rollup_delta.entry(k).or_default().add(&figures);
+                                }
                             }
                             if let Some(register) = &tx.register_id {
                                 let at = tx.timestamp.unix_ms();

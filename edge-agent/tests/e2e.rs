@@ -181,6 +181,21 @@ fn late_stock_movements_refold_and_a_first_batch_crosses_a_milestone() {
     assert_eq!(milestones.len(), 1, "{alerts}");
     let (_, rollups) = agent.get("/api/v1/rollups?granularity=day&group=store");
     assert_eq!(rollups["rows"][0]["revenue"], 1200.0, "{rollups}");
+    // Minute rows by item come from the log; they agree with the stored hour rows.
+    let (status, minutes) = agent.get("/api/v1/rollups?granularity=minute&group=item");
+    assert_eq!(status, 200, "{minutes}");
+    let (_, hours) = agent.get("/api/v1/rollups?granularity=hour&group=item");
+    let tv = |v: &Value| -> Vec<(f64, i64)> {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["group"] == "tv")
+            .map(|r| (r["revenue"].as_f64().unwrap(), r["units"].as_i64().unwrap()))
+            .collect()
+    };
+    assert_eq!(tv(&minutes), vec![(1200.0, 1)], "{minutes}");
+    assert_eq!(tv(&minutes), tv(&hours), "{hours}");
 }
 
 fn request_text(agent: &Agent, path: &str) -> (u16, String) {
