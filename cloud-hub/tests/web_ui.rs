@@ -65,7 +65,10 @@ struct Hub {
 }
 
 async fn hub() -> Hub {
-    let store = sqlite_store("web_ui").await;
+    hub_on(sqlite_store("web_ui").await).await
+}
+
+async fn hub_on(store: std::sync::Arc<dyn storesync_hub::store::Store>) -> Hub {
     setup_tenant(
         &*store,
         "acme",
@@ -87,7 +90,11 @@ async fn hub() -> Hub {
         issuer.clone(),
         verifier,
         AuthConfig::default(),
-        LimitsConfig::default(),
+        LimitsConfig {
+            rate_per_s: 10_000.0,
+            rate_burst: 10_000,
+            ..LimitsConfig::default()
+        },
         Cache::new(100, Duration::from_secs(60)),
     );
     Hub { state, issuer }
@@ -315,4 +322,127 @@ async fn live_tickets_open_streams_only_and_tokens_never_ride_in_urls() {
     // A bearer header still opens a stream (non-browser clients).
     let r = get(&router, "GET", "/api/v1/live/sse", Some(&max)).await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+async fn send(router: &Router, method: &str, uri: &str, bearer: &str, body: &str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn saved_views_are_per_user_validated_and_limited() {
+    saved_views(hub().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_views_are_per_user_validated_and_limited_on_postgres() {
+    saved_views(hub_on(pg_store("t_web_ui_views").await).await).await;
+}
+
+async fn saved_views(hub: Hub) {
+    let router = app(hub.state.clone());
+    let user = |name: &str, role: Role, stores: &[&str]| {
+        let mut c = caller(role, stores);
+        c.subject = name.into();
+        hub.issuer.issue(&c, now_s(), 300).unwrap()
+    };
+    let ann = user("ann", Role::Analyst, &[]);
+    let max = user("max", Role::StoreManager, &["s1"]);
+    let view = r#"{"name": "Revenue by region", "view": {"metric": "revenue", "groupBy": "region", "range": "7d", "stores": [], "chart": "line"}}"#;
+
+    let r = send(&router, "PUT", "/api/v1/views/weekly-1", &ann, view).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let saved: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(saved["id"], "weekly-1");
+    assert_eq!(saved["view"]["groupBy"], "region");
+    // Replacing keeps one view.
+    let renamed = view.replace("Revenue by region", "Regions, weekly");
+    let r = send(&router, "PUT", "/api/v1/views/weekly-1", &ann, &renamed).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get(&router, "GET", "/api/v1/views", Some(&ann)).await;
+    let list: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["name"], "Regions, weekly");
+
+    // Another user neither sees nor deletes it.
+    let r = get(&router, "GET", "/api/v1/views", Some(&max)).await;
+    let list: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(list["items"], serde_json::json!([]));
+    let r = send(&router, "DELETE", "/api/v1/views/weekly-1", &max, "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = get(&router, "GET", "/api/v1/views", Some(&ann)).await;
+    assert!(r.body.contains("weekly-1"), "still there for its owner");
+
+    // The same user name in another tenant is another user.
+    let mut other = caller(Role::Admin, &[]);
+    other.tenant = tenant("globex");
+    other.subject = "ann".into();
+    let other = hub.issuer.issue(&other, now_s(), 300).unwrap();
+    let r = get(&router, "GET", "/api/v1/views", Some(&other)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("weekly-1"), "{}", r.body);
+
+    // Bad input names the field.
+    for (uri, body, field) in [
+        (
+            "/api/v1/views/weekly-2",
+            r#"{"name": "", "view": {}}"#,
+            "name",
+        ),
+        (
+            "/api/v1/views/weekly-2",
+            r#"{"name": "x", "view": [1]}"#,
+            "view",
+        ),
+        ("/api/v1/views/weekly-2", r#"{"name": "x"}"#, "body"),
+        ("/api/v1/views/weekly-2", "not json", "body"),
+        (
+            "/api/v1/views/bad%20id",
+            r#"{"name": "x", "view": {}}"#,
+            "view_id",
+        ),
+    ] {
+        let r = send(&router, "PUT", uri, &ann, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri} {body}");
+        assert!(r.body.contains(field), "{field}: {}", r.body);
+    }
+    let big = format!(
+        r#"{{"name": "x", "view": {{"pad": "{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    let r = send(&router, "PUT", "/api/v1/views/weekly-2", &ann, &big).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("4096 bytes"), "{}", r.body);
+
+    // At most 50 per user; replacing one at the limit still works.
+    for n in 2..=50 {
+        let r = send(&router, "PUT", &format!("/api/v1/views/v{n}"), &ann, view).await;
+        assert_eq!(r.status, StatusCode::OK, "view {n}: {}", r.body);
+    }
+    let r = send(&router, "PUT", "/api/v1/views/one-too-many", &ann, view).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("at most 50"), "{}", r.body);
+    let r = send(&router, "PUT", "/api/v1/views/v50", &ann, &renamed).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(&router, "DELETE", "/api/v1/views/v50", &ann, "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = get(&router, "GET", "/api/v1/views", Some(&ann)).await;
+    let list: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 49);
 }

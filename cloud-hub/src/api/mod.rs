@@ -11,6 +11,7 @@
 
 pub mod routes;
 pub mod ui;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -310,6 +311,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/alerts/{alert_id}/resolve", post(resolve))
         .route("/api/v1/dead-letters", get(dead_letters))
         .route("/api/v1/live/ticket", post(live_ticket))
+        .route("/api/v1/views", get(views::list))
+        .route(
+            "/api/v1/views/{view_id}",
+            axum::routing::put(views::put).delete(views::delete),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

@@ -12,6 +12,7 @@
 pub mod pg;
 pub mod pki;
 pub mod sqlite;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -337,6 +338,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The sync server's trust material (CAs, device certificates, enrollment tokens).
     fn pki(&self) -> &dyn pki::PkiStore;
+
+    /// Saved views of the UI, per user.
+    fn views(&self) -> &dyn views::ViewStore;
 
     /// Subscribes to committed changes of every tenant.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -23,6 +23,7 @@
 //! stream head, and a `NOTIFY` that other hub processes receive after the commit.
 
 mod pki;
+mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -309,6 +310,9 @@ impl PgStore {
         // Trust material of the sync server; idempotent, so it runs on every migrate.
         client
             .batch_execute(&crate::store::pki::SCHEMA_PKI.replace("BYTEA_TYPE", "bytea"))
+            .await?;
+        client
+            .batch_execute(crate::store::views::SCHEMA_VIEWS)
             .await?;
         client
             .batch_execute(&partition_functions(timescale))
@@ -1127,6 +1131,10 @@ impl Store for PgStore {
     }
 
     fn pki(&self) -> &dyn crate::store::pki::PkiStore {
+        self
+    }
+
+    fn views(&self) -> &dyn crate::store::views::ViewStore {
         self
     }
 

@@ -9,6 +9,7 @@
 //! rollups, stream head) in one transaction, with multi-row statements.
 
 mod pki;
+mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -543,10 +544,17 @@ impl Store for SqliteStore {
         ))
         .execute(&self.pool)
         .await?;
+        sqlx::raw_sql(crate::store::views::SCHEMA_VIEWS)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     fn pki(&self) -> &dyn crate::store::pki::PkiStore {
+        self
+    }
+
+    fn views(&self) -> &dyn crate::store::views::ViewStore {
         self
     }
 

@@ -242,6 +242,13 @@ check("inventory, sync status and a saved custom view render and reopen", async 
   assert.equal(await page.inputValue("[data-testid=group-by]"), "region");
   assert.equal(await page.inputValue("[data-testid=metric]"), "transactions");
   assert.match(await page.textContent("[data-testid=saved-views]"), /Transactions by region/);
+  // Kept at the hub for this user: another tab (a new session) and the API see it.
+  const views = await stack.api("/api/v1/views", await stack.token(ADMIN));
+  const saved = views.items.find((v) => url.endsWith(`/explore/${v.id}`));
+  assert.equal(saved?.name, "Transactions by region");
+  assert.equal(saved?.view.groupBy, "region");
+  const managerViews = await stack.api("/api/v1/views", await stack.token(MANAGER));
+  assert.deepEqual(managerViews.items, []);
   await shot(page, "06-explore-saved-view");
   assert.deepEqual(page.errors, []);
   await page.close();

@@ -12,7 +12,6 @@
 // puts that in the URL. A dropped stream reconnects with a fresh ticket, with backoff.
 
 import { DataError, type DataErrorKind, type DataSource, type LiveHandlers, type SourceInfo } from "./DataSource";
-import { LocalViews } from "./localViews";
 import type {
   Alert,
   AlertQuery,
@@ -62,7 +61,6 @@ export class HubDataSource implements DataSource {
   private readonly storage: Storage | null;
   private access: HubSession["access"] = null;
   private renewing: Promise<void> | null = null;
-  private views: LocalViews | null = null;
 
   constructor(options: HubOptions = {}) {
     this.base = (options.baseUrl ?? "").replace(/\/$/, "");
@@ -111,9 +109,7 @@ export class HubDataSource implements DataSource {
   }
 
   async me(): Promise<Identity> {
-    const me = await this.get<Identity>("/api/v1/me");
-    this.views = new LocalViews(`${me.tenant}/${me.subject}`);
-    return me;
+    return this.get<Identity>("/api/v1/me");
   }
 
   async stores(): Promise<StoreStatus[]> {
@@ -236,25 +232,29 @@ export class HubDataSource implements DataSource {
     };
   }
 
-  savedViews(): Promise<SavedView[]> {
-    return Promise.resolve(this.localViews().list());
+  // Saved views live at the hub, per user (`/api/v1/views`), so they follow the user
+  // from browser to browser and into the desktop app.
+  async savedViews(): Promise<SavedView[]> {
+    const reply = await this.get<{ items: HubView[] }>("/api/v1/views");
+    return reply.items.map(fromHubView).filter((v): v is SavedView => v !== null);
   }
 
-  saveView(view: NewSavedView): Promise<SavedView> {
-    return Promise.resolve(this.localViews().save(view));
+  async saveView(view: NewSavedView): Promise<SavedView> {
+    const { id, name, ...settings } = view;
+    const saved = await this.send<HubView>("PUT", `/api/v1/views/${encodeURIComponent(id ?? newViewId())}`, {
+      name,
+      view: settings,
+    });
+    const out = fromHubView(saved);
+    if (!out) throw new DataError("server", "The hub answered with a view it cannot read.");
+    return out;
   }
 
-  deleteView(id: string): Promise<void> {
-    this.localViews().remove(id);
-    return Promise.resolve();
+  async deleteView(id: string): Promise<void> {
+    await this.request(`/api/v1/views/${encodeURIComponent(id)}`, { method: "DELETE" });
   }
 
   // ---------------------------------------------------------------------------------
-
-  private localViews(): LocalViews {
-    if (!this.views) throw new DataError("unauthorized", "Please sign in.");
-    return this.views;
-  }
 
   private accept(reply: TokenReply) {
     this.access = { token: reply.access_token, expiresAt: Date.now() + reply.expires_in * 1000 };
@@ -264,7 +264,6 @@ export class HubDataSource implements DataSource {
 
   private clear() {
     this.access = null;
-    this.views = null;
     this.storage?.removeItem(REFRESH_KEY);
     this.storage?.removeItem(ACCESS_KEY);
   }
@@ -342,6 +341,11 @@ export class HubDataSource implements DataSource {
   private async post<T>(path: string): Promise<T> {
     return (await this.request(path, { method: "POST" })).json() as Promise<T>;
   }
+
+  private async send<T>(method: string, path: string, body: unknown): Promise<T> {
+    const init = { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+    return (await this.request(path, init)).json() as Promise<T>;
+  }
 }
 
 async function errorOf(response: Response): Promise<DataError> {
@@ -371,6 +375,35 @@ async function errorOf(response: Response): Promise<DataError> {
     server: "The hub had a problem answering. Try again shortly.",
   };
   return new DataError(kind, kind === "bad_request" && message ? message : fallback[kind], response.status);
+}
+
+interface HubView {
+  id: string;
+  name: string;
+  view: Partial<SavedView> | null;
+  savedAt: string;
+}
+
+/** A stored view as the explorer uses it; null when its settings are unreadable. */
+function fromHubView(v: HubView): SavedView | null {
+  const s = v.view;
+  if (!s || typeof s !== "object" || !s.metric || !s.groupBy || !s.range) return null;
+  return {
+    id: v.id,
+    name: v.name,
+    metric: s.metric,
+    groupBy: s.groupBy,
+    range: s.range,
+    stores: Array.isArray(s.stores) ? s.stores : [],
+    chart: s.chart === "bar" ? "bar" : "line",
+    savedAt: v.savedAt,
+  };
+}
+
+function newViewId(): string {
+  const bytes = new Uint8Array(8);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function rangeParams(q: RangeQuery): URLSearchParams {

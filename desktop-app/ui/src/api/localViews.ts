@@ -1,6 +1,6 @@
 // Saved customizable views kept in the browser's localStorage, one list per tenant and
-// user. The hub has no per-user view store yet; a source that gains one replaces this
-// behind the same DataSource methods.
+// user: for a source without a view store of its own (the hub keeps them server-side at
+// /api/v1/views; a store agent's local API does not).
 
 import type { NewSavedView, SavedView } from "./types";
 

@@ -162,7 +162,7 @@ export function Explore({ viewId }: { viewId?: string }) {
           <div className="saved">
             <h3 className="small-title">Saved views</h3>
             {saved === null ? <Loading rows={2} /> : saved.length === 0 ? (
-              <p className="muted small">None yet. Saved views are kept in this browser for your user.</p>
+              <p className="muted small">None yet. Saved views are kept for your user and open from any device.</p>
             ) : (
               <ul className="saved-list" data-testid="saved-views">
                 {saved.map((s) => (
