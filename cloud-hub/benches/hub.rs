@@ -356,6 +356,9 @@ async fn load_dashboard_data(
                 let at = now - (day as i64 + 1) * 86_400_000 + rng.random_range(0..86_400_000);
                 let t = txn(&mut rng, format!("s{s}-{seq}"), &store, at);
                 for (key, f) in rollup_rows(&t, &tz) {
+                    if !storesync_hub::ingest::stored(key.granularity, &key.dimension) {
+                        continue;
+                    }
                     let (dim, value) = match key.dimension {
                         Dimension::Store => (0, String::new()),
                         Dimension::Item(sku) => (1, sku.as_str().to_owned()),

@@ -102,16 +102,54 @@ pub struct VerifyKey {
 pub struct Verifier {
     keys: Vec<VerifyKey>,
     leeway_s: u64,
+    /// Tokens whose signature and claims were checked: BLAKE3 of the exact token text →
+    /// the caller and the last second (`exp` + leeway) it stays acceptable. A dashboard
+    /// sends one token with every request; checking its signature once instead of every
+    /// time is most of the cost of a cached response.
+    verified: std::sync::Arc<std::sync::Mutex<VerifiedMemo>>,
 }
+
+/// Verified token digests → caller and last acceptable second.
+type VerifiedMemo = std::collections::HashMap<[u8; 32], (Caller, u64)>;
+
+/// Verified tokens remembered at most (the memo is emptied when full).
+const VERIFIED_MAX: usize = 10_000;
 
 impl Verifier {
     /// A verifier over `keys` with `leeway_s` seconds of clock leeway.
     pub fn new(keys: Vec<VerifyKey>, leeway_s: u64) -> Verifier {
-        Verifier { keys, leeway_s }
+        Verifier {
+            keys,
+            leeway_s,
+            verified: std::sync::Arc::new(std::sync::Mutex::new(VerifiedMemo::new())),
+        }
     }
 
-    /// Checks a token and returns its caller.
+    /// Checks a token and returns its caller. A token already verified is accepted again
+    /// without its signature check while the clock is within its `exp` plus the leeway.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let digest = *blake3::hash(token.as_bytes()).as_bytes();
+        let now_s = crate::store::now_ms().max(0) as u64 / 1000;
+        {
+            let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            match memo.get(&digest) {
+                Some((caller, until)) if now_s <= *until => return Ok(caller.clone()),
+                Some(_) => {
+                    memo.remove(&digest);
+                }
+                None => {}
+            }
+        }
+        let (caller, exp) = self.verify_signed(token)?;
+        let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.len() >= VERIFIED_MAX {
+            memo.clear();
+        }
+        memo.insert(digest, (caller.clone(), exp.saturating_add(self.leeway_s)));
+        Ok(caller)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let candidates = self.keys.iter().filter(|k| {
@@ -132,7 +170,10 @@ impl Verifier {
             validation.set_audience(&[&key.audience]);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return caller_of(data.claims),
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return caller_of(data.claims).map(|c| (c, exp));
+                }
                 Err(e) => last = AuthError::Invalid(e.to_string()),
             }
         }
@@ -478,4 +519,40 @@ pub fn refresh_tenant(token: &str) -> Option<TenantId> {
     token
         .split_once('~')
         .and_then(|(t, _)| TenantId::new(t).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_s() -> u64 {
+        crate::store::now_ms() as u64 / 1000
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_altered_one_is_checked_afresh() {
+        let issuer = Issuer::from_pem(&generate_signing_key_pem().unwrap(), "hub", "api").unwrap();
+        let verifier = Verifier::new(vec![issuer.verify_key().unwrap()], 0);
+        let caller = Caller {
+            tenant: TenantId::new("acme").unwrap(),
+            subject: "alice".into(),
+            role: Role::Analyst,
+            stores: Vec::new(),
+        };
+        let token = issuer.issue(&caller, now_s(), 1).unwrap();
+        assert_eq!(verifier.verify(&token).unwrap(), caller);
+        assert_eq!(verifier.verify(&token).unwrap(), caller, "remembered");
+        // One character of the signature changed: not the remembered token.
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert!(
+            verifier
+                .verify(&String::from_utf8(forged).unwrap())
+                .is_err()
+        );
+        // Past exp (no leeway), the remembered token is refused like any other.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(verifier.verify(&token).is_err());
+    }
 }

@@ -169,7 +169,8 @@ pub struct LogConfig {
     pub json: bool,
     /// `tracing` filter, e.g. `info,storesync_hub=debug`.
     pub filter: Option<String>,
-    /// OTLP endpoint for traces (not exported by this build; see the crate docs).
+    /// OTLP/HTTP collector for spans, e.g. `http://localhost:4318` (`/v1/traces` is
+    /// added); `None` (the default) exports nothing.
     pub otlp_endpoint: Option<String>,
 }
 
@@ -376,7 +377,8 @@ impl Config {
 pub fn default_config_text() -> String {
     r#"# storesync hub configuration. Environment variables override: STORESYNC_HUB_LISTEN,
 # STORESYNC_HUB_DATABASE_URL (switches to PostgreSQL), STORESYNC_HUB_ADMIN_DATABASE_URL,
-# STORESYNC_HUB_SQLITE_PATH, STORESYNC_HUB_LOG_JSON, STORESYNC_HUB_UI_DIR.
+# STORESYNC_HUB_SQLITE_PATH, STORESYNC_HUB_LOG_JSON, STORESYNC_HUB_UI_DIR,
+# STORESYNC_HUB_OTLP_ENDPOINT.
 
 # Where the web API listens.
 listen = "127.0.0.1:8080"
@@ -426,6 +428,8 @@ ttl_ms = 60000
 
 [log]
 json = false
+# Export spans (API requests, ingest commits) to an OTLP/HTTP collector; off when unset.
+# otlp_endpoint = "http://localhost:4318"
 
 [sync]
 # UDP address of the QUIC sync server for store devices; "" disables it.

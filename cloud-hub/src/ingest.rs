@@ -13,7 +13,9 @@ use jiff::tz::TimeZone;
 use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
 use storesync_protocol::event::{Event, EventBody};
 use storesync_protocol::inventory::{StockChange, movements};
-use storesync_protocol::rollup::{Dimension, SalesFigures, rollup_rows, transaction_figures};
+use storesync_protocol::rollup::{
+    Dimension, Granularity, SalesFigures, rollup_rows, transaction_figures,
+};
 use storesync_protocol::time::UnixMillis;
 use storesync_protocol::validate::{Context, Limits, check_transaction};
 
@@ -197,6 +199,9 @@ impl Plan {
                         });
                     }
                     for (key, figures) in rollup_rows(tx, tz) {
+                        if !stored(key.granularity, &key.dimension) {
+                            continue;
+                        }
                         let (dim, value) = match key.dimension {
                             Dimension::Store => (0, String::new()),
                             Dimension::Item(sku) => (1, sku.as_str().to_owned()),
@@ -264,6 +269,17 @@ impl Plan {
         plan.ticks = ticks.into_values().collect();
         plan
     }
+}
+
+/// Whether the hub keeps rollup rows of `dimension` at `granularity`.
+///
+/// Minute rows are kept by store and by payment method only: a minute row per item sold is
+/// about one row per line item, which would double the cost of ingest for a series nobody
+/// reads at that resolution. Items and registers are kept by hour and day; the API refuses
+/// minute buckets for item series with a message saying so.
+pub fn stored(granularity: Granularity, dimension: &Dimension) -> bool {
+    granularity != Granularity::Minute
+        || matches!(dimension, Dimension::Store | Dimension::Payment(_))
 }
 
 /// Postcard bytes of an event, as kept in the event tables and dead letters.

@@ -10,7 +10,8 @@
 //!   with its route table ([`api::routes::ROUTES`]) that drives authorization and OpenAPI.
 //! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA),
 //!   argon2 secrets, rotating refresh tokens.
-//! - [`ratelimit`], [`cache`], [`metrics`], [`config`], [`server`] (start-up glue), and
+//! - [`ratelimit`], [`cache`], [`metrics`], [`telemetry`] (logs and OTLP spans), [`config`],
+//!   [`server`] (start-up glue), and
 //!   [`testing`] (throw-away PostgreSQL clusters for tests and benchmarks).
 //!
 //! # Ingest
@@ -64,9 +65,9 @@
 //! ```
 //!
 //! What the hub deliberately does not do here: it does not terminate QUIC (the sync server
-//! does, and calls [`store::Store`]); it does not export OpenTelemetry traces (the
-//! `otlp_endpoint` setting is accepted and reported as unsupported); it fetches JWKS only
-//! from files or plain-HTTP URLs.
+//! does, and calls [`store::Store`]); it exports OpenTelemetry spans only over plain
+//! OTLP/HTTP to a collector ([`telemetry`]); it fetches JWKS only from files or plain-HTTP
+//! URLs.
 pub mod api;
 pub mod auth;
 pub mod cache;
@@ -77,4 +78,5 @@ pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod testing;

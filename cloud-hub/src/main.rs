@@ -179,23 +179,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            config.log.filter.clone().unwrap_or_else(|| "info".into()),
-        )
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log.json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    if let Some(endpoint) = &config.log.otlp_endpoint {
-        tracing::warn!(%endpoint, "OTLP trace export is not built into this binary; traces stay in the logs");
-    }
-}
-
 fn read_secret() -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("STORESYNC_PASSWORD") {
         return Ok(p);
@@ -231,12 +214,17 @@ fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let config = Config::load(&cli.config)?;
+    // Logs and span export are set up before the runtime: the exporter owns a blocking
+    // HTTP client, which must not be created or dropped inside it.
+    let telemetry = match cli.command {
+        Command::Serve => Some(storesync_hub::telemetry::init(&config.log)?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Init { .. } => Ok(ExitCode::SUCCESS),
             Command::Serve => {
-                init_logs(&config);
                 let store = server::open_store(&config.store).await?;
                 server::spawn_maintenance(&config, store.clone());
                 let sync = start_sync(&config, store.clone()).await?;
@@ -395,7 +383,12 @@ fn run() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
-    })
+    });
+    drop(runtime);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    result
 }
 
 fn now_ms() -> i64 {

@@ -156,8 +156,13 @@ impl Metrics {
                 );
             }
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_s);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            let braced = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            let _ = writeln!(out, "{name}_sum{braced} {}", h.sum_s);
+            let _ = writeln!(out, "{name}_count{braced} {}", h.count);
         };
         let _ = writeln!(
             out,
@@ -180,5 +185,39 @@ impl Metrics {
             hist(&mut out, "storesync_hub_http_request_seconds", &labels, h);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn exposition_has_ingest_commit_route_and_cache_series() {
+        let m = Metrics::default();
+        m.record_commit(0.02, 10, 50, 1, 0);
+        m.record_request("GET", "/api/v1/sales/series", 200, 0.003);
+        m.cache_hits.fetch_add(2, Ordering::Relaxed);
+        let text = m.render();
+        for expected in [
+            "storesync_hub_ingest_line_items_total 50",
+            "storesync_hub_ingest_events_total 10",
+            "storesync_hub_commit_seconds_bucket{le=\"0.025\"} 1",
+            "storesync_hub_commit_seconds_bucket{le=\"0.01\"} 0",
+            "storesync_hub_commit_seconds_count 1",
+            "storesync_hub_http_request_seconds_bucket{method=\"GET\",route=\"/api/v1/sales/series\",status=\"200\",le=\"0.005\"} 1",
+            "storesync_hub_http_request_seconds_count{method=\"GET\",route=\"/api/v1/sales/series\",status=\"200\"} 1",
+            "storesync_hub_cache_hits_total 2",
+            "storesync_hub_cache_misses_total 0",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+        // Every sample is `name[{labels}] value`, never with empty braces.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<f64>().unwrap();
+            assert!(!line.contains("{}"), "{line}");
+        }
     }
 }

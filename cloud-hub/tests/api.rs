@@ -459,6 +459,36 @@ async fn series_figures(hub: Hub) {
         .map(|g| g["group"].as_str().unwrap())
         .collect();
     assert_eq!(cats, ["drinks", "uncategorized"]);
+    // Minute buckets: kept by store and payment method, refused by item with a reason.
+    let (status, minutes) = call(
+        &hub.router,
+        "GET",
+        &format!("/api/v1/sales/series?bucket=minute&group_by=payment&from={from}&to={to}"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{minutes}");
+    let revenue: f64 = minutes["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["points"].as_array().unwrap())
+        .map(|p| p["revenue"].as_f64().unwrap())
+        .sum();
+    let hourly: f64 = points.iter().map(|p| p["revenue"].as_f64().unwrap()).sum();
+    assert!((revenue - hourly).abs() < 1e-9, "{minutes}");
+    let (status, refused) = call(
+        &hub.router,
+        "GET",
+        &format!("/api/v1/sales/series?bucket=minute&group_by=item&from={from}&to={to}"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().starts_with("bucket:"),
+        "{refused}"
+    );
     // CSV of the same series.
     let req = Request::builder()
         .uri(format!(

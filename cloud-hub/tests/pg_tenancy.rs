@@ -157,6 +157,18 @@ async fn partitions_are_created_ahead_and_dropped_by_retention() {
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("permission denied"), "{err:?}");
+    // Nor a rollup partition, nor any partition after migrations ran again (a restart).
+    store.migrate().await.unwrap();
+    for table in [before[0].as_str(), "sales_rollups_h0", "sales_rollups_h15"] {
+        let err = app_client
+            .query(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("permission denied"),
+            "{table}: {err:?}"
+        );
+    }
     // An event far in the past gets its partition on demand.
     let mut device = Device::new("acme", "s1", "d2", 1);
     let old = T0 - 400 * 86_400_000;

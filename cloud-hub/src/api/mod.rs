@@ -41,6 +41,7 @@ use storesync_protocol::rollup::{Granularity, SalesFigures, bucket_start};
 use tokio_stream::wrappers::BroadcastStream;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument as _;
 
 use crate::auth::{self, Caller, Issuer, Verifier};
 use crate::cache::{Cache, Cached};
@@ -447,10 +448,17 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         Ok::<_, AppError>(())
     }
     .await;
+    let span = tracing::info_span!(
+        "http",
+        method = %method,
+        route = %route,
+        status = tracing::field::Empty
+    );
     let response = match result {
-        Ok(()) => next.run(req).await,
+        Ok(()) => next.run(req).instrument(span.clone()).await,
         Err(e) => e.into_response(),
     };
+    span.record("status", response.status().as_u16());
     metrics::global().record_request(
         &method,
         &route,
@@ -1094,6 +1102,13 @@ async fn compute_series(
         _ if values.is_some() => DimKind::Item,
         _ => DimKind::Store,
     };
+    if bucket == Granularity::Minute && dim == DimKind::Item {
+        return Err(AppError::BadRequest(
+            "bucket: minute series are kept by store and payment method; use hour or coarser \
+             for items and categories"
+                .into(),
+        ));
+    }
     let stored = if bucket == Granularity::Week {
         Granularity::Day
     } else {
@@ -1129,13 +1144,22 @@ async fn compute_series(
             },
         )
         .await?;
-    let zones: HashMap<&str, jiff::tz::TimeZone> = all_stores
+    // Week buckets need each store's zone; regions need each store's region.
+    let zones: HashMap<&str, jiff::tz::TimeZone> = if bucket == Granularity::Week {
+        all_stores
+            .iter()
+            .filter_map(|s| {
+                jiff::tz::TimeZone::get(&s.time_zone)
+                    .ok()
+                    .map(|tz| (s.store_id.as_str(), tz))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let regions: HashMap<&str, &str> = all_stores
         .iter()
-        .filter_map(|s| {
-            jiff::tz::TimeZone::get(&s.time_zone)
-                .ok()
-                .map(|tz| (s.store_id.as_str(), tz))
-        })
+        .map(|s| (s.store_id.as_str(), s.region.as_str()))
         .collect();
     let mut groups: BTreeMap<String, BTreeMap<i64, SalesFigures>> = BTreeMap::new();
     for row in rows {
@@ -1152,11 +1176,7 @@ async fn compute_series(
         let group = match group_by {
             GroupBy::None => "all".to_owned(),
             GroupBy::Store => store.to_owned(),
-            GroupBy::Region => all_stores
-                .iter()
-                .find(|s| s.store_id.as_str() == store)
-                .map(|s| s.region.clone())
-                .unwrap_or_default(),
+            GroupBy::Region => regions.get(store).copied().unwrap_or_default().to_owned(),
             GroupBy::Item | GroupBy::Payment => row.value.clone(),
             GroupBy::Category => categories
                 .get(&row.value)

@@ -1,6 +1,8 @@
 //! The PostgreSQL backend: tokio-postgres over a deadpool connection pool.
 //!
-//! Schema (see `schema/pg_v1.sql`): `tenant_id` leads every key. Event tables
+//! Schema (see `schema/pg_v1.sql`, then `schema/pg_v2.sql`, which hash-partitions
+//! `sales_rollups` by store; migrations are numbered in `schema_version`, an applied one
+//! is never edited): `tenant_id` leads every key. Event tables
 //! (`transactions`, `line_items`, `stock_movements`, `other_events`) are range-partitioned
 //! by business time (`at_ms`) in 7-day partitions, created ahead of time by
 //! [`PgStore::migrate`] and the maintenance task and on demand before an ingest that needs
@@ -68,6 +70,7 @@ const PARTITIONED: [&str; 4] = [
 ];
 
 const SCHEMA_V1: &str = include_str!("schema/pg_v1.sql");
+const SCHEMA_V2: &str = include_str!("schema/pg_v2.sql");
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +310,14 @@ impl PgStore {
                 )
                 .await?;
         }
+        let v2 = client
+            .query_opt("SELECT 1 FROM schema_version WHERE version = 2", &[])
+            .await?
+            .is_some();
+        if !v2 {
+            // One simple-query string: one implicit transaction, schema_version row included.
+            client.batch_execute(SCHEMA_V2).await?;
+        }
         // Trust material of the sync server; idempotent, so it runs on every migrate.
         client
             .batch_execute(&crate::store::pki::SCHEMA_PKI.replace("BYTEA_TYPE", "bytea"))
@@ -317,7 +328,9 @@ impl PgStore {
         client
             .batch_execute(&partition_functions(timescale))
             .await?;
-        // Row-level security on every table that has a tenant_id.
+        // Row-level security on every table that has a tenant_id. Partitions are reached
+        // only through their parent: the grants below are revoked on every partition, so
+        // the parent's policy always applies.
         let tables = client
             .query(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -354,7 +367,12 @@ impl PgStore {
                          REVOKE ALL ON FUNCTION storesync_ensure_partitions(bigint, bigint) FROM PUBLIC; \
                          REVOKE ALL ON FUNCTION storesync_drop_partitions_before(bigint) FROM PUBLIC; \
                          GRANT EXECUTE ON FUNCTION storesync_ensure_partitions(bigint, bigint) TO \"{role}\"; \
-                         GRANT EXECUTE ON FUNCTION storesync_drop_partitions_before(bigint) TO \"{role}\";",
+                         GRANT EXECUTE ON FUNCTION storesync_drop_partitions_before(bigint) TO \"{role}\"; \
+                         DO $$ DECLARE r record; BEGIN \
+                           FOR r IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                             WHERE n.nspname = '{schema}' AND c.relispartition AND c.relkind IN ('r', 'p') LOOP \
+                             EXECUTE format('REVOKE ALL ON %I FROM %I', r.relname, '{role}'); \
+                           END LOOP; END $$;",
                         schema = "public"
                     ))
                     .await?;
@@ -381,6 +399,9 @@ impl PgStore {
         Ok(pg_config(&self.config.url)?.get_user().map(str::to_owned))
     }
 
+    #[tracing::instrument(name = "commit_events", level = "info", skip_all, fields(
+        tenant = %stream.tenant, store = %stream.store, events = events.len(), inserted = tracing::field::Empty
+    ))]
     async fn commit_inner(
         &self,
         stream: &StreamId,
@@ -407,9 +428,7 @@ impl PgStore {
             "{}; \
              CREATE TEMP TABLE IF NOT EXISTS staging_events (seq bigint, at_ms bigint, kind smallint, content_hash bytea, \
                chain_hash bytea, transaction_id text, txn_kind smallint, total_e4 bigint, payment_method text, \
-               register_id text, event bytea) ON COMMIT DELETE ROWS; \
-             CREATE TEMP TABLE IF NOT EXISTS staging_lines (seq bigint, line_no smallint, at_ms bigint, \
-               transaction_id text, sku text, quantity integer, price_e4 bigint, kind smallint) ON COMMIT DELETE ROWS",
+               register_id text, event bytea) ON COMMIT DELETE ROWS",
             tenant_sql(tenant)
         ))
         .await?;
@@ -625,42 +644,25 @@ impl PgStore {
             .await?;
         }
         if !plan.lines.is_empty() {
-            let sink = tx.copy_in("COPY staging_lines FROM STDIN BINARY").await?;
-            let writer = BinaryCopyInWriter::new(
-                sink,
-                &[
-                    Type::INT8,
-                    Type::INT2,
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::INT4,
-                    Type::INT8,
-                    Type::INT2,
-                ],
-            );
-            futures::pin_mut!(writer);
-            for line in &plan.lines {
-                writer
-                    .as_mut()
-                    .write(&[
-                        &line.seq,
-                        &line.line_no,
-                        &line.at_ms,
-                        &line.transaction_id,
-                        &line.sku,
-                        &line.quantity,
-                        &line.price_e4,
-                        &line.kind,
-                    ])
-                    .await?;
-            }
-            writer.as_mut().finish().await?;
+            // Only lines of events just registered as new (the key check above is what
+            // makes a replay a no-op). COPY cannot target a table under row-level security,
+            // so the lines go in as binary arrays, without a second staging table.
+            let l = &plan.lines;
+            let seqs: Vec<i64> = l.iter().map(|r| r.seq).collect();
+            let line_nos: Vec<i16> = l.iter().map(|r| r.line_no).collect();
+            let at: Vec<i64> = l.iter().map(|r| r.at_ms).collect();
+            let txn_ids: Vec<&str> = l.iter().map(|r| r.transaction_id.as_str()).collect();
+            let skus: Vec<&str> = l.iter().map(|r| r.sku.as_str()).collect();
+            let qty: Vec<i32> = l.iter().map(|r| r.quantity).collect();
+            let prices: Vec<i64> = l.iter().map(|r| r.price_e4).collect();
+            let kinds: Vec<i16> = l.iter().map(|r| r.kind).collect();
             tx.execute(
                 "INSERT INTO line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, \
                    quantity, price_e4, kind) \
-                 SELECT $1, at_ms, $2, $3, seq, line_no, $4, transaction_id, sku, quantity, price_e4, kind FROM staging_lines",
-                &[&tenant, &device, &epoch, &store],
+                 SELECT $1, a, $2, $3, s, n, $4, t, k, q, p, kd \
+                 FROM unnest($5::bigint[], $6::smallint[], $7::bigint[], $8::text[], $9::text[], $10::integer[], \
+                   $11::bigint[], $12::smallint[]) AS u(s, n, a, t, k, q, p, kd)",
+                &[&tenant, &device, &epoch, &store, &seqs, &line_nos, &at, &txn_ids, &skus, &qty, &prices, &kinds],
             )
             .await?;
         }
@@ -768,6 +770,7 @@ impl PgStore {
             notify(&tx, change).await?;
         }
         tx.commit().await?;
+        tracing::Span::current().record("inserted", outcome.inserted);
         crate::metrics::global().record_commit(
             started.elapsed().as_secs_f64(),
             outcome.inserted,
@@ -1450,6 +1453,7 @@ impl Store for PgStore {
         tenant: &TenantId,
         q: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError> {
+        let tenant_id = tenant.as_str();
         let store_col = if q.by_store { "store_id" } else { "''::text" };
         let value_col = if q.by_value { "dim_value" } else { "''::text" };
         let bucket_col = if q.by_bucket {
@@ -1465,28 +1469,29 @@ impl Store for PgStore {
             .values
             .as_ref()
             .map(|v| v.iter().map(String::as_str).collect());
+        // Only the filters in use appear in the statement, so that even a generic plan of
+        // the prepared statement probes the key (tenant, granularity, dim, store, …) for a
+        // store filter and the bucket index otherwise, and prunes store partitions.
+        let granularity = granularity_code(q.granularity);
+        let dim = q.dim as i16;
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&tenant_id, &granularity, &dim, &q.from_ms, &q.to_ms];
+        let mut filters = String::new();
+        if let Some(stores) = &stores {
+            params.push(stores);
+            filters.push_str(&format!(" AND store_id = ANY(${})", params.len()));
+        }
+        if let Some(values) = &values {
+            params.push(values);
+            filters.push_str(&format!(" AND dim_value = ANY(${})", params.len()));
+        }
         let sql = format!(
             "SELECT {store_col}, {value_col}, {bucket_col}, sum(revenue_e4)::bigint, sum(units)::bigint, sum(transactions)::bigint, \
                sum(refunds)::bigint, sum(refund_amount_e4)::bigint, sum(voids)::bigint \
-             FROM sales_rollups WHERE tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5 \
-               AND ($6::text[] IS NULL OR store_id = ANY($6)) AND ($7::text[] IS NULL OR dim_value = ANY($7)) \
+             FROM sales_rollups WHERE tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5{filters} \
              GROUP BY 1, 2, 3 ORDER BY 3, 1, 2"
         );
-        let rows = self
-            .tenant_query(
-                tenant.as_str(),
-                &sql,
-                &[
-                    &tenant.as_str(),
-                    &granularity_code(q.granularity),
-                    &(q.dim as i16),
-                    &q.from_ms,
-                    &q.to_ms,
-                    &stores,
-                    &values,
-                ],
-            )
-            .await?;
+        let rows = self.tenant_query(tenant.as_str(), &sql, &params).await?;
         rows.iter()
             .map(|r| {
                 let store: String = r.get(0);

@@ -134,6 +134,9 @@ impl SqliteStore {
         Ok(tz)
     }
 
+    #[tracing::instrument(name = "commit_events", level = "info", skip_all, fields(
+        tenant = %stream.tenant, store = %stream.store, events = events.len(), inserted = tracing::field::Empty
+    ))]
     async fn commit_inner(
         &self,
         stream: &StreamId,
@@ -452,6 +455,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        tracing::Span::current().record("inserted", outcome.inserted);
         crate::metrics::global().record_commit(
             started.elapsed().as_secs_f64(),
             outcome.inserted,
