@@ -30,6 +30,12 @@ export function money(value: number | null | undefined, compact = false): string
 }
 
 const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+const compactFormat = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+/** 1.2K, 3.4M: for axis labels. */
+export function compact(value: number): string {
+  return compactFormat.format(value);
+}
 const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
 
 export function count(value: number | null | undefined): string {

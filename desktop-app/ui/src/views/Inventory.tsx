@@ -3,7 +3,7 @@
 import { useMemo, useState } from "react";
 import { useData, useLoad } from "../app/session";
 import { ChartCard, EChart } from "../components/Chart";
-import { count } from "../components/format";
+import { compact, count } from "../components/format";
 import { Empty, ErrorState, Loading } from "../components/States";
 
 const ROWS_SHOWN_MAX = 300;
@@ -86,7 +86,7 @@ export function Inventory() {
                   option={{
                     tooltip: { trigger: "axis" },
                     grid: { left: 8, right: 16, top: 8, bottom: 8, containLabel: true },
-                    xAxis: { type: "value", minInterval: 1 },
+                    xAxis: { type: "value", minInterval: 1, splitNumber: 4, axisLabel: { formatter: (x: number) => compact(x) } },
                     yAxis: { type: "category", inverse: true, data: perStore.map(([s]) => names.get(s) ?? s) },
                     series: [{ type: "bar", data: perStore.map(([, n]) => n), barMaxWidth: 16, itemStyle: { color: "#f59e0b" } }],
                   }}

@@ -208,7 +208,7 @@ function Completeness({ rows }: { rows: Row[] }) {
   if (behind.length === 0) {
     return (
       <div className="notice notice-ok" data-testid="completeness" data-behind="0">
-        All {rows.length} stores have synced up to the last few minutes: these totals are complete.
+        {rows.length === 1 ? "The store has" : `All ${rows.length} stores have`} synced up to the last few minutes: these totals are complete.
       </div>
     );
   }
