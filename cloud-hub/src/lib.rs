@@ -6,8 +6,10 @@
 //!   (PostgreSQL, production) and [`store::sqlite::SqliteStore`] (embedded, single-machine
 //!   installs and the demo). Both pass one test suite (`tests/store_suite.rs`).
 //! - [`ingest`]: what both backends share when they commit a verified run of events.
-//! - [`api`]: the axum router ([`api::app`]) — dashboards, alerts, live streams, tokens —
-//!   with its route table ([`api::routes::ROUTES`]) that drives authorization and OpenAPI.
+//! - [`api`]: the axum router ([`api::app`]) — dashboards, alerts, live streams (opened
+//!   with short-lived tickets), tokens, saved views ([`api::views`]) — with its route table
+//!   ([`api::routes::ROUTES`]) that drives authorization and OpenAPI; every other `GET`
+//!   serves the built web UI ([`api::ui`]).
 //! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA),
 //!   argon2 secrets, rotating refresh tokens.
 //! - [`ratelimit`], [`cache`], [`metrics`], [`telemetry`] (logs and OTLP spans), [`config`],
