@@ -74,6 +74,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod docs;
 pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;

@@ -228,6 +228,8 @@ fn uri_for(path: &str, other_store: bool) -> String {
     path.replace("{store_id}", store)
         .replace("{alert_id}", &format!("al-{store}"))
         .replace("{view_id}", "v1")
+        .replace("{sku}", "sku-1")
+        .replace("{name}", "lowStockDefault")
 }
 
 #[tokio::test]
@@ -283,6 +285,15 @@ async fn role_and_tenant_matrix_over_every_route_on_postgres() {
     role_and_tenant_matrix(hub_with(pg_store("t_api_matrix").await, limits).await).await;
 }
 
+/// Routes that need a body: an allowed caller sending none gets 400.
+const BODY_ROUTES: &[&str] = &[
+    "/api/v1/users",
+    "/api/v1/stores/{store_id}/adjustments",
+    "/api/v1/transfers",
+    "/api/v1/catalog/{sku}",
+    "/api/v1/alert-rules/{name}",
+];
+
 async fn role_and_tenant_matrix(hub: Hub) {
     let roles = [
         (Role::Admin, vec![]),
@@ -317,7 +328,7 @@ async fn role_and_tenant_matrix(hub: Hub) {
                         status.is_client_error() && ![401, 403, 404].contains(&status.as_u16()),
                         "{what}: {status}"
                     );
-                } else if route.path == "/api/v1/users" || route.method == "PUT" {
+                } else if BODY_ROUTES.contains(&route.path) || route.method == "PUT" {
                     assert_eq!(
                         status,
                         StatusCode::BAD_REQUEST,
@@ -329,8 +340,11 @@ async fn role_and_tenant_matrix(hub: Hub) {
             }
         }
         // Another tenant's admin: acme's stores and alerts do not exist for it. (Saved views
-        // belong to their owner, not to a store: their isolation is tested in web_ui.rs.)
-        if (route.path.contains('{') || route.scoped) && !route.path.starts_with("/api/v1/views") {
+        // belong to their owner, not to a store: their isolation is tested in web_ui.rs; the
+        // catalog and alert rules are the caller's own tenant's.)
+        if (route.path.contains("{store_id}") || route.path.contains("{alert_id}") || route.scoped)
+            && !route.path.starts_with("/api/v1/views")
+        {
             let t = token(&hub, "globex", Role::Admin, &[]);
             let mut uri = uri_for(route.path, true);
             if !route.path.contains('{') {

@@ -167,6 +167,13 @@ pub async fn run(
     )
     .await?;
     let store = opened.store;
+    let docs = crate::docs::Docs::open(
+        &settings.config.data_dir,
+        Arc::clone(&settings),
+        writer.clone(),
+        store.reader().clone(),
+    )
+    .await?;
     let sync_paths = crate::sync::Paths::new(&settings.config.data_dir);
     let enrollment = sync_paths
         .load()
@@ -291,6 +298,7 @@ pub async fn run(
                 paths: sync_paths.clone(),
                 enrollment,
                 options,
+                docs: docs.clone(),
             },
             stop_rx.clone(),
         );
@@ -303,6 +311,7 @@ pub async fn run(
         metrics,
         alerts: alerts_tx,
         verifier,
+        docs,
     };
     let router = app(state);
     let mut server_stop = stop_rx.clone();

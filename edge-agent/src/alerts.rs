@@ -3,7 +3,7 @@
 //! | kind | when | subject |
 //! | --- | --- | --- |
 //! | `out_of_stock` | a SKU's on-hand drops to 0 or below | SKU |
-//! | `low_stock` | on-hand at or below the SKU's threshold (`alerts.low_stock`, else `low_stock_default`) | SKU |
+//! | `low_stock` | on-hand at or below the SKU's threshold (the HQ catalog's reorder threshold, else `alerts.low_stock`, else the tenant's `lowStockDefault` rule, else `low_stock_default`) | SKU |
 //! | `sales_milestone` | today's revenue crosses a configured milestone | `day:<bucket>:<amount>` |
 //! | `revenue_anomaly` | last hour's revenue is far from its baseline (below) | `hour:<bucket>` |
 //! | `refund_spike` | last hour's refunds plus voids are far above their baseline | `hour:<bucket>` |
@@ -216,11 +216,7 @@ pub(crate) async fn load_cooldowns(
 
 /// The stock alert `quantity` calls for, if any.
 pub(crate) fn stock_kind(settings: &Settings, sku: &Sku, quantity: i64) -> Option<AlertKind> {
-    let threshold = settings
-        .low_stock
-        .get(sku)
-        .copied()
-        .unwrap_or(settings.config.alerts.low_stock_default);
+    let threshold = settings.low_stock_threshold(sku);
     if quantity <= 0 {
         Some(AlertKind::OutOfStock)
     } else if quantity <= threshold {
@@ -231,11 +227,7 @@ pub(crate) fn stock_kind(settings: &Settings, sku: &Sku, quantity: i64) -> Optio
 }
 
 pub(crate) fn stock_candidate(settings: &Settings, sku: &Sku, quantity: i64) -> Option<Candidate> {
-    let threshold = settings
-        .low_stock
-        .get(sku)
-        .copied()
-        .unwrap_or(settings.config.alerts.low_stock_default);
+    let threshold = settings.low_stock_threshold(sku);
     if quantity <= 0 {
         Some(Candidate {
             kind: AlertKind::OutOfStock,
@@ -281,7 +273,8 @@ pub(crate) async fn milestone_candidates(
 ) -> Result<(Vec<Candidate>, Vec<(i64, i64)>), StoreError> {
     let mut out = Vec::new();
     let mut remember = Vec::new();
-    if settings.milestones_e4.is_empty() {
+    let milestones = settings.milestones();
+    if milestones.is_empty() {
         return Ok((out, remember));
     }
     for (key, f) in delta {
@@ -305,7 +298,7 @@ pub(crate) async fn milestone_candidates(
             continue;
         }
         let before = after - f.revenue_e4;
-        for m in &settings.milestones_e4 {
+        for m in &milestones {
             if before < *m && *m <= after {
                 let amount = storesync_protocol::Money::from_e4(*m);
                 out.push(Candidate {

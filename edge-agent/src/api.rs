@@ -14,6 +14,7 @@
 //! | `GET /api/v1/dead-letters?state=&limit=`, `GET /api/v1/dead-letters/{id}` | |
 //! | `POST /api/v1/dead-letters/{id}/resubmit` | the corrected record as JSON |
 //! | `GET /api/v1/outbox` | identity, epoch link, streams and backlog |
+//! | `GET /api/v1/documents` | the store and tenant documents as replicated here (heads, alert marks, tasks, settings, adjustments, catalog, rules) |
 //! | `GET /healthz`, `GET /metrics` | no token needed |
 //!
 //! Ingest status codes: 200 when every record is accepted or a duplicate; 207 when some
@@ -66,6 +67,8 @@ pub struct AppState {
     pub alerts: broadcast::Sender<AlertView>,
     /// Token checking, when required.
     pub verifier: Option<Verifier>,
+    /// The replicated documents.
+    pub docs: crate::docs::Docs,
 }
 
 /// The one error type of the API; internals are logged, never sent.
@@ -173,6 +176,7 @@ pub fn app(state: AppState) -> Router {
         .route("/dead-letters/{id}", get(get_dead_letter))
         .route("/dead-letters/{id}/resubmit", post(post_resubmit))
         .route("/outbox", get(get_outbox))
+        .route("/documents", get(get_documents))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/api/v1", api)
@@ -582,12 +586,20 @@ async fn change_alert(
     to: AlertState,
     principal: Principal,
 ) -> ApiResult<Response> {
+    let now = ingest::now_ms();
     match state
         .writer
-        .set_alert_state(id.clone(), to, principal.subject, ingest::now_ms())
+        .set_alert_state(id.clone(), to, principal.subject.clone(), now)
         .await?
     {
-        Some(view) => Ok(axum::Json(view).into_response()),
+        Some(view) => {
+            // The store's document carries the new state to the hub.
+            state
+                .docs
+                .mark_alert(&id, to, &principal.subject, now)
+                .await?;
+            Ok(axum::Json(view).into_response())
+        }
         None => Err(AppError::NotFound(format!("no alert {id}"))),
     }
 }
@@ -702,6 +714,10 @@ async fn post_resubmit(
     };
     let outcomes = submit(&state, vec![submission], now).await?;
     Ok((status_of(&outcomes), axum::Json(outcomes_body(&outcomes))).into_response())
+}
+
+async fn get_documents(State(state): State<AppState>) -> ApiResult<Response> {
+    Ok(axum::Json(state.docs.summary().await).into_response())
 }
 
 async fn get_outbox(State(state): State<AppState>) -> ApiResult<Response> {

@@ -362,6 +362,8 @@ pub struct Settings {
     pub milestones_e4: Vec<i64>,
     /// Per-SKU thresholds.
     pub low_stock: BTreeMap<Sku, i64>,
+    /// What the tenant document (catalog, alert rules) says, refreshed as it syncs.
+    pub doc_rules: crate::docs::SharedRules,
     /// Token checking, when required: the PEM bytes of the public key.
     pub auth_key_pem: Option<Vec<u8>>,
     /// Whether tokens are required.
@@ -369,6 +371,29 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The low-stock threshold of `sku`: the HQ catalog's reorder threshold, else this
+    /// store's `alerts.low_stock`, else the tenant's `lowStockDefault` rule, else
+    /// `alerts.low_stock_default`.
+    pub fn low_stock_threshold(&self, sku: &Sku) -> i64 {
+        let rules = self.doc_rules.read();
+        rules
+            .thresholds
+            .get(sku.as_str())
+            .copied()
+            .or_else(|| self.low_stock.get(sku).copied())
+            .or(rules.low_stock_default)
+            .unwrap_or(self.config.alerts.low_stock_default)
+    }
+
+    /// Daily revenue milestones: the tenant's `salesMilestones` rule, else `alerts.milestones`.
+    pub fn milestones(&self) -> Vec<i64> {
+        self.doc_rules
+            .read()
+            .milestones_e4
+            .clone()
+            .unwrap_or_else(|| self.milestones_e4.clone())
+    }
+
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.config.data_dir.join("edge.db")
@@ -559,6 +584,7 @@ pub fn check(mut config: Config, base: &Path) -> Result<Settings, ConfigError> {
         record_limits,
         milestones_e4,
         low_stock,
+        doc_rules: crate::docs::SharedRules::default(),
         auth_key_pem,
         auth_required,
         config,

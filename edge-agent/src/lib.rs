@@ -59,6 +59,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod docs;
 pub mod ingest;
 pub mod inventory;
 pub mod metrics;

@@ -11,6 +11,9 @@
 //! - [`wire`]: messages and frames (magic, version, kind, length, CRC-32; postcard payload).
 //! - [`session`]: the sans-IO sync state machines [`EdgeSession`] and [`HubSession`].
 //! - [`rollup`], [`inventory`]: pure functions both sides compute identically.
+//! - `docs` (with `std`): the schema of the replicated automerge documents (tenant catalog
+//!   and alert rules; per-store alert marks, tasks, settings, downstream adjustments) and
+//!   the sync peer both shells drive.
 //!
 //! ```
 //! use storesync_protocol::validate::{parse_transaction, Context, Limits};
@@ -33,6 +36,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "std")]
+pub mod docs;
 pub mod domain;
 pub mod event;
 pub mod ids;

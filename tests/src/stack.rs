@@ -241,3 +241,78 @@ pub fn wait_count(hub: &Hub, expected: i64) -> (i64, i64, i64) {
         },
     )
 }
+
+/// Adds an admin user to tenant `acme` and returns a bearer token for it.
+pub fn admin_token(hub: &Hub) -> String {
+    let mut c = hub.cmd();
+    c.args([
+        "user", "add", "--tenant", "acme", "admin", "--role", "admin",
+    ])
+    .env("STORESYNC_PASSWORD", "docs-sync-test");
+    run(c);
+    let body = "grant_type=password&tenant=acme&username=admin&password=docs-sync-test";
+    let response = http(
+        "POST",
+        &hub.http,
+        "/oauth/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A request to the hub's API with a bearer token; the JSON answer.
+pub fn hub_api(
+    hub: &Hub,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {token}");
+    let response = http(
+        method,
+        &hub.http,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    (response.status, response.json())
+}
+
+/// A request to the agent's local API; the JSON answer.
+pub fn edge_api(edge: &Edge, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let response = http(
+        method,
+        &edge.api,
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    (response.status, response.json())
+}
+
+/// The heads of the store document at the agent and at the hub, once they are equal
+/// (waits up to 60 s).
+pub fn wait_store_doc_converged(hub: &Hub, edge: &Edge, token: &str) -> Vec<serde_json::Value> {
+    wait_for(
+        "equal store document heads at agent and hub",
+        Duration::from_secs(60),
+        || {
+            let (_, at_edge) = edge_api(edge, "GET", "/api/v1/documents", "");
+            let (_, at_hub) = hub_api(hub, token, "GET", "/api/v1/stores/s1/document", "");
+            let heads = at_edge["store"]["heads"].as_array()?.clone();
+            (!heads.is_empty() && Some(&heads) == at_hub["heads"].as_array()).then_some(heads)
+        },
+    )
+}

@@ -9,6 +9,7 @@
 //! assigned stores; a store or alert the caller may not see answers 404, exactly as one that
 //! does not exist. Errors go through [`AppError`], which never shows internals.
 
+mod docs;
 pub mod routes;
 pub mod ui;
 pub mod views;
@@ -29,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -302,6 +303,18 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/users", post(add_user))
         .route("/api/v1/stores", get(list_stores))
         .route("/api/v1/stores/{store_id}", get(one_store))
+        .route(
+            "/api/v1/stores/{store_id}/document",
+            get(docs::store_document),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/adjustments",
+            post(docs::post_adjustment),
+        )
+        .route("/api/v1/transfers", post(docs::post_transfer))
+        .route("/api/v1/catalog", get(docs::catalog))
+        .route("/api/v1/catalog/{sku}", put(docs::put_catalog_item))
+        .route("/api/v1/alert-rules/{name}", put(docs::put_alert_rule))
         .route("/api/v1/sales/series", get(series_json))
         .route("/api/v1/sales/series.csv", get(series_csv))
         .route("/api/v1/sales/top-items", get(top_items))
@@ -1535,12 +1548,24 @@ async fn change_alert(
         return Err(AppError::NotFound);
     }
     let by = format!("{}:{}", caller.role.as_str(), caller.subject);
+    let now = now_ms();
     let updated = state
         .inner
         .store
-        .set_alert_state(&caller.tenant, &alert_id, to, &by, now_ms())
+        .set_alert_state(&caller.tenant, &alert_id, to, &by, now)
         .await?
         .ok_or(AppError::NotFound)?;
+    // The store's document carries the new state to the store's agent.
+    crate::docs::mark_alert(
+        &*state.inner.store,
+        &caller.tenant,
+        &existing.alert.store_id,
+        &alert_id,
+        to,
+        &by,
+        now,
+    )
+    .await?;
     Ok(Json(alert_json(&updated)))
 }
 

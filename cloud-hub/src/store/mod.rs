@@ -9,6 +9,7 @@
 //! Backends do not know about roles or HTTP: every read is already scoped to one tenant and,
 //! where the caller says so, to a set of stores.
 
+pub mod docs;
 pub mod pg;
 pub mod pki;
 pub mod sqlite;
@@ -341,6 +342,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Saved views of the UI, per user.
     fn views(&self) -> &dyn views::ViewStore;
+
+    /// The replicated automerge documents and the devices' sync states.
+    fn docs(&self) -> &dyn docs::DocStore;
 
     /// Subscribes to committed changes of every tenant.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -24,6 +24,7 @@
 //! rows only, in the same transaction, so rollups are exactly as fresh as the events), the
 //! stream head, and a `NOTIFY` that other hub processes receive after the commit.
 
+mod docs;
 mod pki;
 mod views;
 
@@ -324,6 +325,9 @@ impl PgStore {
             .await?;
         client
             .batch_execute(crate::store::views::SCHEMA_VIEWS)
+            .await?;
+        client
+            .batch_execute(&crate::store::docs::SCHEMA_DOCS.replace("BYTEA_TYPE", "bytea"))
             .await?;
         client
             .batch_execute(&partition_functions(timescale))
@@ -1138,6 +1142,10 @@ impl Store for PgStore {
     }
 
     fn views(&self) -> &dyn crate::store::views::ViewStore {
+        self
+    }
+
+    fn docs(&self) -> &dyn crate::store::docs::DocStore {
         self
     }
 

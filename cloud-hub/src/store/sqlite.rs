@@ -8,6 +8,7 @@
 //! Ingest follows the PostgreSQL steps (identity, transaction registry, event tables,
 //! rollups, stream head) in one transaction, with multi-row statements.
 
+mod docs;
 mod pki;
 mod views;
 
@@ -551,6 +552,11 @@ impl Store for SqliteStore {
         sqlx::raw_sql(crate::store::views::SCHEMA_VIEWS)
             .execute(&self.pool)
             .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            crate::store::docs::SCHEMA_DOCS.replace("BYTEA_TYPE", "BLOB"),
+        ))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -559,6 +565,10 @@ impl Store for SqliteStore {
     }
 
     fn views(&self) -> &dyn crate::store::views::ViewStore {
+        self
+    }
+
+    fn docs(&self) -> &dyn crate::store::docs::DocStore {
         self
     }
 

@@ -4,7 +4,9 @@
 //! - [`server`]: the QUIC endpoint; enrollment, renewal, and one
 //!   [`storesync_protocol::HubSession`] per device connection, committing through
 //!   [`crate::store::Store::commit_events`].
+//! - [`docs`]: the automerge documents over the same connection ([`docs::DocLink`]).
 
+pub mod docs;
 pub mod pki;
 pub mod server;
 

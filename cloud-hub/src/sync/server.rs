@@ -674,6 +674,12 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
         commit_rx,
         done_tx,
     ));
+    let mut doc_link = super::docs::DocLink::new(
+        identity.tenant.clone(),
+        identity.store.clone(),
+        identity.device.clone(),
+    );
+    let mut doc_changes = store.subscribe();
     let age_deadline = tokio::time::Instant::now() + options.connection_age_max;
     let mut inbox = Vec::new();
     let mut last_contact = Instant::now() - Duration::from_secs(3600);
@@ -755,6 +761,8 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                             tracing::warn!(error = %e, "sync: recording contact failed");
                         }
                         last_contact = Instant::now();
+                        let sent = doc_link.connected(&*store).await;
+                        send_docs(&mut session, &identity, sent);
                     }
                     HubAction::Backlog(backlog) => {
                         if last_contact.elapsed() >= Duration::from_secs(5) {
@@ -782,7 +790,11 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                         let _ = send.finish();
                         closed = Some(Ok(format!("{reason:?}")));
                     }
-                    HubAction::DocSync(_) | HubAction::Alert(_) => {}
+                    HubAction::DocSync(message) => {
+                        let sent = doc_link.receive(&*store, message).await;
+                        send_docs(&mut session, &identity, sent);
+                    }
+                    HubAction::Alert(_) => {}
                     _ => {}
                 }
             }
@@ -824,6 +836,17 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                 }
             }
             _ = tokio::time::sleep_until(age_deadline) => session.close(now_ms(), "maximum connection age"),
+            change = doc_changes.recv() => {
+                let relevant = match &change {
+                    Ok(change) => doc_link.concerns(change),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                };
+                if relevant && session.is_connected() {
+                    let sent = doc_link.refresh(&*store).await;
+                    send_docs(&mut session, &identity, sent);
+                }
+            }
         }
     };
     drop(commit_tx);
@@ -903,6 +926,29 @@ async fn commit_worker(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Queues document messages; a refused message from the device is an alarm and ends the
+/// session, a store failure is logged (the next change or connection retries).
+fn send_docs(
+    session: &mut HubSession,
+    identity: &DeviceIdentity,
+    sent: Result<Vec<storesync_protocol::wire::DocSync>, super::docs::LinkError>,
+) {
+    match sent {
+        Ok(messages) => {
+            for message in messages {
+                session.send_doc(now_ms(), message);
+            }
+        }
+        Err(e @ super::docs::LinkError::Refused { .. }) => {
+            tracing::error!(tenant = %identity.tenant, store = %identity.store, device = %identity.device, error = %e, "sync: alarm: document message refused");
+            session.close(now_ms(), &e.to_string());
+        }
+        Err(e) => {
+            tracing::warn!(device = %identity.device, error = %e, "sync: document exchange failed");
         }
     }
 }

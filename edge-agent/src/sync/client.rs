@@ -92,6 +92,8 @@ pub struct SyncContext {
     pub enrollment: Enrollment,
     /// Tunables.
     pub options: SyncOptions,
+    /// The replicated documents.
+    pub docs: crate::docs::Docs,
 }
 
 fn now_ms() -> i64 {
@@ -325,12 +327,27 @@ async fn connect_once(
                             s.backlog = backlog;
                             s.attempt = 0;
                         });
+                        for message in ctx.docs.connected().await {
+                            session.send_doc(now_ms(), message);
+                        }
                     }
                     EdgeAction::Alarm(alarm) => {
                         tracing::error!(?alarm, "sync: alarm");
                         status.send_modify(|s| s.alarms += 1);
                     }
-                    EdgeAction::DocSync(_) | EdgeAction::Alert(_) => {}
+                    EdgeAction::DocSync(message) => match ctx.docs.receive(message).await {
+                        Ok(answers) => {
+                            for answer in answers {
+                                session.send_doc(now_ms(), answer);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "sync: alarm: document message from the hub refused");
+                            status.send_modify(|s| s.alarms += 1);
+                            session.disconnected(&format!("document message refused: {e}"));
+                        }
+                    },
+                    EdgeAction::Alert(_) => {}
                     EdgeAction::Closed(reason) => {
                         while let Some(frame) = session.poll_transmit() {
                             let _ =
@@ -367,6 +384,11 @@ async fn connect_once(
                 Err(e) => session.disconnected(&e.to_string()),
             },
             _ = sleep_until(deadline) => session.handle_timeout(now_ms()),
+            _ = ctx.docs.changed() => {
+                for message in ctx.docs.outgoing().await {
+                    session.send_doc(now_ms(), message);
+                }
+            }
             _ = poll.tick() => {
                 match ctx.store.outbox_streams().await {
                     Ok(streams) => {
