@@ -284,6 +284,14 @@ impl Agent {
         let paths = storesync_edge::sync::Paths::new(&self.settings.config.data_dir);
         let enrollment = paths.load().unwrap().expect("enrolled");
         let (stop, stop_rx) = watch::channel(false);
+        let docs = storesync_edge::docs::Docs::open(
+            &self.settings.config.data_dir,
+            std::sync::Arc::new(self.settings.clone()),
+            writer.clone(),
+            store.reader().clone(),
+        )
+        .await
+        .unwrap();
         let (sync_task, status) = storesync_edge::sync::client::spawn(
             SyncContext {
                 store,
@@ -291,6 +299,7 @@ impl Agent {
                 paths,
                 enrollment,
                 options,
+                docs,
             },
             stop_rx,
         );
