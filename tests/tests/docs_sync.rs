@@ -162,3 +162,142 @@ fn alert_marks_travel_both_ways_and_offline_edits_merge() {
             .terminate(Duration::from_secs(20))
     );
 }
+
+fn on_hand(edge: &storesync_tests::stack::Edge, sku: &str) -> Option<i64> {
+    let (_, inv) = edge_api(edge, "GET", &format!("/api/v1/inventory?sku={sku}"), "");
+    inv["items"].as_array()?.first()?["onHand"].as_i64()
+}
+
+fn has_alert(edge: &storesync_tests::stack::Edge, kind: &str, subject: &str) -> bool {
+    let (_, list) = edge_api(edge, "GET", "/api/v1/alerts?limit=1000", "");
+    list["alerts"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|a| a["kind"] == kind && a["subject"] == subject)
+    })
+}
+
+#[test]
+fn hq_catalog_thresholds_adjustments_and_transfers_reach_the_store_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, mut edge) = setup(root.path());
+    hub.start();
+    let mut c = hub.cmd();
+    c.args([
+        "store",
+        "add",
+        "--tenant",
+        "acme",
+        "s2",
+        "--time-zone",
+        "UTC",
+    ]);
+    storesync_tests::run(c);
+    enroll_ok(&hub, &edge);
+    let token = admin_token(&hub);
+    edge.start();
+
+    // HQ sets a reorder threshold of 50 for one SKU; the agent's default is 5.
+    let (status, body) = hub_api(
+        &hub,
+        &token,
+        "PUT",
+        "/api/v1/catalog/widget",
+        r#"{"name":"Widget","category":"tools","price":2.5,"reorderThreshold":50}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = hub_api(
+        &hub,
+        &token,
+        "PUT",
+        "/api/v1/catalog/widget",
+        r#"{"name":"Widget"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("price"),
+        "{body}"
+    );
+    wait_for("the catalog at the agent", Duration::from_secs(60), || {
+        let (_, doc) = edge_api(&edge, "GET", "/api/v1/documents", "");
+        (doc["tenant"]["catalog"]["widget"]["reorderThreshold"] == 50).then_some(())
+    });
+
+    // HQ adjustments reach the store's on-hand; the catalog threshold decides the alert.
+    for (id, sku) in [("adj-1", "widget"), ("adj-2", "gadget")] {
+        let (status, body) = hub_api(
+            &hub,
+            &token,
+            "POST",
+            "/api/v1/stores/s1/adjustments",
+            &format!(
+                r#"{{"adjustmentId":"{id}","sku":"{sku}","delta":30,"reason":"opening stock"}}"#
+            ),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    wait_for(
+        "HQ adjustments at the agent",
+        Duration::from_secs(60),
+        || {
+            (on_hand(&edge, "widget") == Some(30) && on_hand(&edge, "gadget") == Some(30))
+                .then_some(())
+        },
+    );
+    wait_for(
+        "a low-stock alert from the catalog threshold",
+        Duration::from_secs(30),
+        || has_alert(&edge, "low_stock", "widget").then_some(()),
+    );
+    assert!(
+        !has_alert(&edge, "low_stock", "gadget"),
+        "30 is above the default threshold of 5"
+    );
+
+    // The same adjustment again changes nothing; a transfer moves stock out of s1.
+    let (status, body) = hub_api(
+        &hub,
+        &token,
+        "POST",
+        "/api/v1/stores/s1/adjustments",
+        r#"{"adjustmentId":"adj-1","sku":"widget","delta":30,"reason":"opening stock"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["new"], false);
+    let (status, body) = hub_api(
+        &hub,
+        &token,
+        "POST",
+        "/api/v1/transfers",
+        r#"{"transferId":"tr-1","fromStore":"s1","toStore":"s2","sku":"gadget","quantity":12}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_for(
+        "the transfer's leg at the agent",
+        Duration::from_secs(60),
+        || (on_hand(&edge, "gadget") == Some(18)).then_some(()),
+    );
+
+    // A restarted agent applies nothing twice.
+    edge.proc
+        .as_mut()
+        .unwrap()
+        .terminate(Duration::from_secs(20));
+    edge.start();
+    wait_store_doc_converged(&hub, &edge, &token);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(on_hand(&edge, "widget"), Some(30));
+    assert_eq!(on_hand(&edge, "gadget"), Some(18));
+
+    assert!(
+        edge.proc
+            .as_mut()
+            .unwrap()
+            .terminate(Duration::from_secs(20))
+    );
+    assert!(
+        hub.proc
+            .as_mut()
+            .unwrap()
+            .terminate(Duration::from_secs(20))
+    );
+}

@@ -18,7 +18,10 @@
 use std::time::{Duration, Instant};
 
 use storesync_sim::faultproxy::{self, Direction, FaultHandle, Faults, ProxyConfig};
-use storesync_tests::stack::{Edge, Hub, enroll_ok, post_sales, setup};
+use storesync_tests::stack::{
+    Edge, Hub, admin_token, edge_api, enroll_ok, hub_api, post_sales, setup,
+    wait_store_doc_converged,
+};
 use storesync_tests::wait_for;
 
 /// Points the enrolled agent at `addr` instead of the hub.
@@ -54,6 +57,7 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
     let (mut hub, mut edge): (Hub, Edge) = setup(root.path());
     hub.start();
     enroll_ok(&hub, &edge);
+    let token = admin_token(&hub);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -100,12 +104,30 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
     let expected = post(&edge, 300);
     delivered_under_faults("round 1 under faults", expected, &proxy);
 
+    // Document edits under faults: HQ acknowledges one alert, the store resolves another
+    // while it is cut off (below).
+    let alerts: Vec<String> = wait_for("two alerts at the agent", Duration::from_secs(30), || {
+        let (_, list) = edge_api(&edge, "GET", "/api/v1/alerts?limit=1000", "");
+        let ids: Vec<String> = list["alerts"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["alertId"].as_str().map(str::to_string))
+            .collect();
+        (ids.len() >= 2).then_some(ids)
+    });
+    wait_for("HQ's acknowledgement", Duration::from_secs(60), || {
+        let path = format!("/api/v1/alerts/{}/acknowledge", alerts[0]);
+        (hub_api(&hub, &token, "POST", &path, "").0 == 200).then_some(())
+    });
+
     // Round 2 is cut by a partition of 8 s while it streams; round 3 is posted into it.
     post(&edge, 500);
     std::thread::sleep(Duration::from_millis(200));
     proxy.set_partitioned(true);
     let at_partition = hub.db_counts().0;
     let expected = post(&edge, 200);
+    let path = format!("/api/v1/alerts/{}/resolve", alerts[1]);
+    assert_eq!(edge_api(&edge, "POST", &path, "").0, 200);
     std::thread::sleep(Duration::from_secs(8));
     proxy.set_partitioned(false);
     eprintln!("partition: {at_partition} at the hub when it started");
@@ -149,6 +171,13 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
     // Settled: nothing arrives twice later either.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(hub.db_counts(), counts, "{}", report(&proxy));
+
+    // The store document has equal heads on both sides, holding both edits.
+    let heads = wait_store_doc_converged(&hub, &edge, &token);
+    eprintln!("store document converged at heads {heads:?}");
+    let (_, doc) = edge_api(&edge, "GET", "/api/v1/documents", "");
+    assert_eq!(doc["store"]["alerts"][&alerts[0]]["state"], "acknowledged");
+    assert_eq!(doc["store"]["alerts"][&alerts[1]]["state"], "resolved");
 
     // The faults were exercised, not skipped.
     let up = proxy.stats(Direction::ToUpstream);
