@@ -572,7 +572,77 @@ async fn unknown_time_zone_is_refused(store: Arc<dyn Store>) {
     );
 }
 
+async fn documents_merge_serially_and_stay_per_tenant(store: Arc<dyn Store>) {
+    use storesync_hub::store::docs::{DocWrite, store_doc_key};
+    store.create_tenant(&tenant("acme"), "Acme").await.unwrap();
+    store
+        .create_tenant(&tenant("globex"), "Globex")
+        .await
+        .unwrap();
+    let key = store_doc_key(&store_id("s1"));
+    // Concurrent read-modify-write edits of one document: none is lost.
+    let edits: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            tokio::spawn(async move {
+                storesync_hub::docs::edit(&*store, &tenant("acme"), &key, |doc| {
+                    storesync_protocol::docs::put_setting(doc, &format!("s{i}"), &i.into())
+                })
+                .await
+                .unwrap();
+            })
+        })
+        .collect();
+    for edit in edits {
+        edit.await.unwrap();
+    }
+    let doc = storesync_hub::docs::read(&*store, &tenant("acme"), &key)
+        .await
+        .unwrap();
+    assert_eq!(storesync_protocol::docs::settings(&doc).len(), 8);
+    let versions = store
+        .docs()
+        .doc_versions(&tenant("acme"), std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![(key.clone(), 8)]);
+    // Another tenant sees nothing of it.
+    assert_eq!(
+        store.docs().doc_get(&tenant("globex"), &key).await.unwrap(),
+        None
+    );
+    // A device's sync state is kept per document and device.
+    let device = DeviceId::new("d1").unwrap();
+    store
+        .docs()
+        .doc_edit(&tenant("acme"), &key, Some(&device), &mut |row| {
+            assert_eq!(row.peer_state, None);
+            Ok(DocWrite {
+                bytes: None,
+                peer_state: Some(vec![1, 2, 3]),
+            })
+        })
+        .await
+        .unwrap();
+    let mut seen = None;
+    let version = store
+        .docs()
+        .doc_edit(&tenant("acme"), &key, Some(&device), &mut |row| {
+            seen = row.peer_state.clone();
+            Ok(DocWrite::default())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(vec![1, 2, 3]));
+    assert_eq!(
+        version, 8,
+        "writing only a sync state leaves the document as it is"
+    );
+}
+
 on_both_backends!(
+    documents_merge_serially_and_stay_per_tenant,
     ingest_then_replay_changes_nothing,
     heads_and_chain_hashes,
     same_key_other_content_is_a_conflict,
