@@ -198,6 +198,16 @@ pub async fn run(
         (None, Some((pem, iss, aud))) => Some((pem.clone(), iss.clone(), aud.clone())),
         (None, None) => None,
     };
+    if settings.auth_required && key_and_claims.is_none() {
+        return Err(config::ConfigError::Invalid {
+            field: "auth.public_key_file".into(),
+            reason: "tokens are required (the API listens beyond loopback or auth.mode = \"required\") \
+                     but there is no key to check them: set auth.public_key_file, issuer and audience, \
+                     or enroll the agent, which brings the tenant's key"
+                .into(),
+        }
+        .into());
+    }
     let verifier = match (&key_and_claims, settings.auth_required) {
         (Some((pem, issuer, audience)), true) => Some(
             Verifier::new(

@@ -3,7 +3,8 @@
 //! Tokens are JWTs signed with Ed25519 (`alg = EdDSA`, nothing else is accepted). The
 //! agent holds the signing public key (from its config now, from enrollment later) and
 //! checks signature, `exp` (required, 30 s leeway), `nbf` when present, `iss` and `aud`.
-//! Scope: `scope` (space-separated) must hold `store-manager` or `admin`; `tenant` must be
+//! Scope: `scope` (space-separated) must hold `store-manager` or `admin`, or `role` (the
+//! claim the hub's own issuer sets) must be `store_manager` or `admin`; `tenant` must be
 //! this agent's tenant; a store manager's `stores` must list this store.
 
 use serde::Deserialize;
@@ -28,6 +29,9 @@ struct Claims {
     sub: String,
     #[serde(default)]
     scope: String,
+    /// The hub's issuer names a role instead of scopes.
+    #[serde(default)]
+    role: Option<String>,
     #[serde(default)]
     tenant: Option<String>,
     #[serde(default)]
@@ -106,8 +110,9 @@ impl Verifier {
             return Err(AuthError::Forbidden("token is for another tenant".into()));
         }
         let scopes: Vec<&str> = claims.scope.split_whitespace().collect();
-        let admin = scopes.contains(&"admin");
-        let manager = scopes.contains(&"store-manager");
+        let role = claims.role.as_deref();
+        let admin = scopes.contains(&"admin") || role == Some("admin");
+        let manager = scopes.contains(&"store-manager") || role == Some("store_manager");
         if !admin && !manager {
             return Err(AuthError::Forbidden(
                 "scope store-manager or admin is required".into(),

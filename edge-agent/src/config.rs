@@ -558,16 +558,12 @@ pub fn check(mut config: Config, base: &Path) -> Result<Settings, ConfigError> {
         }
         None => None,
     };
-    if auth_required && auth_key_pem.is_none() {
-        return Err(invalid(
-            "auth.public_key_file",
-            "is required when the API listens beyond loopback or auth.mode = \"required\"",
-        ));
-    }
-    if auth_required && (config.auth.issuer.is_none() || config.auth.audience.is_none()) {
+    // Without a key file, enrollment supplies the tenant's key, issuer and audience; the
+    // agent refuses to start when tokens are required and neither is there.
+    if auth_key_pem.is_some() && (config.auth.issuer.is_none() || config.auth.audience.is_none()) {
         return Err(invalid(
             "auth.issuer",
-            "auth.issuer and auth.audience are required with tokens",
+            "auth.issuer and auth.audience are required with auth.public_key_file",
         ));
     }
     if !config.listen.bridge.is_empty() && config.listen.bridge.parse::<SocketAddr>().is_err() {
@@ -712,8 +708,8 @@ mod tests {
                 "opening_hours.mon",
             ),
             (
-                "api = \"127.0.0.1:7400\"",
-                "api = \"0.0.0.0:7400\"",
+                "# public_key_file = \"token-signing.pem\"",
+                "public_key_file = \"/nonexistent/token-signing.pem\"",
                 "auth.public_key_file",
             ),
             ("items_max = 500", "items_max = 0", "limits.items_max"),

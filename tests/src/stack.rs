@@ -244,19 +244,31 @@ pub fn wait_count(hub: &Hub, expected: i64) -> (i64, i64, i64) {
 
 /// Adds an admin user to tenant `acme` and returns a bearer token for it.
 pub fn admin_token(hub: &Hub) -> String {
+    add_user(hub, "admin", "admin", "", "docs-sync-test");
+    hub_token(hub, "admin", "docs-sync-test")
+}
+
+/// Adds a user of tenant `acme` with `role` (`admin`, `analyst`, `store_manager`) and
+/// assigned `stores` (comma-separated, may be empty).
+pub fn add_user(hub: &Hub, name: &str, role: &str, stores: &str, password: &str) {
     let mut c = hub.cmd();
-    c.args([
-        "user", "add", "--tenant", "acme", "admin", "--role", "admin",
-    ])
-    .env("STORESYNC_PASSWORD", "docs-sync-test");
+    c.args(["user", "add", "--tenant", "acme", name, "--role", role]);
+    if !stores.is_empty() {
+        c.args(["--stores", stores]);
+    }
+    c.env("STORESYNC_PASSWORD", password);
     run(c);
-    let body = "grant_type=password&tenant=acme&username=admin&password=docs-sync-test";
+}
+
+/// An access token from the hub's `/oauth/token` for a user of tenant `acme`.
+pub fn hub_token(hub: &Hub, name: &str, password: &str) -> String {
+    let form = format!("grant_type=password&tenant=acme&username={name}&password={password}");
     let response = http(
         "POST",
         &hub.http,
         "/oauth/token",
         &[("Content-Type", "application/x-www-form-urlencoded")],
-        body.as_bytes(),
+        form.as_bytes(),
     )
     .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
@@ -315,4 +327,13 @@ pub fn wait_store_doc_converged(hub: &Hub, edge: &Edge, token: &str) -> Vec<serd
             (!heads.is_empty() && Some(&heads) == at_hub["heads"].as_array()).then_some(heads)
         },
     )
+}
+
+/// Makes the agent require bearer tokens on its API even on loopback (as it does on a LAN
+/// address), with no key configured: enrollment supplies the tenant's key.
+pub fn require_tokens(edge: &Edge) {
+    let text = std::fs::read_to_string(&edge.config)
+        .unwrap()
+        .replace("mode = \"auto\"", "mode = \"required\"");
+    std::fs::write(&edge.config, text).unwrap();
 }
