@@ -23,8 +23,9 @@ apt_install() {
 }
 
 # PostgreSQL server binaries for the throw-away clusters the hub tests start; Chromium for
-# the browser suite (driven by playwright-core, which never downloads a browser).
-apt_install postgresql chromium
+# the browser suite (driven by playwright-core, which never downloads a browser); WebKitGTK
+# for the desktop app, and an X server and a screenshot tool for its end-to-end test.
+apt_install postgresql chromium libwebkit2gtk-4.1-dev xvfb imagemagick
 command -v npm >/dev/null || apt_install nodejs npm
 
 # The web UI first: the hub serves it and the desktop crate embeds desktop-app/ui/dist.
@@ -48,6 +49,9 @@ cargo build --locked -p storesync-bridge --lib --target thumbv7em-none-eabihf
 echo "==> web UI in Chromium against a real hub and agents"
 cargo build --locked -p storesync-hub -p storesync-edge -p storesync-sim
 npm --prefix desktop-app/ui run e2e
+
+echo "==> desktop app under Xvfb"
+cargo test --locked -p storesync-tests --test desktop -- --nocapture
 
 echo "==> cargo test"
 cargo test --locked --workspace
