@@ -53,18 +53,23 @@ export interface HubOptions {
   baseUrl?: string;
   /** Where the refresh token is kept; default sessionStorage. */
   storage?: Storage;
+  /** Sends API requests for a host that holds the tokens itself (the desktop app's Rust
+   * side): no token is kept or sent here. Rejects with a `DataError`. */
+  transport?: (path: string, init?: RequestInit) => Promise<Response>;
 }
 
 export class HubDataSource implements DataSource {
   readonly info: SourceInfo = { kind: "hub", label: "HQ", live: true };
   private readonly base: string;
   private readonly storage: Storage | null;
+  private readonly transport: HubOptions["transport"];
   private access: HubSession["access"] = null;
   private renewing: Promise<void> | null = null;
 
   constructor(options: HubOptions = {}) {
     this.base = (options.baseUrl ?? "").replace(/\/$/, "");
     this.storage = options.storage ?? safeSessionStorage();
+    this.transport = options.transport;
   }
 
   /** The current access token, for platform code that hands it on (the desktop app's
@@ -316,6 +321,11 @@ export class HubDataSource implements DataSource {
   }
 
   private async request(path: string, init: RequestInit = {}, retried = false): Promise<Response> {
+    if (this.transport) {
+      const response = await this.transport(path, init);
+      if (!response.ok) throw await errorOf(response);
+      return response;
+    }
     await this.ensureFresh();
     const headers = new Headers(init.headers);
     headers.set("Authorization", `Bearer ${this.access?.token ?? ""}`);
