@@ -230,7 +230,10 @@ mod tests {
     #[test]
     fn sse_events_split_across_chunks() {
         let mut buffer = String::from("event: ready\ndata: {}\n\nevent: alert\r\ndata: {\"a\":");
-        assert_eq!(take_events(&mut buffer), vec![("ready".into(), "{}".into())]);
+        assert_eq!(
+            take_events(&mut buffer),
+            vec![("ready".into(), "{}".into())]
+        );
         buffer.push_str("1}\r\n\r\n: keep-alive\n\n");
         assert_eq!(
             take_events(&mut buffer),

@@ -39,6 +39,9 @@ struct Shared {
     desktop: Arc<Desktop>,
     /// Wakes the supervisor (settings changed, a request failed, signed in or out).
     wake: Arc<tokio::sync::Notify>,
+    /// True once the sign-in from the environment (if any) was tried, so the webview's
+    /// first `session_get` sees its outcome.
+    started: tokio::sync::watch::Receiver<bool>,
 }
 
 type State<'a> = tauri::State<'a, Shared>;
@@ -64,8 +67,10 @@ fn settings_set(state: State<'_>, settings: Settings) -> Result<Settings, LinkEr
 }
 
 #[tauri::command]
-fn session_get(state: State<'_>) -> Option<SessionView> {
-    state.desktop.session().map(|s| s.view())
+async fn session_get(state: State<'_>) -> Result<Option<SessionView>, LinkError> {
+    let mut started = state.started.clone();
+    let _ = started.wait_for(|done| *done).await;
+    Ok(state.desktop.session().map(|s| s.view()))
 }
 
 #[tauri::command]
@@ -157,9 +162,10 @@ impl alerts::Sink for Notifier {
     }
 
     fn live(&self, source: Source, event: serde_json::Value) {
-        let _ = self
-            .app
-            .emit("live", serde_json::json!({"source": source, "event": event}));
+        let _ = self.app.emit(
+            "live",
+            serde_json::json!({"source": source, "event": event}),
+        );
     }
 }
 
@@ -260,13 +266,16 @@ pub fn run() -> anyhow::Result<()> {
             };
             let desktop = Arc::new(Desktop::new(files, report_on)?);
             let wake = Arc::new(tokio::sync::Notify::new());
+            let (started_tx, started) = tokio::sync::watch::channel(false);
             app.manage(Shared {
                 desktop: Arc::clone(&desktop),
                 wake: Arc::clone(&wake),
+                started,
             });
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
                 sign_in_from_env(&desktop).await;
+                let _ = started_tx.send(true);
                 if let Some(session) = desktop.session() {
                     let _ = handle.emit("session", Some(session.view()));
                 }

@@ -171,7 +171,9 @@ pub fn check_path(path: &str) -> Result<(), LinkError> {
         || route.contains("%2E")
         || path.chars().any(char::is_control)
     {
-        return Err(invalid("must not contain dot segments or control characters"));
+        return Err(invalid(
+            "must not contain dot segments or control characters",
+        ));
     }
     Ok(())
 }
@@ -462,9 +464,8 @@ impl Desktop {
     /// Whether the access token should be refreshed now (a third of its life left or less;
     /// the hub's default life is 15 minutes).
     pub fn wants_refresh(&self) -> bool {
-        self.session().is_some_and(|s| {
-            s.refresh_token.is_some() && s.expires_s.saturating_sub(now_s()) < 300
-        })
+        self.session()
+            .is_some_and(|s| s.refresh_token.is_some() && s.expires_s.saturating_sub(now_s()) < 300)
     }
 }
 
@@ -479,7 +480,10 @@ mod tests {
     #[test]
     fn only_api_paths_pass() {
         check("/api/v1/summary", true);
-        check("/api/v1/rollups?granularity=hour&from=2026-11-22T00:00:00Z", true);
+        check(
+            "/api/v1/rollups?granularity=hour&from=2026-11-22T00:00:00Z",
+            true,
+        );
         check("/api/v1/alerts/a-1/acknowledge", true);
         check("/oauth/token", false);
         check("/api/v1/../../oauth/token", false);

@@ -181,9 +181,21 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        check("hubUrl", "https://hub.example.com/", Ok("https://hub.example.com"));
-        check("hubUrl", " http://10.0.0.5:8080 ", Ok("http://10.0.0.5:8080"));
-        check("hubUrl", "https://hq.example/storesync/", Ok("https://hq.example/storesync"));
+        check(
+            "hubUrl",
+            "https://hub.example.com/",
+            Ok("https://hub.example.com"),
+        );
+        check(
+            "hubUrl",
+            " http://10.0.0.5:8080 ",
+            Ok("http://10.0.0.5:8080"),
+        );
+        check(
+            "hubUrl",
+            "https://hq.example/storesync/",
+            Ok("https://hq.example/storesync"),
+        );
         check("agentUrl", "127.0.0.1:7400", Err("http:// or https://"));
         check("agentUrl", "ftp://a", Err("http:// or https://"));
         check("agentUrl", "http://a/?x=1", Err("query"));

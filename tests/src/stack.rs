@@ -132,6 +132,12 @@ pub fn post_sales(edge: &Edge, first: usize, count: usize) -> i64 {
         );
         body.push('\n');
     }
+    post_ndjson(edge, &body);
+    total_e4
+}
+
+/// Posts NDJSON transactions to the agent, asserting that all are accepted.
+pub fn post_ndjson(edge: &Edge, body: &str) {
     let response = http(
         "POST",
         &edge.api,
@@ -141,7 +147,6 @@ pub fn post_sales(edge: &Edge, first: usize, count: usize) -> i64 {
     )
     .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
-    total_e4
 }
 
 /// Initializes a hub (tenant `acme`, store `s1`) and an agent for `s1` under `root`;

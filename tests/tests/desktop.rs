@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use storesync_protocol::EventTime;
-use storesync_tests::stack::{Edge, add_user, enroll_ok, hub_token, require_tokens, setup, wait_count};
+use storesync_tests::stack::{
+    Edge, add_user, enroll_ok, hub_token, post_ndjson, require_tokens, setup, wait_count,
+};
 use storesync_tests::{Proc, bin_dir, http, run};
 
 const PASSWORD: &str = "manager-password";
@@ -53,15 +55,7 @@ fn post_recent_sales(edge: &Edge, first: usize, count: usize) -> i64 {
         );
         body.push('\n');
     }
-    let response = http(
-        "POST",
-        &edge.api,
-        "/api/v1/transactions",
-        &[("Content-Type", "application/x-ndjson")],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(response.status, 200, "{}", response.body);
+    post_ndjson(edge, &body);
     cents_total
 }
 
@@ -74,21 +68,30 @@ struct Xvfb {
 impl Xvfb {
     fn start(log: &Path) -> Xvfb {
         let number = (90..200)
-            .find(|n| !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() && !Path::new(&format!("/tmp/.X{n}-lock")).exists())
+            .find(|n| {
+                !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                    && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            })
             .expect("a free X display number");
         let display = format!(":{number}");
         let mut cmd = Command::new("Xvfb");
         cmd.args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"]);
         let proc = Proc::spawn("Xvfb", cmd, log);
         storesync_tests::wait_for("Xvfb", Duration::from_secs(20), || {
-            Path::new(&format!("/tmp/.X11-unix/X{number}")).exists().then_some(())
+            Path::new(&format!("/tmp/.X11-unix/X{number}"))
+                .exists()
+                .then_some(())
         });
-        Xvfb { display, _proc: proc }
+        Xvfb {
+            display,
+            _proc: proc,
+        }
     }
 
     fn screenshot(&self, path: &Path) {
         let mut cmd = Command::new("import");
-        cmd.args(["-display", &self.display, "-window", "root"]).arg(path);
+        cmd.args(["-display", &self.display, "-window", "root"])
+            .arg(path);
         run(cmd);
         println!("desktop screenshot: {}", path.display());
     }
@@ -102,7 +105,12 @@ struct Reports {
 
 impl Reports {
     /// Waits for a report of `event` whose data satisfies `pick`.
-    fn wait(&mut self, what: &str, timeout: Duration, mut pick: impl FnMut(&str, &Value) -> bool) -> Value {
+    fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&str, &Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -113,7 +121,10 @@ impl Reports {
                         return line["data"].clone();
                     }
                 }
-                Err(_) => panic!("timed out waiting for {what}; reports so far: {:#?}", self.seen),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; reports so far: {:#?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -150,10 +161,16 @@ fn desktop_app_shows_hub_data_then_local_data_while_the_hub_is_down() {
     hub.start();
     add_user(&hub, "manager-s1", "store_manager", "s1", PASSWORD);
     enroll_ok(&hub, &edge);
-    require_tokens(&edge);
     edge.start();
     let revenue_cents = post_recent_sales(&edge, 0, 40);
     wait_count(&hub, 40);
+    // From now on the agent's API wants a token, as it does on a LAN address.
+    edge.proc
+        .as_mut()
+        .unwrap()
+        .terminate(Duration::from_secs(20));
+    require_tokens(&edge);
+    edge.start();
     let token = hub_token(&hub, "manager-s1", PASSWORD);
 
     let xvfb = Xvfb::start(&root.path().join("xvfb.log"));
@@ -185,7 +202,10 @@ fn desktop_app_shows_hub_data_then_local_data_while_the_hub_is_down() {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(json) = line.strip_prefix("storesync-desktop-report ") {
                 if let Ok(v) = serde_json::from_str::<Value>(json) {
                     let _ = tx.send(v);
@@ -194,54 +214,105 @@ fn desktop_app_shows_hub_data_then_local_data_while_the_hub_is_down() {
         }
     });
     let app = AppGuard(child);
-    let mut reports = Reports { rx, seen: Vec::new() };
+    let mut reports = Reports {
+        rx,
+        seen: Vec::new(),
+    };
 
     // Online: the dashboard shows the hub's figures for today.
     reports.wait("the hub connection", Duration::from_secs(60), |e, d| {
         e == "connection" && d["source"] == "hub"
     });
-    let rendered = reports.wait("the dashboard from the hub", Duration::from_secs(60), |e, d| {
-        e == "rendered" && d["source"] == "hub" && d["view"] == "store" && d["ready"] == true
-    });
+    let rendered = reports.wait(
+        "the dashboard from the hub",
+        Duration::from_secs(60),
+        |e, d| {
+            e == "rendered"
+                && d["source"] == "hub"
+                && d["servedBy"] == "hub"
+                && (d["view"] == "overview" || d["view"] == "store")
+                && d["ready"] == true
+        },
+    );
     check_figures(&rendered, "hub", revenue_cents, 40);
     check_hub_api(&hub.http, &token, revenue_cents, 40);
     xvfb.screenshot(&shots.join("desktop-hub.png"));
 
     // The hub goes away: local data from the agent, with the hub's token, and a banner.
     hub.proc.as_mut().unwrap().kill9();
-    reports.wait("the switch to the agent", Duration::from_secs(30), |e, d| {
-        e == "connection" && d["source"] == "agent"
-    });
-    let rendered = reports.wait("the dashboard from the agent", Duration::from_secs(60), |e, d| {
-        e == "rendered" && d["source"] == "agent" && d["view"] == "store" && d["ready"] == true
-    });
+    reports.wait(
+        "the switch to the agent",
+        Duration::from_secs(30),
+        |e, d| e == "connection" && d["source"] == "agent",
+    );
+    let rendered = reports.wait(
+        "the dashboard from the agent",
+        Duration::from_secs(60),
+        |e, d| {
+            e == "rendered"
+                && d["source"] == "agent"
+                && d["servedBy"] == "agent"
+                && (d["view"] == "overview" || d["view"] == "store")
+                && d["ready"] == true
+        },
+    );
     check_figures(&rendered, "agent", revenue_cents, 40);
     let summary = get(&edge.api, "/api/v1/summary", &token);
     assert_eq!(summary["today"]["transactions"], 40, "{summary}");
-    assert_eq!(cents_of(&summary["today"]["revenue"]), revenue_cents, "{summary}");
-    assert_eq!(rendered["banner"], true, "the offline banner shows: {rendered}");
+    assert_eq!(
+        cents_of(&summary["today"]["revenue"]),
+        revenue_cents,
+        "{summary}"
+    );
+    assert_eq!(
+        rendered["banner"], true,
+        "the offline banner shows: {rendered}"
+    );
 
     // A new alert at the agent arrives live and is notified: a SKU sold that nobody counted.
     let sale = json!({"transactionId": "desk-alert", "storeId": "s1",
         "timestamp": EventTime::from_unix_ms(now_ms(), 0).to_rfc3339(),
         "items": [{"itemId": "never-counted", "quantity": 1, "price": 3.5}],
         "totalAmount": 3.5, "paymentMethod": "card"});
-    let response = http("POST", &edge.api, "/api/v1/transactions", &[("Content-Type", "application/json")], sale.to_string().as_bytes()).unwrap();
+    let response = http(
+        "POST",
+        &edge.api,
+        "/api/v1/transactions",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
+        sale.to_string().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(response.status, 200, "{}", response.body);
-    let notified = reports.wait("a notification of the new alert", Duration::from_secs(30), |e, d| {
-        e == "notified" && d["source"] == "agent" && d["kind"] == "out_of_stock"
-    });
+    let notified = reports.wait(
+        "a notification of the new alert",
+        Duration::from_secs(30),
+        |e, d| e == "notified" && d["source"] == "agent" && d["kind"] == "out_of_stock",
+    );
     eprintln!("notified: {notified}");
     xvfb.screenshot(&shots.join("desktop-local.png"));
 
     // The hub returns: back to the hub.
     hub.start();
-    reports.wait("the switch back to the hub", Duration::from_secs(30), |e, d| {
-        e == "connection" && d["source"] == "hub"
-    });
-    reports.wait("the dashboard from the hub again", Duration::from_secs(60), |e, d| {
-        e == "rendered" && d["source"] == "hub" && d["view"] == "store" && d["ready"] == true && d["banner"] == false
-    });
+    reports.wait(
+        "the switch back to the hub",
+        Duration::from_secs(30),
+        |e, d| e == "connection" && d["source"] == "hub",
+    );
+    reports.wait(
+        "the dashboard from the hub again",
+        Duration::from_secs(60),
+        |e, d| {
+            e == "rendered"
+                && d["source"] == "hub"
+                && d["servedBy"] == "hub"
+                && (d["view"] == "overview" || d["view"] == "store")
+                && d["ready"] == true
+                && d["banner"] == false
+        },
+    );
     drop(app);
 }
 
@@ -270,15 +341,33 @@ fn cents_of(value: &Value) -> i64 {
     (text.parse::<f64>().unwrap_or(f64::NAN) * 100.0).round() as i64
 }
 
-/// The store dashboard's key figures, as rendered, against what was sold.
+/// The manager's dashboard (the overview of their store, or the store dashboard): its key
+/// figures, as rendered, against what was sold.
 fn check_figures(rendered: &Value, source: &str, revenue_cents: i64, transactions: i64) {
-    assert_eq!(rendered["store"], "s1", "{source}: {rendered:#}");
+    if rendered["view"] == "store" {
+        assert_eq!(rendered["store"], "s1", "{source}: {rendered:#}");
+    }
     let kpis = &rendered["kpis"];
-    assert_eq!(cents_of(&kpis["revenue"]), revenue_cents, "{source} revenue: {rendered:#}");
-    assert_eq!(kpis["transactions"], transactions.to_string(), "{source}: {rendered:#}");
-    assert_eq!(rendered["banner"], source == "agent", "{source} banner: {rendered:#}");
+    assert_eq!(
+        cents_of(&kpis["revenue"]),
+        revenue_cents,
+        "{source} revenue: {rendered:#}"
+    );
+    assert_eq!(
+        kpis["transactions"],
+        transactions.to_string(),
+        "{source}: {rendered:#}"
+    );
+    assert_eq!(
+        rendered["banner"],
+        source == "agent",
+        "{source} banner: {rendered:#}"
+    );
     let text = rendered["text"].as_str().unwrap_or_default();
-    assert!(text.contains(&transactions.to_string()), "{source}: the count is on screen: {text}");
+    assert!(
+        text.contains(&transactions.to_string()),
+        "{source}: the count is on screen: {text}"
+    );
 }
 
 /// The hub's API says the same for today.

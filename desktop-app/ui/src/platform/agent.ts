@@ -39,16 +39,7 @@ import { api, onLive } from "./tauri";
 /** Rollup rows asked for at most (the agent's own cap is 10,000). */
 const ROLLUP_ROWS_MAX = 10_000;
 
-interface AgentFigures {
-  revenue: number;
-  units: number;
-  transactions: number;
-  refunds: number;
-  refundAmount: number;
-  voids: number;
-}
-
-interface RollupRow extends AgentFigures {
+interface RollupRow extends Figures {
   bucket: string;
   bucketMs: number;
   group: string;
@@ -118,7 +109,8 @@ export class AgentDataSource implements DataSource {
     const rows = await this.rollups(q, q.groupBy);
     const groups = new Map<string, SeriesGroup>();
     for (const row of rows) {
-      const name = q.groupBy === "none" ? "all" : row.group;
+      // The agent keys its store rollups by "" (it has one store).
+      const name = q.groupBy === "none" ? "all" : q.groupBy === "store" ? store : row.group;
       let group = groups.get(name);
       if (!group) {
         group = { group: name, points: [] };
@@ -328,7 +320,7 @@ function range(q: RangeQuery): URLSearchParams {
   return new URLSearchParams({ from: q.from.toISOString(), to: q.to.toISOString() });
 }
 
-function figures(f: AgentFigures): Figures {
+function figures(f: Figures): Figures {
   return {
     revenue: f.revenue,
     units: f.units,

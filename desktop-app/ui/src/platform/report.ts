@@ -1,11 +1,13 @@
 // What the window shows, reported to the app for its end-to-end test (the app prints it
-// only with STORESYNC_DESKTOP_REPORT=1): after the page settles, the view, the source,
+// only with STORESYNC_DESKTOP_REPORT=1): after the page settles, the view, the source (and
+// which one answered the last request),
 // whether the offline banner is up, whether anything is still loading or failed, the
-// figures of the key-figure cards (`data-kpi`, `data-value`) and the visible text.
+// figures of the key-figure cards (`data-kpi`, `data-value`), the charts' drawn totals
+// (`data-chart`, `data-total`) and the visible text.
 
 import type { SourceInfo } from "../api/DataSource";
 import { bannerShown } from "./banner";
-import { ipc } from "./tauri";
+import { ipc, lastServedBy } from "./tauri";
 
 /** Quiet time before a report, ms. */
 const SETTLE_MS = 800;
@@ -23,6 +25,10 @@ export function startReports(info: () => SourceInfo) {
     for (const e of document.querySelectorAll<HTMLElement>("[data-kpi]")) {
       kpis[e.dataset.kpi ?? ""] = e.dataset.value ?? e.innerText;
     }
+    const charts: Record<string, string> = {};
+    for (const e of document.querySelectorAll<HTMLElement>("[data-chart]")) {
+      if (e.dataset.total !== undefined) charts[e.dataset.chart ?? ""] = e.dataset.total;
+    }
     const loading = document.querySelector('[data-state="loading"], [aria-busy="true"]') !== null;
     const error = document.querySelector<HTMLElement>('[data-state="error"]');
     const rendered = {
@@ -30,10 +36,12 @@ export function startReports(info: () => SourceInfo) {
       store: view?.dataset.store ?? null,
       path: window.location.pathname,
       source: info().kind,
+      servedBy: lastServedBy(),
       banner: bannerShown(),
       ready: view !== null && !loading && error === null,
       error: error?.innerText ?? null,
       kpis,
+      charts,
       text,
     };
     const key = JSON.stringify(rendered);

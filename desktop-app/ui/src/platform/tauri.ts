@@ -39,6 +39,13 @@ export function isDesktop(): boolean {
   return typeof window !== "undefined" && "__TAURI_INTERNALS__" in window;
 }
 
+let servedBy: Source | null = null;
+
+/** Which source answered the last request (for the rendered-view report). */
+export function lastServedBy(): Source | null {
+  return servedBy;
+}
+
 /** Sends a request through the app to `source` (default: the current one). */
 export async function api(
   method: "GET" | "POST",
@@ -46,6 +53,7 @@ export async function api(
   source?: Source,
 ): Promise<Response & { source: Source }> {
   const reply = await invoke<ApiResponse>("api", { request: { method, path, source } });
+  servedBy = reply.source;
   const response = new Response(reply.status === 204 ? null : reply.body, {
     status: reply.status,
     headers: { "Content-Type": reply.contentType },
