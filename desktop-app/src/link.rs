@@ -93,11 +93,11 @@ impl Serialize for LinkError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiRequest {
-    /// `GET` or `POST`.
+    /// `GET`, `POST`, `PUT` or `DELETE`.
     pub method: String,
     /// Path and query, starting with `/api/v1/`.
     pub path: String,
-    /// JSON body of a POST.
+    /// JSON body of a POST or PUT.
     #[serde(default)]
     pub body: Option<serde_json::Value>,
     /// Force a source; by default the current one.
@@ -362,7 +362,8 @@ impl Desktop {
         let url = format!("{base}{}", request.path);
         let builder = match request.method.as_str() {
             "GET" => self.http.get(url),
-            "POST" => {
+            "DELETE" => self.http.delete(url),
+            "POST" | "PUT" => {
                 let body = match &request.body {
                     Some(v) => serde_json::to_vec(v).unwrap_or_default(),
                     None => Vec::new(),
@@ -373,15 +374,20 @@ impl Desktop {
                         reason: format!("is larger than {BODY_BYTES_MAX} bytes"),
                     });
                 }
+                let method = if request.method == "PUT" {
+                    reqwest::Method::PUT
+                } else {
+                    reqwest::Method::POST
+                };
                 self.http
-                    .post(url)
+                    .request(method, url)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body)
             }
             _ => {
                 return Err(LinkError::Invalid {
                     field: "method",
-                    reason: "must be GET or POST".into(),
+                    reason: "must be GET, POST, PUT or DELETE".into(),
                 });
             }
         };

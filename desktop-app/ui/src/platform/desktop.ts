@@ -25,7 +25,9 @@ export class DesktopDataSource implements DataSource {
   private readonly hub = new HubDataSource({
     transport: async (path, init) => {
       try {
-        return await api(init?.method === "POST" ? "POST" : "GET", path, "hub");
+        const method = (init?.method ?? "GET").toUpperCase() as "GET" | "POST" | "PUT" | "DELETE";
+        const body = typeof init?.body === "string" ? (JSON.parse(init.body) as unknown) : undefined;
+        return await api(method, path, "hub", body);
       } catch (e) {
         throw new DataError("network", `The hub cannot be reached (${String(e)}).`);
       }

@@ -48,11 +48,12 @@ export function lastServedBy(): Source | null {
 
 /** Sends a request through the app to `source` (default: the current one). */
 export async function api(
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "PUT" | "DELETE",
   path: string,
   source?: Source,
+  body?: unknown,
 ): Promise<Response & { source: Source }> {
-  const reply = await invoke<ApiResponse>("api", { request: { method, path, source } });
+  const reply = await invoke<ApiResponse>("api", { request: { method, path, source, body } });
   servedBy = reply.source;
   const response = new Response(reply.status === 204 ? null : reply.body, {
     status: reply.status,
