@@ -493,6 +493,74 @@ mod tests {
         assert_eq!(alert_rules(&edge).low_stock_default, Some(99));
     }
 
+    /// Seeded simulation: both replicas edit at random while messages are lost and
+    /// sessions restart from the persisted sync states; after a clean exchange the heads
+    /// are equal and every alert has the highest state either side gave it.
+    #[test]
+    fn replicas_converge_through_loss_and_reconnects() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..64u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut docs = [new_doc(&[1; 16]), new_doc(&[2; 16])];
+            let mut peers = [SyncPeer::new(false), SyncPeer::new(false)];
+            let mut expected: BTreeMap<String, AlertState> = BTreeMap::new();
+            for step in 0..60 {
+                let side = rng.random_range(0..2usize);
+                match rng.random_range(0..10) {
+                    0..=3 => {
+                        let id = alloc::format!("al-{}", rng.random_range(0..6));
+                        let state = if rng.random_bool(0.5) {
+                            AlertState::Acknowledged
+                        } else {
+                            AlertState::Resolved
+                        };
+                        let mark = AlertMark {
+                            by: alloc::format!("side{side}"),
+                            at_ms: step,
+                        };
+                        mark_alert(&mut docs[side], &id, state, &mark).unwrap();
+                        let e = expected.entry(id).or_insert(state);
+                        if state == AlertState::Resolved {
+                            *e = state;
+                        }
+                    }
+                    4 => {
+                        // A new session: each side starts from its persisted state.
+                        for peer in &mut peers {
+                            *peer = SyncPeer::decode(Some(&peer.encode()), false);
+                        }
+                    }
+                    _ => {
+                        let (a, b) = docs.split_at_mut(1);
+                        let (pa, pb) = peers.split_at_mut(1);
+                        let (from, to, pf, pt) = if side == 0 {
+                            (&mut a[0], &mut b[0], &mut pa[0], &mut pb[0])
+                        } else {
+                            (&mut b[0], &mut a[0], &mut pb[0], &mut pa[0])
+                        };
+                        if let Some(m) = pf.generate(from)
+                            && !rng.random_bool(0.3)
+                        {
+                            pt.receive(to, &m).unwrap();
+                        }
+                    }
+                }
+            }
+            for peer in &mut peers {
+                *peer = SyncPeer::decode(Some(&peer.encode()), false);
+            }
+            let [a, b] = &mut docs;
+            let [pa, pb] = &mut peers;
+            exchange(a, pa, b, pb);
+            assert_eq!(heads_hex(a), heads_hex(b), "seed {seed}");
+            let states: BTreeMap<String, AlertState> = alert_states(a)
+                .into_iter()
+                .map(|(k, (s, _))| (k, s))
+                .collect();
+            assert_eq!(states, expected, "seed {seed}");
+        }
+    }
+
     #[test]
     fn oversized_and_garbage_messages_are_errors() {
         let mut doc = new_doc(&[1; 16]);
