@@ -125,6 +125,13 @@ pub struct DemoOptions {
     pub outage_seconds: u64,
     /// Directory with `storesync-hub` and `storesync-edge`; default: next to this binary.
     pub bin_dir: Option<PathBuf>,
+    /// The hub on PostgreSQL: its connection string (the hub's role) instead of the
+    /// embedded store.
+    pub postgres: Option<String>,
+    /// With `postgres`: the schema owner's connection string, for migrations.
+    pub postgres_admin: Option<String>,
+    /// Do not build the web UI when it is missing.
+    pub skip_ui_build: bool,
 }
 
 /// Ports and identities chosen on the first run, reused by later runs (the agents'
@@ -137,9 +144,16 @@ struct Layout {
 }
 
 impl Layout {
-    fn load_or_create(path: &Path, chain: &Chain) -> anyhow::Result<Layout> {
+    fn load_or_create(path: &Path, chain: &Chain, backend: &str) -> anyhow::Result<Layout> {
         if let Ok(text) = std::fs::read_to_string(path) {
             let v: Value = serde_json::from_str(&text).context("demo.json")?;
+            let was = v["hubStore"].as_str().unwrap_or("sqlite");
+            if was != backend {
+                bail!(
+                    "{} holds a demo whose hub is on {was}; run it with the same store option, or remove the state directory",
+                    path.display()
+                );
+            }
             let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
             let mut agents = Vec::new();
             for a in v["agents"].as_array().into_iter().flatten() {
@@ -176,6 +190,7 @@ impl Layout {
         let v = json!({
             "hubHttp": layout.hub_http,
             "hubSync": layout.hub_sync,
+            "hubStore": backend,
             "tenant": TENANT,
             "username": ADMIN_USER,
             "password": ADMIN_PASSWORD,
@@ -398,7 +413,13 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         stores_len: options.stores_len,
         ..ChainConfig::default()
     });
-    let layout = Layout::load_or_create(&state.join("demo.json"), &chain)?;
+    let backend = if options.postgres.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let layout = Layout::load_or_create(&state.join("demo.json"), &chain, backend)?;
+    let ui_dir = web_ui(options);
     let hub_dir = state.join("hub");
     let hub_config = hub_dir.join("hub.toml");
     let hub_http = format!("127.0.0.1:{}", layout.hub_http);
@@ -412,6 +433,15 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
             .env("STORESYNC_HUB_LISTEN", &hub_http)
             .env("STORESYNC_HUB_SYNC_LISTEN", &hub_sync)
             .env("STORESYNC_PASSWORD", ADMIN_PASSWORD);
+        if let Some(url) = &options.postgres {
+            c.env("STORESYNC_HUB_DATABASE_URL", url);
+        }
+        if let Some(url) = &options.postgres_admin {
+            c.env("STORESYNC_HUB_ADMIN_DATABASE_URL", url);
+        }
+        if let Some(dir) = &ui_dir {
+            c.env("STORESYNC_HUB_UI_DIR", dir);
+        }
         c
     };
 
@@ -540,7 +570,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         }
     }
     write_pids(&state, &hub_proc, &agents)?;
-    print_banner(&hub_http, &state);
+    print_banner(&hub_http, &state, ui_dir.is_some(), backend);
 
     let now = now_ms();
     let mut per_store = vec![Counts::default(); agents.len()];
@@ -669,10 +699,78 @@ fn write_pids(state: &Path, hub: &Proc, agents: &[Agent]) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn print_banner(hub_http: &str, state: &Path) {
+/// The repository checkout the demo runs from: the working directory or an ancestor holding
+/// `desktop-app/ui`, else the one this binary was built from.
+fn checkout() -> Option<PathBuf> {
+    let has_ui = |d: &Path| d.join("desktop-app/ui/package.json").is_file();
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(d) = cwd.ancestors().find(|d| has_ui(d)) {
+            return Some(d.to_owned());
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .filter(|d| has_ui(d))
+        .map(Path::to_owned)
+}
+
+/// The built web UI (`desktop-app/ui/dist`) for the hub to serve at `/`. When it is missing
+/// and npm is on the PATH, builds it once (`npm ci` from the registry, then `npm run
+/// build`); on failure the demo goes on with the API docs.
+fn web_ui(options: &DemoOptions) -> Option<PathBuf> {
+    let root = checkout()?;
+    let dist = root.join("desktop-app/ui/dist");
+    if dist.join("index.html").is_file() {
+        return Some(dist);
+    }
+    let npm_found = Command::new("npm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if options.skip_ui_build || !npm_found {
+        println!(
+            "[demo] the web UI is not built ({}); the dashboard link is the API docs",
+            if npm_found {
+                "--skip-ui-build"
+            } else {
+                "npm not found"
+            }
+        );
+        return None;
+    }
+    println!("[demo] building the web UI (npm ci, npm run build in desktop-app/ui) ...");
+    let ui = root.join("desktop-app/ui");
+    for args in [&["ci"][..], &["run", "build"][..]] {
+        let ok = Command::new("npm")
+            .arg("--prefix")
+            .arg(&ui)
+            .args(args)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "[demo] npm {} failed; going on without the web UI (the API docs instead)",
+                args.join(" ")
+            );
+            return None;
+        }
+    }
+    dist.join("index.html").is_file().then_some(dist)
+}
+
+fn print_banner(hub_http: &str, state: &Path, ui: bool, backend: &str) {
     println!();
-    println!("  storesync demo is running");
-    println!("  dashboard (API docs):  http://{hub_http}/api/docs");
+    println!("  storesync demo is running (hub on {backend})");
+    if ui {
+        println!("  dashboard:             http://{hub_http}/");
+        println!("  API docs:              http://{hub_http}/api/docs");
+    } else {
+        println!("  dashboard (API docs):  http://{hub_http}/api/docs");
+    }
     println!(
         "  login:                 tenant {TENANT}, user {ADMIN_USER}, password {ADMIN_PASSWORD}"
     );

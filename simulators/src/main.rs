@@ -149,6 +149,28 @@ enum Command {
         /// built by cargo when missing).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Run the hub on PostgreSQL: the connection string of the hub's role (e.g.
+        /// "host=127.0.0.1 user=storesync_app dbname=storesync"), instead of its embedded store.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "STORESYNC_DEMO_POSTGRES",
+            hide_env_values = true
+        )]
+        postgres: Option<String>,
+        /// With --postgres: the schema owner's connection string, for migrations (default:
+        /// the --postgres one).
+        #[arg(
+            long,
+            value_name = "URL",
+            requires = "postgres",
+            hide_env_values = true
+        )]
+        postgres_admin: Option<String>,
+        /// Do not build the web UI when desktop-app/ui/dist is missing (the dashboard link
+        /// is then the API docs).
+        #[arg(long)]
+        skip_ui_build: bool,
     },
     /// Prints one store's generated records for recent days as NDJSON.
     Generate {
@@ -291,6 +313,9 @@ fn run() -> anyhow::Result<ExitCode> {
             offline_seconds,
             outage_seconds,
             bin_dir,
+            postgres,
+            postgres_admin,
+            skip_ui_build,
         } => {
             demo::watch_signals()?;
             demo::run(&DemoOptions {
@@ -304,6 +329,9 @@ fn run() -> anyhow::Result<ExitCode> {
                 offline_seconds,
                 outage_seconds,
                 bin_dir,
+                postgres,
+                postgres_admin,
+                skip_ui_build,
             })?;
         }
         Command::Generate { chain, store, days } => {

@@ -119,38 +119,63 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[test]
-fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
-    let bin_dir = common::sibling_binaries();
-    let state = tempfile::tempdir().expect("tempdir");
-    let mut demo = StopOnDrop(
+/// Every process below `pid` (children, grandchildren...), from `/proc`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = HashMap::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.insert(p, ppid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (child, _) in parent_of.iter().filter(|(_, pp)| **pp == parent) {
+            out.push(*child);
+            frontier.push(*child);
+        }
+    }
+    out
+}
+
+/// A running demo: its process, its stdout lines, the hub's address and a token.
+struct Demo {
+    proc: StopOnDrop,
+    lines: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    hub: String,
+    token: String,
+}
+
+/// Starts `storesync-sim demo` with `args` in `state` and waits for its banner.
+fn start_demo(bin_dir: &Path, state: &Path, args: &[&str]) -> Demo {
+    let mut proc = StopOnDrop(
         Command::new(env!("CARGO_BIN_EXE_storesync-sim"))
-            .args([
-                "demo",
-                "--backfill-days",
-                "2",
-                "--live-seconds",
-                "20",
-                "--offline-after-seconds",
-                "4",
-                "--offline-seconds",
-                "5",
-                "--rate",
-                "6",
-                "--outage-seconds",
-                "20",
-            ])
+            .arg("demo")
+            .args(args)
+            .arg("--skip-ui-build")
             .arg("--state-dir")
-            .arg(state.path())
+            .arg(state)
             .arg("--bin-dir")
-            .arg(&bin_dir)
+            .arg(bin_dir)
             .env_remove("CARGO")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start demo"),
     );
-    let stdout = demo.0.stdout.take().expect("stdout");
+    let stdout = proc.0.stdout.take().expect("stdout");
     let (tx, lines) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
@@ -163,11 +188,9 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
             }
         }
     });
-
     let banner = wait_line(&lines, Duration::from_secs(120), |l| {
-        l.contains("/api/docs")
+        l.trim_start().starts_with("dashboard")
     });
-    let before_live_ms = now_ms() - 1000;
     let hub = banner
         .split("http://")
         .nth(1)
@@ -175,16 +198,25 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
         .expect("hub address")
         .to_owned();
     let token = token(&hub);
+    Demo {
+        proc,
+        lines,
+        reader,
+        hub,
+        token,
+    }
+}
 
-    // Backfilled data reaches the hub.
+/// Waits until the hub holds transactions of every demo store.
+fn wait_for_every_store(demo: &Demo) {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let seen = hub_transactions(&hub, &token);
+        let seen = hub_transactions(&demo.hub, &demo.token);
         if ["s001", "s002", "s003"]
             .iter()
             .all(|s| seen.get(*s).copied().unwrap_or(0) > 0)
         {
-            break;
+            return;
         }
         assert!(
             Instant::now() < until,
@@ -192,10 +224,83 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Ctrl-C: the demo exits successfully and no process it started (listed in its `pids`
+/// file or found below it in `/proc`) is left.
+fn stop_cleanly(mut demo: Demo, state: &Path) {
+    let pids: Vec<u32> = std::fs::read_to_string(state.join("pids"))
+        .expect("pids")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 4, "hub and three agents: {pids:?}");
+    let children = descendants(demo.proc.0.id());
+    for p in &pids {
+        assert!(
+            children.contains(p),
+            "{p} of the pids file is not a child of the demo: {children:?}"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &demo.proc.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let until = Instant::now() + Duration::from_secs(45);
+    let exit = loop {
+        if let Some(exit) = demo.proc.0.try_wait().expect("wait") {
+            break exit;
+        }
+        if Instant::now() > until {
+            let _ = demo.proc.0.kill();
+            panic!("the demo did not stop after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "demo exit: {exit}");
+    drop(demo.lines);
+    let _ = demo.reader.join();
+    let left: Vec<u32> = pids
+        .into_iter()
+        .chain(children)
+        .filter(|p| alive(*p))
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
+    let bin_dir = common::sibling_binaries();
+    let state = tempfile::tempdir().expect("tempdir");
+    let before_live_ms = now_ms();
+    let demo = start_demo(
+        &bin_dir,
+        state.path(),
+        &[
+            "--backfill-days",
+            "2",
+            "--live-seconds",
+            "20",
+            "--offline-after-seconds",
+            "4",
+            "--offline-seconds",
+            "5",
+            "--rate",
+            "6",
+            // Longer than live traffic, however slow the machine: the till stays down.
+            "--outage-seconds",
+            "1000",
+        ],
+    );
+    let (hub, token, lines) = (demo.hub.clone(), demo.token.clone(), &demo.lines);
+
+    // Backfilled data reaches the hub.
+    wait_for_every_store(&demo);
 
     // The offline store comes back; after live traffic ends, the hub holds every
     // transaction each agent took, including what s002 queued while offline.
-    let window = wait_line(&lines, Duration::from_secs(60), |l| {
+    let window = wait_line(lines, Duration::from_secs(60), |l| {
         l.starts_with("offline-window ")
     });
     let back_ms: i64 = window
@@ -205,7 +310,7 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
         .expect("window end");
     let mut sent = HashMap::new();
     while sent.len() < 3 {
-        let line = wait_line(&lines, Duration::from_secs(60), |l| {
+        let line = wait_line(lines, Duration::from_secs(60), |l| {
             l.contains(" transactions sent this run")
         });
         let mut words = line.split_whitespace().skip(2);
@@ -268,30 +373,55 @@ fn demo_trades_goes_offline_catches_up_and_stops_cleanly() {
     );
 
     // Ctrl-C stops the demo and every process it started.
-    let pids: Vec<u32> = std::fs::read_to_string(state.path().join("pids"))
-        .expect("pids")
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
+    stop_cleanly(demo, state.path());
+}
+
+#[test]
+fn demo_runs_the_hub_on_postgres() {
+    let bin_dir = common::sibling_binaries();
+    let cluster = storesync_hub::testing::shared_cluster().expect("PostgreSQL cluster");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = runtime
+        .block_on(cluster.database("sim_demo"))
+        .expect("database");
+    let admin = db.admin_url.clone().expect("admin url");
+    let state = tempfile::tempdir().expect("tempdir");
+    let demo = start_demo(
+        &bin_dir,
+        state.path(),
+        &[
+            "--postgres",
+            &db.url,
+            "--postgres-admin",
+            &admin,
+            "--backfill-days",
+            "2",
+            "--live-seconds",
+            "3",
+            "--offline-seconds",
+            "0",
+            "--outage-seconds",
+            "0",
+        ],
+    );
+    wait_for_every_store(&demo);
+    let layout: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("demo.json")).expect("demo.json"))
+            .expect("json");
+    assert_eq!(layout["hubStore"], "postgres");
+    let hub_dir = state.path().join("hub");
+    let sqlite_files: Vec<_> = std::fs::read_dir(&hub_dir)
+        .expect("hub dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".db"))
+        .map(|e| e.file_name())
         .collect();
-    assert_eq!(pids.len(), 4, "hub and three agents: {pids:?}");
-    let status = Command::new("kill")
-        .args(["-INT", &demo.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let until = Instant::now() + Duration::from_secs(45);
-    let exit = loop {
-        if let Some(exit) = demo.0.try_wait().expect("wait") {
-            break exit;
-        }
-        if Instant::now() > until {
-            let _ = demo.0.kill();
-            panic!("the demo did not stop after Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(exit.success(), "demo exit: {exit}");
-    let _ = reader.join();
-    let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
-    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(
+        sqlite_files.is_empty(),
+        "the hub made an embedded store: {sqlite_files:?}"
+    );
+    stop_cleanly(demo, state.path());
 }
