@@ -268,6 +268,12 @@ fn desktop_app_shows_hub_data_then_local_data_while_the_hub_is_down() {
         rendered["banner"], true,
         "the offline banner shows: {rendered}"
     );
+    // The agent holds everything its store recorded, so local data is never "behind".
+    let text = rendered["text"].as_str().unwrap_or_default();
+    assert!(
+        !text.contains("behind") && !text.contains("no data yet"),
+        "local data is complete up to now: {rendered}"
+    );
 
     // A new alert at the agent arrives live and is notified: a SKU sold that nobody counted.
     let sale = json!({"transactionId": "desk-alert", "storeId": "s1",

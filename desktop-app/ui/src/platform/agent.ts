@@ -124,7 +124,8 @@ export class AgentDataSource implements DataSource {
       from: q.from.toISOString(),
       to: q.to.toISOString(),
       series: [...groups.values()],
-      watermarks: [{ storeId: store, completeUpTo: null }],
+      // The agent holds everything its store recorded: its data is complete up to now.
+      watermarks: [{ storeId: store, completeUpTo: new Date().toISOString() }],
       storesBehind: [],
     };
   }
@@ -230,7 +231,7 @@ export class AgentDataSource implements DataSource {
       backlog: (outbox.streams ?? []).reduce((n, s) => n + (s.backlog ?? 0), 0),
       lagMs: null,
       clockSkewMs: 0,
-      completeUpTo: null,
+      completeUpTo: new Date().toISOString(),
       devices: [],
     };
   }
