@@ -83,7 +83,15 @@ impl Default for Settings {
 /// returns it without a trailing slash.
 pub fn base_url(field: &'static str, text: &str) -> Result<String, SettingsError> {
     let invalid = |reason: String| SettingsError::Invalid { field, reason };
-    let url = reqwest::Url::parse(text.trim()).map_err(|e| invalid(format!("not a URL: {e}")))?;
+    let text = text.trim();
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        if text.contains("://") {
+            invalid(format!("not a URL: {e}"))
+        } else {
+            // "127.0.0.1:7400" or "hub.example.com": say what is missing.
+            invalid("must start with http:// or https://".into())
+        }
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("must start with http:// or https://".into()));
     }
@@ -200,7 +208,8 @@ mod tests {
         check("agentUrl", "ftp://a", Err("http:// or https://"));
         check("agentUrl", "http://a/?x=1", Err("query"));
         check("agentUrl", "http://user:pw@a/", Err("credentials"));
-        check("agentUrl", "not a url", Err("not a URL"));
+        check("agentUrl", "hub.example.com", Err("http:// or https://"));
+        check("agentUrl", "http://exa mple/", Err("not a URL"));
     }
 
     #[test]
