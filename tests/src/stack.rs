@@ -342,3 +342,14 @@ pub fn require_tokens(edge: &Edge) {
         .replace("mode = \"auto\"", "mode = \"required\"");
     std::fs::write(&edge.config, text).unwrap();
 }
+
+/// Stops the agent, then the hub, each with SIGTERM, asserting both exit within 20 s.
+pub fn stop_both(edge: &mut Edge, hub: &mut Hub) {
+    for (name, proc) in [("agent", &mut edge.proc), ("hub", &mut hub.proc)] {
+        let proc = proc.as_mut().expect("the process is running");
+        assert!(
+            proc.terminate(Duration::from_secs(20)),
+            "the {name} stops cleanly"
+        );
+    }
+}

@@ -149,18 +149,7 @@ fn alert_marks_travel_both_ways_and_offline_edits_merge() {
     assert_eq!(marks[&ids[3]]["state"], "acknowledged");
     assert!(marks[&ids[3]]["by"].as_str().unwrap().contains("admin"));
 
-    assert!(
-        edge.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
-    assert!(
-        hub.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
+    storesync_tests::stack::stop_both(&mut edge, &mut hub);
 }
 
 fn on_hand(edge: &storesync_tests::stack::Edge, sku: &str) -> Option<i64> {
@@ -288,16 +277,5 @@ fn hq_catalog_thresholds_adjustments_and_transfers_reach_the_store_once() {
     assert_eq!(on_hand(&edge, "widget"), Some(30));
     assert_eq!(on_hand(&edge, "gadget"), Some(18));
 
-    assert!(
-        edge.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
-    assert!(
-        hub.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
+    storesync_tests::stack::stop_both(&mut edge, &mut hub);
 }

@@ -87,18 +87,7 @@ fn sync_end_to_end_through_crashes_garbage_and_revocation() {
     assert_eq!(hub.db_counts().0, 750, "a revoked device must not deliver");
 
     // Both stop cleanly.
-    assert!(
-        edge.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
-    assert!(
-        hub.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
+    storesync_tests::stack::stop_both(&mut edge, &mut hub);
 }
 
 #[test]

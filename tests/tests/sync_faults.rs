@@ -185,16 +185,5 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
     assert!(up.lost > 0 && down.lost > 0, "{}", report(&proxy));
     assert!(up.partitioned + down.partitioned > 0, "{}", report(&proxy));
 
-    assert!(
-        edge.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
-    assert!(
-        hub.proc
-            .as_mut()
-            .unwrap()
-            .terminate(Duration::from_secs(20))
-    );
+    storesync_tests::stack::stop_both(&mut edge, &mut hub);
 }
