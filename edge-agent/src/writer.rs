@@ -51,7 +51,7 @@ use storesync_protocol::{
     Alert, Epoch, Event, EventBody, EventClass, EventTime, ScanEvent, Sealer, SeqNo, Sku,
     StockAdjustment, Transaction,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::alerts::{self, AlertView, Candidate};
 use crate::config::Settings;
@@ -198,6 +198,9 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Command>,
+    /// Counts requests the writer completed (committed), so the sync client learns of new
+    /// outbox events when they are durable instead of polling for them.
+    completed: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -219,7 +222,17 @@ impl WriterHandle {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let answer = rx.await.map_err(|_| StoreError::Closed)?;
+        if answer.is_ok() {
+            self.completed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        answer
+    }
+
+    /// Changes each time a request the writer answered has committed: whatever it wrote to
+    /// the outbox is durable and readable. Several commits may show as one change.
+    pub fn completed(&self) -> watch::Receiver<u64> {
+        self.completed.subscribe()
     }
 
     /// Records `items` durably; the outcomes are in the order of `items`.
@@ -378,7 +391,8 @@ pub async fn spawn(
         day_revenue: alerts::DayRevenue::new(),
     };
     let task = tokio::spawn(writer.run(rx));
-    Ok((WriterHandle { tx }, task))
+    let completed = Arc::new(watch::Sender::new(0));
+    Ok((WriterHandle { tx, completed }, task))
 }
 
 async fn load_dedupe(conn: &mut SqliteConnection) -> Result<KeyMap, StoreError> {

@@ -1,9 +1,11 @@
 //! The sync client: drives an [`EdgeSession`] over one QUIC connection at a time.
 //!
 //! One task owns the session. It reads the outbox when the session asks
-//! ([`EdgeAction::Fetch`]), marks acknowledgements durable ([`EdgeAction::Acked`]), polls
-//! the outbox heads every [`SyncOptions::poll_interval_ms`] so new events go out promptly,
-//! and re-arms a single timer at [`EdgeSession::poll_timeout`]. A session ends with a typed
+//! ([`EdgeAction::Fetch`]), marks acknowledgements durable ([`EdgeAction::Acked`]), reads
+//! the outbox heads as soon as the writer has committed something new
+//! ([`WriterHandle::completed`], so a sale goes out within a commit's time) and at least
+//! every [`SyncOptions::poll_interval_ms`], and re-arms a single timer at
+//! [`EdgeSession::poll_timeout`]. A session ends with a typed
 //! [`CloseReason`]; transient reasons reconnect after an exponential, jittered delay,
 //! identity and version problems after the maximum delay.
 
@@ -35,7 +37,8 @@ pub struct SyncOptions {
     pub reconnect_delay_ms_base: u64,
     /// Longest reconnect delay.
     pub reconnect_delay_ms_max: u64,
-    /// How often the outbox heads are polled while connected.
+    /// How often the outbox heads are read while connected even without a commit signal
+    /// from the writer (a safety net; new events normally go out on the signal).
     pub poll_interval_ms: u64,
     /// Renew the certificate when it expires within this many milliseconds.
     pub renew_before_ms: i64,
@@ -50,7 +53,7 @@ impl Default for SyncOptions {
             bandwidth_bytes_per_s_max: None,
             reconnect_delay_ms_base: 500,
             reconnect_delay_ms_max: 60_000,
-            poll_interval_ms: 20,
+            poll_interval_ms: 1_000,
             renew_before_ms: 7 * 86_400_000,
             connect_timeout_ms: 10_000,
         }
@@ -274,6 +277,7 @@ async fn connect_once(
     let mut poll =
         tokio::time::interval(Duration::from_millis(ctx.options.poll_interval_ms.max(1)));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut completed = ctx.writer.completed();
     let started = Instant::now();
     loop {
         // Drain everything the session has to say before waiting.
@@ -389,18 +393,26 @@ async fn connect_once(
                     session.send_doc(now_ms(), message);
                 }
             }
-            _ = poll.tick() => {
-                match ctx.store.outbox_streams().await {
-                    Ok(streams) => {
-                        let now = now_ms();
-                        for s in streams {
-                            session.recorded_up_to(now, s.epoch, s.class, s.head);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "sync: reading outbox heads failed"),
+            changed = completed.changed(), if completed.has_changed().is_ok() => {
+                if changed.is_ok() {
+                    read_heads(ctx, session).await;
                 }
             }
+            _ = poll.tick() => read_heads(ctx, session).await,
         }
+    }
+}
+
+/// Tells the session how far each outbox stream is recorded.
+async fn read_heads(ctx: &SyncContext, session: &mut EdgeSession) {
+    match ctx.store.outbox_streams().await {
+        Ok(streams) => {
+            let now = now_ms();
+            for s in streams {
+                session.recorded_up_to(now, s.epoch, s.class, s.head);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "sync: reading outbox heads failed"),
     }
 }
 
