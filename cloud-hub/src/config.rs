@@ -230,6 +230,14 @@ pub struct SyncConfig {
     pub connection_age_max_s: u64,
     /// Concurrent device connections.
     pub connections_max: usize,
+    /// A store none of whose devices made contact for this many seconds raises a
+    /// `store_not_syncing` alert.
+    pub not_syncing_after_secs: u64,
+    /// How often the hub checks for stores that stopped syncing, in seconds.
+    pub not_syncing_check_secs: u64,
+    /// A device whose clock is off the hub's by more than this at the handshake raises a
+    /// `clock_skew` alert.
+    pub clock_skew_max_ms: i64,
 }
 
 impl Default for SyncConfig {
@@ -242,6 +250,9 @@ impl Default for SyncConfig {
             enroll_token_hours: 168,
             connection_age_max_s: 86_400,
             connections_max: 10_000,
+            not_syncing_after_secs: 900,
+            not_syncing_check_secs: 30,
+            clock_skew_max_ms: 120_000,
         }
     }
 }
@@ -441,6 +452,12 @@ renew_grace_days = 60
 enroll_token_hours = 168
 connection_age_max_s = 86400
 connections_max = 10000
+# Fleet alerts: a store silent this long is "not syncing" (checked every
+# not_syncing_check_secs); a device clock off by more than clock_skew_max_ms at the
+# handshake raises "clock_skew". Both resolve by themselves when the condition clears.
+not_syncing_after_secs = 900
+not_syncing_check_secs = 30
+clock_skew_max_ms = 120000
 
 [ui]
 # The web UI's build (npm --prefix desktop-app/ui ci && npm --prefix desktop-app/ui run build),

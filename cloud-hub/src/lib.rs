@@ -12,6 +12,9 @@
 //!   serves the built web UI ([`api::ui`]).
 //! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA),
 //!   argon2 secrets, rotating refresh tokens.
+//! - [`fleet`]: alerts only the hub can raise — a store that stopped syncing (a periodic
+//!   check) and a device clock far off the hub's (at the handshake) — deduplicated by a
+//!   stable id per subject and resolved when the condition clears.
 //! - [`ratelimit`], [`cache`], [`metrics`], [`telemetry`] (logs and OTLP spans), [`config`],
 //!   [`server`] (start-up glue), and
 //!   [`testing`] (throw-away PostgreSQL clusters for tests and benchmarks).
@@ -75,6 +78,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod docs;
+pub mod fleet;
 pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;

@@ -418,6 +418,13 @@ async fn start_sync(
     options.connection_age_max =
         std::time::Duration::from_secs(config.sync.connection_age_max_s.max(60));
     options.connections_max = config.sync.connections_max;
+    options.fleet = storesync_hub::fleet::FleetOptions {
+        not_syncing_after_ms: i64::try_from(config.sync.not_syncing_after_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+        clock_skew_max_ms: config.sync.clock_skew_max_ms,
+        check_interval: std::time::Duration::from_secs(config.sync.not_syncing_check_secs.max(1)),
+    };
     let token_key = storesync_hub::sync::TokenKey {
         pem: issuer.public_key_pem().to_string(),
         issuer: issuer.issuer.clone(),

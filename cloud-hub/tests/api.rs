@@ -294,7 +294,41 @@ const BODY_ROUTES: &[&str] = &[
     "/api/v1/alert-rules/{name}",
 ];
 
+/// Store `s1` and `s2` of acme fall silent: the hub raises its not-syncing alerts, which the
+/// matrix then reaches like any store's alert.
+async fn raise_fleet_alerts(store: &dyn Store) {
+    use storesync_hub::fleet::{FleetOptions, check_not_syncing};
+    // Commits count as contact at the hub's clock: the stores last synced now.
+    let now = storesync_hub::store::now_ms();
+    for (store_name, device) in [("s1", "d1"), ("s2", "d2")] {
+        let contact = storesync_hub::store::DeviceContact {
+            now_ms: now,
+            backlog: 0,
+            clock_skew_ms: 0,
+        };
+        store
+            .record_contact(
+                &tenant("acme"),
+                &StoreId::new(store_name).unwrap(),
+                &storesync_protocol::ids::DeviceId::new(device).unwrap(),
+                &contact,
+            )
+            .await
+            .unwrap();
+    }
+    let report = check_not_syncing(
+        store,
+        &tenant("acme"),
+        &FleetOptions::default(),
+        now + 3_600_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.raised, 2);
+}
+
 async fn role_and_tenant_matrix(hub: Hub) {
+    raise_fleet_alerts(&**hub.state.store()).await;
     let roles = [
         (Role::Admin, vec![]),
         (Role::Analyst, vec![]),
@@ -306,8 +340,18 @@ async fn role_and_tenant_matrix(hub: Hub) {
         };
         for (role, stores) in &roles {
             let t = token(&hub, "acme", *role, stores);
-            for other_store in [false, true] {
+            // Routes naming an alert run for a store's own alert and for the hub's fleet
+            // alert of the same store.
+            let fleet_too = route.path.contains("{alert_id}");
+            for (other_store, fleet) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                if fleet && !fleet_too {
+                    continue;
+                }
                 let mut uri = uri_for(route.path, other_store);
+                if fleet {
+                    uri = uri.replace("/al-", "/hub-not-syncing-");
+                }
                 let has_param = route.path.contains('{');
                 if other_store && !has_param {
                     if !route.scoped || route.path.ends_with("/ws") {
@@ -353,13 +397,16 @@ async fn role_and_tenant_matrix(hub: Hub) {
                 }
                 uri.push_str("?stores=s2");
             }
-            let (status, body) = call(&hub.router, route.method, &uri, Some(&t)).await;
-            assert_eq!(
-                status,
-                StatusCode::NOT_FOUND,
-                "globex admin {} {uri}: {body}",
-                route.method
-            );
+            let fleet_uri = uri.replace("/al-", "/hub-not-syncing-");
+            for uri in [uri, fleet_uri] {
+                let (status, body) = call(&hub.router, route.method, &uri, Some(&t)).await;
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "globex admin {} {uri}: {body}",
+                    route.method
+                );
+            }
         }
     }
 }
@@ -630,6 +677,36 @@ async fn alerts_acknowledge_and_resolve_by_role() {
     let (status, body) = call(&hub.router, "GET", "/api/v1/alerts?state=bogus", Some(&max)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["message"].as_str().unwrap().starts_with("state:"));
+}
+
+#[tokio::test]
+async fn fleet_alerts_are_listed_within_the_callers_stores() {
+    let hub = hub().await;
+    raise_fleet_alerts(&**hub.state.store()).await;
+    let fleet_ids = |body: &Value| {
+        let mut ids: Vec<String> = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "store_not_syncing")
+            .map(|a| a["alertId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let max = token(&hub, "acme", Role::StoreManager, &["s1"]);
+    let (status, body) = call(&hub.router, "GET", "/api/v1/alerts", Some(&max)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(fleet_ids(&body), ["hub-not-syncing-s1"]);
+    let ann = token(&hub, "acme", Role::Admin, &[]);
+    let (_, body) = call(&hub.router, "GET", "/api/v1/alerts?state=open", Some(&ann)).await;
+    assert_eq!(
+        fleet_ids(&body),
+        ["hub-not-syncing-s1", "hub-not-syncing-s2"]
+    );
+    let globex = token(&hub, "globex", Role::Admin, &[]);
+    let (_, body) = call(&hub.router, "GET", "/api/v1/alerts", Some(&globex)).await;
+    assert!(fleet_ids(&body).is_empty());
 }
 
 #[tokio::test]

@@ -641,7 +641,208 @@ async fn documents_merge_serially_and_stay_per_tenant(store: Arc<dyn Store>) {
     );
 }
 
+/// Fleet alerts: raised once per stable id while the condition lasts (an acknowledgement
+/// survives the next check), resolved when it clears, reopened when it returns; the
+/// periodic check judges each store by the newest contact of its devices.
+async fn fleet_alerts_dedupe_clear_and_reopen(store: Arc<dyn Store>) {
+    use storesync_hub::fleet::{self, FleetOptions};
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "UTC"), ("s2", "south", "UTC")],
+    )
+    .await;
+    setup_tenant(&*store, "other", &[("s1", "west", "UTC")]).await;
+    let acme = tenant("acme");
+    let options = FleetOptions {
+        not_syncing_after_ms: 60_000,
+        clock_skew_max_ms: 5_000,
+        ..FleetOptions::default()
+    };
+    let contact = |now_ms| storesync_hub::store::DeviceContact {
+        now_ms,
+        backlog: 0,
+        clock_skew_ms: 0,
+    };
+    let d1 = DeviceId::new("d1").unwrap();
+    let d2 = DeviceId::new("d2").unwrap();
+    store
+        .record_contact(&acme, &store_id("s1"), &d1, &contact(T0))
+        .await
+        .unwrap();
+    store
+        .record_contact(&acme, &store_id("s2"), &d2, &contact(T0 + 50_000))
+        .await
+        .unwrap();
+    let open_kinds = |store: Arc<dyn Store>| async move {
+        store
+            .alerts(
+                &tenant("acme"),
+                &AlertQuery {
+                    limit: 50,
+                    ..AlertQuery::default()
+                },
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.alert.state != AlertState::Resolved)
+            .map(|r| (r.alert.store_id.as_str().to_owned(), r.alert.kind.as_str()))
+            .collect::<Vec<_>>()
+    };
+
+    // s1 silent for 70 s: raised once, however many checks (replicas) run.
+    let mut changes = store.subscribe();
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 70_000)
+        .await
+        .unwrap();
+    assert_eq!((report.stores, report.raised, report.cleared), (2, 1, 0));
+    let change = changes.try_recv().unwrap();
+    assert_eq!(change.alerts, ["hub-not-syncing-s1"]);
+    assert_eq!(change.stores, ["s1"]);
+    let (a, b) = tokio::join!(
+        fleet::check_not_syncing(&*store, &acme, &options, T0 + 71_000),
+        fleet::check_not_syncing(&*store, &acme, &options, T0 + 71_000),
+    );
+    assert_eq!(a.unwrap().raised + b.unwrap().raised, 0);
+    assert_eq!(
+        open_kinds(store.clone()).await,
+        [("s1".to_owned(), "store_not_syncing")]
+    );
+    let id = fleet::not_syncing_id(&store_id("s1")).unwrap();
+    store
+        .set_alert_state(&acme, &id, AlertState::Acknowledged, "mia", T0 + 72_000)
+        .await
+        .unwrap();
+    fleet::check_not_syncing(&*store, &acme, &options, T0 + 80_000)
+        .await
+        .unwrap();
+    let record = store.alert(&acme, &id).await.unwrap().unwrap();
+    assert_eq!(
+        record.alert.state,
+        AlertState::Acknowledged,
+        "still one alert, still acknowledged"
+    );
+    assert_eq!(record.alert.raised_at.unix_ms(), T0 + 70_000);
+    assert!(
+        record
+            .alert
+            .facts
+            .contains(&("last_seen_ms".to_owned(), T0))
+    );
+    // Other tenants see nothing of it.
+    assert!(store.alert(&tenant("other"), &id).await.unwrap().is_none());
+
+    // s1's device connects: the alert resolves by the hub; a later silence reopens it.
+    store
+        .record_contact(&acme, &store_id("s1"), &d1, &contact(T0 + 90_000))
+        .await
+        .unwrap();
+    fleet::on_connected(
+        &*store,
+        &acme,
+        &store_id("s1"),
+        &d1,
+        0,
+        &options,
+        T0 + 90_000,
+    )
+    .await
+    .unwrap();
+    let record = store.alert(&acme, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.alert.state, record.alert.changed_by.as_deref()),
+        (AlertState::Resolved, Some("hub"))
+    );
+    // s2 silent for 70 s: raised; s1 silent again later: the same alert reopens.
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 120_000)
+        .await
+        .unwrap();
+    assert_eq!((report.raised, report.cleared), (1, 0));
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 155_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.raised, report.cleared),
+        (1, 0),
+        "s1 silent again: reopened"
+    );
+    let record = store.alert(&acme, &id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.alert.state, record.alert.raised_at.unix_ms()),
+        (AlertState::Open, T0 + 155_000)
+    );
+    store
+        .record_contact(&acme, &store_id("s2"), &d2, &contact(T0 + 160_000))
+        .await
+        .unwrap();
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 161_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.raised, report.cleared),
+        (0, 1),
+        "s2 synced: cleared by the check"
+    );
+
+    // Clock skew at the handshake: raised beyond the limit (either way), deduplicated,
+    // cleared when a later handshake is within it.
+    let skew_id = fleet::clock_skew_id(&d2).unwrap();
+    for skew in [-9_000, 12_000] {
+        fleet::on_connected(
+            &*store,
+            &acme,
+            &store_id("s2"),
+            &d2,
+            skew,
+            &options,
+            T0 + 300_000,
+        )
+        .await
+        .unwrap();
+    }
+    let skew = store.alert(&acme, &skew_id).await.unwrap().unwrap().alert;
+    assert_eq!(
+        (skew.kind.as_str(), skew.state),
+        ("clock_skew", AlertState::Open)
+    );
+    assert_eq!(skew.subject, "d2");
+    assert!(
+        skew.facts.contains(&("skew_ms".to_owned(), -9_000)),
+        "{:?}",
+        skew.facts
+    );
+    fleet::on_connected(
+        &*store,
+        &acme,
+        &store_id("s2"),
+        &d2,
+        4_000,
+        &options,
+        T0 + 400_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .alert(&acme, &skew_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .alert
+            .state,
+        AlertState::Resolved
+    );
+    // Ids stay valid for the longest subjects.
+    let long = DeviceId::new("d".repeat(64)).unwrap();
+    assert_eq!(
+        fleet::clock_skew_id(&long).unwrap(),
+        fleet::clock_skew_id(&long).unwrap()
+    );
+}
+
 on_both_backends!(
+    fleet_alerts_dedupe_clear_and_reopen,
     documents_merge_serially_and_stay_per_tenant,
     ingest_then_replay_changes_nothing,
     heads_and_chain_hashes,

@@ -10,6 +10,7 @@
 //! where the caller says so, to a set of stores.
 
 pub mod docs;
+pub mod fleet;
 pub mod pg;
 pub mod pki;
 pub mod sqlite;
@@ -345,6 +346,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The replicated automerge documents and the devices' sync states.
     fn docs(&self) -> &dyn docs::DocStore;
+
+    /// Alerts the hub raises about its fleet (not syncing, clock skew), deduplicated by id.
+    fn fleet(&self) -> &dyn fleet::FleetAlertStore;
 
     /// Subscribes to committed changes of every tenant.
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -25,6 +25,7 @@
 //! stream head, and a `NOTIFY` that other hub processes receive after the commit.
 
 mod docs;
+mod fleet;
 mod pki;
 mod views;
 
@@ -1146,6 +1147,10 @@ impl Store for PgStore {
     }
 
     fn docs(&self) -> &dyn crate::store::docs::DocStore {
+        self
+    }
+
+    fn fleet(&self) -> &dyn crate::store::fleet::FleetAlertStore {
         self
     }
 

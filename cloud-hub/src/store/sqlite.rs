@@ -9,6 +9,7 @@
 //! rollups, stream head) in one transaction, with multi-row statements.
 
 mod docs;
+mod fleet;
 mod pki;
 mod views;
 
@@ -569,6 +570,10 @@ impl Store for SqliteStore {
     }
 
     fn docs(&self) -> &dyn crate::store::docs::DocStore {
+        self
+    }
+
+    fn fleet(&self) -> &dyn crate::store::fleet::FleetAlertStore {
         self
     }
 

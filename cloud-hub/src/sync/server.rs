@@ -74,8 +74,9 @@ pub struct ServerOptions {
     pub connection_age_max: Duration,
     /// Concurrent connections.
     pub connections_max: usize,
-    /// Clock skew beyond which a device's contact is logged as an alarm.
-    pub clock_skew_max_ms: i64,
+    /// Fleet alerts: not syncing (checked periodically by this server) and clock skew
+    /// (judged at every handshake).
+    pub fleet: crate::fleet::FleetOptions,
     /// Events of consecutive batches merged into one store transaction at most (a batch is
     /// never split; 1 commits every batch on its own).
     pub commit_events_max: usize,
@@ -96,7 +97,7 @@ impl ServerOptions {
             revocation_check: Duration::from_secs(2),
             connection_age_max: Duration::from_secs(24 * 3600),
             connections_max: 10_000,
-            clock_skew_max_ms: 120_000,
+            fleet: crate::fleet::FleetOptions::default(),
             commit_events_max: 16 * 1024,
         }
     }
@@ -231,11 +232,16 @@ impl SyncServer {
         tracing::info!(%local_addr, "sync server listening");
         let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         let refresh = tokio::spawn(refresh_loop(endpoint.clone(), Arc::clone(&shared), trust));
+        // Every replica runs the check; the alerts' stable ids make that idempotent.
+        let fleet = tokio::spawn(crate::fleet::run_checks(
+            Arc::clone(&shared.store),
+            options.fleet.clone(),
+        ));
         Ok(SyncServer {
             endpoint,
             local_addr,
             hub_ca_der,
-            tasks: vec![accept, refresh],
+            tasks: vec![accept, refresh, fleet],
         })
     }
 
@@ -683,6 +689,8 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
     let age_deadline = tokio::time::Instant::now() + options.connection_age_max;
     let mut inbox = Vec::new();
     let mut last_contact = Instant::now() - Duration::from_secs(3600);
+    // The skew measured at the handshake, repeated in later contacts (heartbeats carry none).
+    let mut handshake_skew_ms = 0;
     let result = loop {
         let mut closed = None;
         loop {
@@ -741,9 +749,6 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                         link,
                     } => {
                         tracing::info!(tenant = %identity.tenant, store = %identity.store, device = %identity.device, version, skew_ms, backlog, epoch = epoch.0, forked = link.is_some(), "sync: device connected");
-                        if skew_ms.abs() > options.clock_skew_max_ms {
-                            tracing::warn!(device = %identity.device, skew_ms, "sync: device clock skew beyond the limit");
-                        }
                         let contact = DeviceContact {
                             now_ms: now_ms(),
                             backlog,
@@ -760,7 +765,23 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                         {
                             tracing::warn!(error = %e, "sync: recording contact failed");
                         }
+                        // After the contact is recorded, so a concurrent not-syncing check
+                        // cannot reopen what this clears.
+                        if let Err(e) = crate::fleet::on_connected(
+                            &*store,
+                            &identity.tenant,
+                            &identity.store,
+                            &identity.device,
+                            skew_ms,
+                            &options.fleet,
+                            now_ms(),
+                        )
+                        .await
+                        {
+                            tracing::warn!(error = %e, "sync: fleet alerts at the handshake failed");
+                        }
                         last_contact = Instant::now();
+                        handshake_skew_ms = skew_ms;
                         let sent = doc_link.connected(&*store).await;
                         send_docs(&mut session, &identity, sent);
                     }
@@ -769,7 +790,7 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                             let contact = DeviceContact {
                                 now_ms: now_ms(),
                                 backlog,
-                                clock_skew_ms: 0,
+                                clock_skew_ms: handshake_skew_ms,
                             };
                             let _ = store
                                 .record_contact(

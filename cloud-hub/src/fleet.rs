@@ -1,0 +1,242 @@
+//! Fleet alerts: conditions across stores that only the hub can see.
+//!
+//! - **Store not syncing** ([`AlertKind::StoreNotSyncing`]): no device of a store has been in
+//!   contact (handshake, heartbeat or committed batch) for
+//!   [`FleetOptions::not_syncing_after_ms`]. A connected device's contact is recorded about
+//!   every 5 to 10 s (heartbeats, throttled), so the limit must be well above that. Checked by [`check_not_syncing`],
+//!   which the sync server runs every [`FleetOptions::check_interval`]; a store whose
+//!   devices never made contact is not judged. The alert clears when the store's device
+//!   connects again (at the handshake) or when a check finds a recent contact.
+//! - **Clock skew** ([`AlertKind::ClockSkew`]): the skew a device's hello showed at the
+//!   handshake is beyond [`FleetOptions::clock_skew_max_ms`]. Raised or cleared by
+//!   [`on_connected`] at every handshake of the device.
+//!
+//! Each alert has one stable id per subject and condition ([`not_syncing_id`],
+//! [`clock_skew_id`]), and the store raises it with an upsert
+//! ([`FleetAlertStore`](crate::store::fleet::FleetAlertStore)): raising it again while the
+//! condition lasts changes nothing, so hub replicas running the same check concurrently
+//! raise one alert, and an acknowledgement survives the next check. The alerts live in the
+//! tenant's `alerts` table, so the alerts API, its role rules (a store manager sees only
+//! assigned stores) and the live stream show them like any other alert.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use storesync_protocol::domain::{Alert, AlertKind, AlertState, Severity};
+use storesync_protocol::ids::{AlertId, DeviceId, StoreId, TenantId};
+use storesync_protocol::time::{EventTime, UnixMillis};
+
+use crate::store::{Store, StoreError};
+
+/// When fleet alerts fire and how often the periodic check runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetOptions {
+    /// A store none of whose devices made contact for this long is "not syncing".
+    pub not_syncing_after_ms: i64,
+    /// Device clock skew (either way) beyond which a [`AlertKind::ClockSkew`] alert fires.
+    pub clock_skew_max_ms: i64,
+    /// How often the not-syncing check runs.
+    pub check_interval: Duration,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            not_syncing_after_ms: 15 * 60 * 1000,
+            clock_skew_max_ms: 120_000,
+            check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `prefix` + `subject` when that is a valid id, else `prefix` + a digest of `subject`
+/// (ids are at most 64 characters), so the id stays stable for the subject.
+fn stable_id(prefix: &str, subject: &str) -> Result<AlertId, StoreError> {
+    AlertId::new(format!("{prefix}{subject}"))
+        .or_else(|_| {
+            let digest = blake3::hash(subject.as_bytes()).to_hex();
+            AlertId::new(format!("{prefix}{}", &digest[..32]))
+        })
+        .map_err(|e| StoreError::Invalid(format!("fleet alert id for {subject:?}: {e}")))
+}
+
+/// The id of a store's not-syncing alert.
+pub fn not_syncing_id(store: &StoreId) -> Result<AlertId, StoreError> {
+    stable_id("hub-not-syncing-", store.as_str())
+}
+
+/// The id of a device's clock-skew alert.
+pub fn clock_skew_id(device: &DeviceId) -> Result<AlertId, StoreError> {
+    stable_id("hub-clock-skew-", device.as_str())
+}
+
+fn fleet_alert(
+    alert_id: AlertId,
+    kind: AlertKind,
+    store: &StoreId,
+    subject: &str,
+    now_ms: UnixMillis,
+    message: String,
+    facts: Vec<(String, i64)>,
+) -> Alert {
+    Alert {
+        alert_id,
+        kind,
+        severity: Severity::Warning,
+        store_id: store.clone(),
+        subject: subject.to_owned(),
+        raised_at: EventTime::from_unix_ms(now_ms, 0),
+        state: AlertState::Open,
+        changed_by: None,
+        message,
+        facts,
+    }
+}
+
+/// What one not-syncing check did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Stores judged (those with at least one device contact).
+    pub stores: usize,
+    /// Alerts raised or reopened.
+    pub raised: usize,
+    /// Alerts resolved.
+    pub cleared: usize,
+}
+
+/// Raises or clears the not-syncing alert of every store of `tenant` whose devices have
+/// made contact, judging by the newest contact of any of its devices.
+pub async fn check_not_syncing(
+    store: &dyn Store,
+    tenant: &TenantId,
+    options: &FleetOptions,
+    now_ms: UnixMillis,
+) -> Result<CheckReport, StoreError> {
+    let mut newest: BTreeMap<StoreId, UnixMillis> = BTreeMap::new();
+    for device in store.device_status(tenant).await? {
+        // A device busy sending batches sends no heartbeats: its commits count as contact.
+        if let Some(seen) = device.last_seen_ms.max(device.last_commit_ms) {
+            let entry = newest.entry(device.store_id).or_insert(seen);
+            *entry = (*entry).max(seen);
+        }
+    }
+    let mut report = CheckReport {
+        stores: newest.len(),
+        ..CheckReport::default()
+    };
+    for (store_id, last_seen_ms) in newest {
+        let alert_id = not_syncing_id(&store_id)?;
+        let silent_ms = now_ms.saturating_sub(last_seen_ms);
+        if silent_ms > options.not_syncing_after_ms {
+            let alert = fleet_alert(
+                alert_id,
+                AlertKind::StoreNotSyncing,
+                &store_id,
+                store_id.as_str(),
+                now_ms,
+                format!(
+                    "store {store_id} has not synced for {} minutes",
+                    silent_ms / 60_000
+                ),
+                vec![
+                    ("last_seen_ms".into(), last_seen_ms),
+                    ("limit_ms".into(), options.not_syncing_after_ms),
+                ],
+            );
+            if store
+                .fleet()
+                .fleet_alert_raise(tenant, &alert, now_ms)
+                .await?
+            {
+                tracing::warn!(%tenant, store = %store_id, silent_ms, "fleet: store not syncing");
+                report.raised += 1;
+            }
+        } else if store
+            .fleet()
+            .fleet_alert_clear(tenant, &alert_id, now_ms)
+            .await?
+        {
+            report.cleared += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// At a device's handshake: its store syncs again (its not-syncing alert clears), and its
+/// clock skew raises or clears the device's clock-skew alert.
+pub async fn on_connected(
+    store: &dyn Store,
+    tenant: &TenantId,
+    store_id: &StoreId,
+    device: &DeviceId,
+    skew_ms: i64,
+    options: &FleetOptions,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    let fleet = store.fleet();
+    fleet
+        .fleet_alert_clear(tenant, &not_syncing_id(store_id)?, now_ms)
+        .await?;
+    let alert_id = clock_skew_id(device)?;
+    if skew_ms.saturating_abs() > options.clock_skew_max_ms {
+        let alert = fleet_alert(
+            alert_id,
+            AlertKind::ClockSkew,
+            store_id,
+            device.as_str(),
+            now_ms,
+            format!(
+                "device {device} runs {} s {} the hub's clock",
+                skew_ms.saturating_abs() / 1000,
+                if skew_ms > 0 { "ahead of" } else { "behind" }
+            ),
+            vec![
+                ("skew_ms".into(), skew_ms),
+                ("limit_ms".into(), options.clock_skew_max_ms),
+            ],
+        );
+        if fleet.fleet_alert_raise(tenant, &alert, now_ms).await? {
+            tracing::warn!(%tenant, store = %store_id, %device, skew_ms, "fleet: device clock skew beyond the limit");
+        }
+    } else {
+        fleet.fleet_alert_clear(tenant, &alert_id, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// The tenants that have a CA, i.e. that can have devices.
+async fn tenants_with_devices(store: &dyn Store) -> Result<Vec<TenantId>, StoreError> {
+    Ok(store
+        .pki()
+        .pki_names("tenant-ca/")
+        .await?
+        .iter()
+        .filter_map(|name| name.strip_prefix("tenant-ca/"))
+        .filter_map(|t| TenantId::new(t).ok())
+        .collect())
+}
+
+/// Runs [`check_not_syncing`] for every tenant with devices, every
+/// [`FleetOptions::check_interval`], until the task is aborted. Errors are logged and the
+/// next round tries again.
+pub async fn run_checks(store: std::sync::Arc<dyn Store>, options: FleetOptions) {
+    let mut ticker = tokio::time::interval(options.check_interval.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let tenants = match tenants_with_devices(&*store).await {
+            Ok(tenants) => tenants,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: listing tenants failed");
+                continue;
+            }
+        };
+        for tenant in tenants {
+            if let Err(e) =
+                check_not_syncing(&*store, &tenant, &options, crate::store::now_ms()).await
+            {
+                tracing::warn!(%tenant, error = %e, "fleet: not-syncing check failed");
+            }
+        }
+    }
+}
