@@ -178,6 +178,28 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Restarts the server with `pg_ctl restart -m MODE` (`fast`: clients are disconnected
+    /// and the server shuts down cleanly; `immediate`: a crash, then recovery from the WAL),
+    /// keeping the port and options; for fault tests.
+    pub fn restart(&self, mode: &str) -> anyhow::Result<()> {
+        let log = self.root().join("log.txt");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data.to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+        )
+    }
+
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port

@@ -1,6 +1,6 @@
 //! Helpers for end-to-end tests across real `storesync-hub` and `storesync-edge` processes:
 //! locating the binaries, free ports, child processes that die with the test, and a small
-//! HTTP client; [`stack`] sets up a hub and an agent.
+//! HTTP client; [`stack`] sets up a hub and an agent, [`verify`] compares what they hold.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // Test support: a failed unwrap is a failed test.
 
@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod stack;
+pub mod verify;
 
 /// The directory holding the workspace's binaries (the test binary's `target/<profile>`).
 pub fn bin_dir() -> PathBuf {

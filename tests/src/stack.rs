@@ -152,6 +152,12 @@ pub fn post_ndjson(edge: &Edge, body: &str) {
 /// Initializes a hub (tenant `acme`, store `s1`) and an agent for `s1` under `root`;
 /// neither is started nor enrolled.
 pub fn setup(root: &Path) -> (Hub, Edge) {
+    setup_with_store(root, None)
+}
+
+/// [`setup`] with the hub's `[store]` section replaced by `store` (TOML lines after the
+/// header, e.g. a PostgreSQL backend) when given.
+pub fn setup_with_store(root: &Path, store: Option<&str>) -> (Hub, Edge) {
     let hub_dir = root.join("hub");
     let mut init = Command::new(binary("storesync-hub"));
     init.args(["--config"])
@@ -159,6 +165,16 @@ pub fn setup(root: &Path) -> (Hub, Edge) {
         .args(["init", "--data-dir"])
         .arg(&hub_dir);
     run(init);
+    if let Some(store) = store {
+        let path = hub_dir.join("hub.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let embedded = "backend = \"sqlite\"\npath = \"hub.db\"\n";
+        assert!(
+            text.contains(embedded),
+            "hub.toml has the embedded store section"
+        );
+        std::fs::write(&path, text.replace(embedded, &format!("{store}\n"))).unwrap();
+    }
     let hub = Hub {
         dir: hub_dir,
         http: format!("127.0.0.1:{}", free_tcp_port()),

@@ -3,7 +3,8 @@
 //! (reordering them) in both directions. Sales are posted in rounds while the faults are on,
 //! with a partition of about 8 s in the middle (shorter than QUIC's 30 s idle timeout) and a
 //! kill -9 of the agent right after a round; once the network heals, the hub's committed
-//! set must equal what the agent accepted.
+//! set must equal what the agent accepted (count and checksum, `storesync_tests::verify`),
+//! the hub's series the agent's rollups, and the store document's heads on both sides.
 //!
 //! After the partition the live connection usually recovers, but not at once: QUIC's probe
 //! timeout doubles through the partition, so the first probe after it can come seconds
@@ -22,7 +23,7 @@ use storesync_tests::stack::{
     Edge, Hub, admin_token, edge_api, enroll_ok, hub_api, post_sales, setup,
     wait_store_doc_converged,
 };
-use storesync_tests::wait_for;
+use storesync_tests::{verify, wait_for};
 
 /// Points the enrolled agent at `addr` instead of the hub.
 fn rehome(edge: &Edge, addr: &str) {
@@ -168,9 +169,24 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
         "count, distinct ids and sum of totals at the hub ({})",
         report(&proxy)
     );
-    // Settled: nothing arrives twice later either.
-    std::thread::sleep(Duration::from_secs(1));
+    // The same set on both sides by count and checksum (settled for a second: nothing
+    // arrives twice later either), and the same rollups.
+    let set = verify::wait_tx_sets_equal(
+        &verify::sqlite_db(&hub),
+        &edge,
+        Duration::from_secs(30),
+        &|| report(&proxy),
+        |edge| edge,
+    );
+    assert_eq!(set.count, expected as u64, "{}", report(&proxy));
     assert_eq!(hub.db_counts(), counts, "{}", report(&proxy));
+    verify::wait_rollups_equal(
+        &hub,
+        &edge,
+        &token,
+        "2026-11-19T00:00:00Z",
+        "2026-11-24T00:00:00Z",
+    );
 
     // The store document has equal heads on both sides, holding both edits.
     let heads = wait_store_doc_converged(&hub, &edge, &token);
