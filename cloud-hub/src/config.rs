@@ -224,6 +224,11 @@ pub struct SyncConfig {
     pub device_cert_days: u64,
     /// Days after expiry a device may still renew with its old key.
     pub renew_grace_days: u64,
+    /// Validity of device certificates in seconds, instead of `device_cert_days` (drills
+    /// and tests of expiry and renewal).
+    pub device_cert_secs: Option<u64>,
+    /// Renewal grace period in seconds, instead of `renew_grace_days`.
+    pub renew_grace_secs: Option<u64>,
     /// Validity of enrollment tokens, in hours.
     pub enroll_token_hours: u64,
     /// Connections close after this many seconds (rotation and revocation reach them).
@@ -247,6 +252,8 @@ impl Default for SyncConfig {
             server_names: Vec::new(),
             device_cert_days: 90,
             renew_grace_days: 60,
+            device_cert_secs: None,
+            renew_grace_secs: None,
             enroll_token_hours: 168,
             connection_age_max_s: 86_400,
             connections_max: 10_000,
@@ -449,6 +456,9 @@ listen = "127.0.0.1:7443"
 # renew_grace_days after it with their old key.
 device_cert_days = 90
 renew_grace_days = 60
+# The same in seconds, overriding the days (to rehearse expiry and renewal):
+# device_cert_secs = 60
+# renew_grace_secs = 300
 enroll_token_hours = 168
 connection_age_max_s = 86400
 connections_max = 10000

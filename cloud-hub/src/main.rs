@@ -413,8 +413,11 @@ async fn start_sync(
     let issuer = server::issuer(config)?;
     let mut options = storesync_hub::sync::ServerOptions::new(listen);
     options.server_names = config.sync.server_names.clone();
-    options.device_cert_days = config.sync.device_cert_days;
-    options.renew_grace_days = config.sync.renew_grace_days;
+    let secs = |given: Option<u64>, days: u64| {
+        std::time::Duration::from_secs(given.unwrap_or_else(|| days.saturating_mul(86_400)))
+    };
+    options.device_cert_validity = secs(config.sync.device_cert_secs, config.sync.device_cert_days);
+    options.renew_grace = secs(config.sync.renew_grace_secs, config.sync.renew_grace_days);
     options.connection_age_max =
         std::time::Duration::from_secs(config.sync.connection_age_max_s.max(60));
     options.connections_max = config.sync.connections_max;

@@ -58,10 +58,10 @@ pub struct ServerOptions {
     pub server_names: Vec<String>,
     /// Session limits.
     pub session: SessionConfig,
-    /// Validity of device certificates.
-    pub device_cert_days: u64,
+    /// Validity of device certificates, from their issue.
+    pub device_cert_validity: Duration,
     /// How long after expiry a device may still renew with its old key.
-    pub renew_grace_days: u64,
+    pub renew_grace: Duration,
     /// Validity of enrollment tokens.
     pub enroll_token_ttl_ms: i64,
     /// Validity of each CRL; devices are refused once the newest CRL is older.
@@ -89,8 +89,8 @@ impl ServerOptions {
             listen,
             server_names: Vec::new(),
             session: SessionConfig::default(),
-            device_cert_days: 90,
-            renew_grace_days: 60,
+            device_cert_validity: Duration::from_secs(90 * 86_400),
+            renew_grace: Duration::from_secs(60 * 86_400),
             enroll_token_ttl_ms: 7 * 86_400_000,
             crl_validity: Duration::from_secs(3600),
             crl_refresh: Duration::from_secs(600),
@@ -528,8 +528,11 @@ async fn issue(
     let mut serial: [u8; 16] = rand::random();
     serial[0] &= 0x7f;
     serial[0] |= 0x01;
-    let validity = Duration::from_secs(shared.options.device_cert_days * 86_400);
-    let not_before = SystemTime::now() - Duration::from_secs(300);
+    // Valid from a little before now (device clocks run a bit behind), for the configured
+    // validity from now.
+    let backdate = Duration::from_secs(300);
+    let validity = shared.options.device_cert_validity + backdate;
+    let not_before = SystemTime::now() - backdate;
     let cert = ca
         .issue_device(csr_der, identity, &serial, not_before, validity)
         .map_err(|e| format!("the certificate request is not usable: {e}"))?;
@@ -567,6 +570,11 @@ async fn issue(
     })
 }
 
+/// Renews a device's certificate: the request carries the certificate the hub issued
+/// (possibly expired, after weeks offline) and is signed with its key. Refused when the
+/// signature does not verify, and — telling the key's holder why — when the device is
+/// revoked, when the certificate expired longer ago than [`ServerOptions::renew_grace`], or
+/// when the device's clock is far off the hub's.
 async fn renew(shared: &Shared, request: RenewRequest) -> Result<Enrolled, String> {
     let now = now_ms();
     let refused = || "renewal refused".to_string();
@@ -578,18 +586,14 @@ async fn renew(shared: &Shared, request: RenewRequest) -> Result<Enrolled, Strin
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(refused)?;
-    // The hub issued exactly this certificate, to this device, and did not revoke it.
-    let grace_ms = i64::try_from(shared.options.renew_grace_days).unwrap_or(0) * 86_400_000;
+    // The hub issued exactly this certificate, to this device.
     if record.cert_hash != blake3::hash(&request.cert_der).as_bytes().to_vec()
         || record.device != cert.identity.device
         || record.store != cert.identity.store
-        || record.revoked_ms.is_some()
-        || now > record.not_after_ms.saturating_add(grace_ms)
-        || (request.now_ms - now).abs() > RENEW_CLOCK_TOLERANCE_MS
     {
         return Err(refused());
     }
-    // Proof of possession of the old key.
+    // Proof of possession of the old key; only its holder learns more below.
     let (_, parsed) =
         x509_parser::parse_x509_certificate(&request.cert_der).map_err(|_| refused())?;
     let public_key = parsed.public_key().subject_public_key.data.to_vec();
@@ -597,6 +601,30 @@ async fn renew(shared: &Shared, request: RenewRequest) -> Result<Enrolled, Strin
     ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, public_key)
         .verify(&signed, &request.signature)
         .map_err(|_| refused())?;
+    let device = &cert.identity.device;
+    if record.revoked_ms.is_some() {
+        return Err(format!(
+            "renewal refused: device {device} is revoked; enroll it again with a new token"
+        ));
+    }
+    let grace_ms = i64::try_from(shared.options.renew_grace.as_millis()).unwrap_or(i64::MAX);
+    if now > record.not_after_ms.saturating_add(grace_ms) {
+        return Err(format!(
+            "renewal refused: the certificate of device {device} expired {} s ago, beyond the \
+             renewal grace period of {} s; enroll it again with a new token",
+            (now - record.not_after_ms) / 1000,
+            grace_ms / 1000
+        ));
+    }
+    let clock_off_ms = request.now_ms - now;
+    if clock_off_ms.abs() > RENEW_CLOCK_TOLERANCE_MS {
+        return Err(format!(
+            "renewal refused: the device clock is {} s off the hub's (at most {} s); set the \
+             device's clock",
+            clock_off_ms / 1000,
+            RENEW_CLOCK_TOLERANCE_MS / 1000
+        ));
+    }
     issue(shared, &cert.identity, &request.csr_der).await
 }
 
