@@ -228,6 +228,7 @@ fn uri_for(path: &str, other_store: bool) -> String {
     path.replace("{store_id}", store)
         .replace("{alert_id}", &format!("al-{store}"))
         .replace("{view_id}", "v1")
+        .replace("{task_id}", "task-1")
         .replace("{sku}", "sku-1")
         .replace("{name}", "lowStockDefault")
 }
@@ -289,6 +290,7 @@ async fn role_and_tenant_matrix_over_every_route_on_postgres() {
 const BODY_ROUTES: &[&str] = &[
     "/api/v1/users",
     "/api/v1/stores/{store_id}/adjustments",
+    "/api/v1/stores/{store_id}/tasks",
     "/api/v1/transfers",
     "/api/v1/catalog/{sku}",
     "/api/v1/alert-rules/{name}",
@@ -329,6 +331,16 @@ async fn raise_fleet_alerts(store: &dyn Store) {
 
 async fn role_and_tenant_matrix(hub: Hub) {
     raise_fleet_alerts(&**hub.state.store()).await;
+    for store_name in ["s1", "s2"] {
+        storesync_hub::docs::edit(
+            &**hub.state.store(),
+            &tenant("acme"),
+            &storesync_hub::store::docs::store_doc_key(&StoreId::new(store_name).unwrap()),
+            |doc| storesync_protocol::docs::create_task(doc, "task-1", "count the till", "hq", T0),
+        )
+        .await
+        .unwrap();
+    }
     let roles = [
         (Role::Admin, vec![]),
         (Role::Analyst, vec![]),
@@ -372,7 +384,9 @@ async fn role_and_tenant_matrix(hub: Hub) {
                         status.is_client_error() && ![401, 403, 404].contains(&status.as_u16()),
                         "{what}: {status}"
                     );
-                } else if BODY_ROUTES.contains(&route.path) || route.method == "PUT" {
+                } else if (BODY_ROUTES.contains(&route.path) && route.method != "GET")
+                    || route.method == "PUT"
+                {
                     assert_eq!(
                         status,
                         StatusCode::BAD_REQUEST,
@@ -707,6 +721,123 @@ async fn fleet_alerts_are_listed_within_the_callers_stores() {
     let globex = token(&hub, "globex", Role::Admin, &[]);
     let (_, body) = call(&hub.router, "GET", "/api/v1/alerts", Some(&globex)).await;
     assert!(fleet_ids(&body).is_empty());
+}
+
+async fn call_with_body(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: &str,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn store_tasks_and_settings_by_role() {
+    let hub = hub().await;
+    let max = token(&hub, "acme", Role::StoreManager, &["s1"]);
+    let ana = token(&hub, "acme", Role::Analyst, &[]);
+    let r = &hub.router;
+    let new_task = r#"{"taskId": "t-till", "title": "count the till"}"#;
+    let (status, task) = call_with_body(r, "POST", "/api/v1/stores/s1/tasks", &max, new_task).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    assert_eq!(
+        (task["title"].as_str(), task["done"].as_bool()),
+        (Some("count the till"), Some(false))
+    );
+    assert_eq!(task["by"], "store_manager:store_manager-user");
+    let (status, _) = call_with_body(r, "POST", "/api/v1/stores/s1/tasks", &max, new_task).await;
+    assert_eq!(status, StatusCode::OK, "the same id again adds nothing");
+    let (status, minted) = call_with_body(
+        r,
+        "POST",
+        "/api/v1/stores/s1/tasks",
+        &max,
+        r#"{"title": "sweep"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(minted["taskId"].as_str().unwrap().starts_with("t-"));
+    for (body, field) in [
+        (r#"{"title": " "}"#, "title:"),
+        (r#"{"taskId": "a b", "title": "x"}"#, "taskId:"),
+    ] {
+        let (status, answer) =
+            call_with_body(r, "POST", "/api/v1/stores/s1/tasks", &max, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            answer["message"].as_str().unwrap().starts_with(field),
+            "{answer}"
+        );
+    }
+    let (status, _) = call_with_body(r, "POST", "/api/v1/stores/s1/tasks", &ana, new_task).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call_with_body(r, "POST", "/api/v1/stores/s2/tasks", &max, new_task).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another store's manager");
+    let (status, done) = call(
+        r,
+        "POST",
+        "/api/v1/stores/s1/tasks/t-till/complete",
+        Some(&max),
+    )
+    .await;
+    assert_eq!(
+        (status, done["done"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (status, _) = call(
+        r,
+        "POST",
+        "/api/v1/stores/s1/tasks/nope/complete",
+        Some(&max),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = call(r, "GET", "/api/v1/stores/s1/tasks", Some(&ana)).await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
+
+    let (status, set) = call_with_body(
+        r,
+        "PUT",
+        "/api/v1/stores/s1/settings/closingTime",
+        &max,
+        r#"{"value": "21:00"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &set["value"]),
+        (StatusCode::OK, &Value::from("21:00"))
+    );
+    let (status, _) = call_with_body(
+        r,
+        "PUT",
+        "/api/v1/stores/s1/settings/closingTime",
+        &max,
+        r#"{"v": 1}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, settings) = call(r, "GET", "/api/v1/stores/s1/settings", Some(&ana)).await;
+    assert_eq!(settings["settings"]["closingTime"], "21:00");
+    let (_, doc) = call(r, "GET", "/api/v1/stores/s1/document", Some(&ana)).await;
+    assert_eq!(doc["settings"]["closingTime"], "21:00");
+    assert!(doc["tasks"]["t-till"]["done"].as_bool().unwrap());
 }
 
 #[tokio::test]

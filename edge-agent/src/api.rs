@@ -15,6 +15,8 @@
 //! | `POST /api/v1/dead-letters/{id}/resubmit` | the corrected record as JSON |
 //! | `GET /api/v1/outbox` | identity, epoch link, streams and backlog |
 //! | `GET /api/v1/documents` | the store and tenant documents as replicated here (heads, alert marks, tasks, settings, adjustments, catalog, rules) |
+//! | `GET /api/v1/tasks`, `POST /api/v1/tasks`, `POST /api/v1/tasks/{id}/complete` | the store document's tasks, editable offline (see `api/store_doc.rs`) |
+//! | `GET /api/v1/settings`, `PUT /api/v1/settings/{name}` | the store document's settings, `{"value": any}` |
 //! | `GET /healthz`, `GET /metrics` | no token needed |
 //!
 //! Ingest status codes: 200 when every record is accepted or a duplicate; 207 when some
@@ -25,6 +27,8 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+
+mod store_doc;
 
 use axum::Router;
 use axum::body::Body;
@@ -177,6 +181,16 @@ pub fn app(state: AppState) -> Router {
         .route("/dead-letters/{id}/resubmit", post(post_resubmit))
         .route("/outbox", get(get_outbox))
         .route("/documents", get(get_documents))
+        .route(
+            "/tasks",
+            get(store_doc::get_tasks).post(store_doc::post_task),
+        )
+        .route("/tasks/{id}/complete", post(store_doc::post_complete))
+        .route("/settings", get(store_doc::get_settings))
+        .route(
+            "/settings/{name}",
+            axum::routing::put(store_doc::put_setting),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/api/v1", api)

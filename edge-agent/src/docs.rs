@@ -284,6 +284,38 @@ impl Docs {
         Ok(())
     }
 
+    /// Applies a local edit (tasks, settings) to the store's document and saves it when it
+    /// changed; the hub hears of it at the next exchange. The outer error is storage, the
+    /// inner one the edit's (an invalid id or value, answered as a bad request).
+    pub async fn edit_store<T>(
+        &self,
+        edit: impl FnOnce(&mut AutoCommit) -> Result<T, DocError>,
+    ) -> Result<Result<T, DocError>, StoreError> {
+        let mut inner = self.inner.lock().await;
+        let before = inner.store.doc.get_heads();
+        let out = match edit(&mut inner.store.doc) {
+            Ok(out) => out,
+            Err(e) => return Ok(Err(e)),
+        };
+        if inner.store.doc.get_heads() != before {
+            inner.save_doc(DocId::Store).await?;
+            drop(inner);
+            self.changed.notify_one();
+        }
+        Ok(Ok(out))
+    }
+
+    /// The store document's tasks and settings, for the local API.
+    pub async fn tasks_and_settings(
+        &self,
+    ) -> (BTreeMap<String, schema::Task>, BTreeMap<String, Value>) {
+        let inner = self.inner.lock().await;
+        (
+            schema::tasks(&inner.store.doc),
+            schema::settings(&inner.store.doc),
+        )
+    }
+
     /// A new session: forget what was in flight and open both exchanges.
     pub async fn connected(&self) -> Vec<DocSync> {
         let mut inner = self.inner.lock().await;

@@ -85,6 +85,21 @@ pub enum DocError {
     /// automerge refused an operation.
     #[error("automerge: {0}")]
     Automerge(String),
+    /// An edit names an invalid id or carries an invalid value.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The request field at fault (`taskId`, `title`, `name`, `value`).
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl ToString) -> DocError {
+    DocError::Invalid {
+        field,
+        reason: reason.to_string(),
+    }
 }
 
 fn malformed(what: &'static str, reason: impl ToString) -> DocError {
@@ -312,6 +327,111 @@ pub fn tasks(doc: &AutoCommit) -> BTreeMap<String, Task> {
     entries(doc, "task/").0
 }
 
+/// Longest task title, in bytes.
+pub const TASK_TITLE_LEN_MAX: usize = 500;
+/// Longest setting value, as JSON text, in bytes.
+pub const SETTING_LEN_MAX: usize = 16 * 1024;
+
+/// Creates task `task_id` (an id by [`crate::ids::check_id`]) titled `title` unless it
+/// exists: creating is idempotent on the id, so a retried request adds one task. Returns
+/// the task and whether it was created. Both sides' APIs create tasks through this.
+pub fn create_task(
+    doc: &mut AutoCommit,
+    task_id: &str,
+    title: &str,
+    by: &str,
+    at_ms: i64,
+) -> Result<(Task, bool), DocError> {
+    crate::ids::check_id(task_id).map_err(|e| invalid("taskId", e))?;
+    let title = title.trim();
+    if title.is_empty() || title.len() > TASK_TITLE_LEN_MAX {
+        return Err(invalid(
+            "title",
+            alloc::format!("1 to {TASK_TITLE_LEN_MAX} bytes"),
+        ));
+    }
+    if let Some(existing) = tasks(doc).remove(task_id) {
+        return Ok((existing, false));
+    }
+    let task = Task {
+        title: title.to_string(),
+        done: false,
+        by: by.to_string(),
+        at_ms,
+    };
+    put_task(doc, task_id, &task)?;
+    Ok((task, true))
+}
+
+/// The body of a task creation at either side's API, `{"taskId"?: id, "title": text}`; a
+/// missing id is minted by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTask {
+    /// Chosen by the client to make retries idempotent.
+    #[serde(default)]
+    pub task_id: Option<String>,
+    /// What to do.
+    pub title: String,
+}
+
+/// The body of a setting change at either side's API, `{"value": any JSON}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSetting {
+    /// The new value.
+    pub value: serde_json::Value,
+}
+
+/// A task as both sides' APIs show it: `{"taskId", "title", "done", "by", "atMs"}`.
+pub fn task_json(task_id: &str, task: &Task) -> serde_json::Value {
+    serde_json::json!({
+        "taskId": task_id,
+        "title": task.title,
+        "done": task.done,
+        "by": task.by,
+        "atMs": task.at_ms,
+    })
+}
+
+/// Marks task `task_id` done; `None` when there is no such task. Completing a done task
+/// changes nothing.
+pub fn complete_task(
+    doc: &mut AutoCommit,
+    task_id: &str,
+    by: &str,
+    at_ms: i64,
+) -> Result<Option<Task>, DocError> {
+    let Some(mut task) = tasks(doc).remove(task_id) else {
+        return Ok(None);
+    };
+    if !task.done {
+        task.done = true;
+        task.by = by.to_string();
+        task.at_ms = at_ms;
+        put_task(doc, task_id, &task)?;
+    }
+    Ok(Some(task))
+}
+
+/// Sets setting `name` (an id by [`crate::ids::check_id`]) to `value` (at most
+/// [`SETTING_LEN_MAX`] bytes of JSON). Both sides' APIs set settings through this.
+pub fn set_setting(
+    doc: &mut AutoCommit,
+    name: &str,
+    value: &serde_json::Value,
+) -> Result<(), DocError> {
+    crate::ids::check_id(name).map_err(|e| invalid("name", e))?;
+    let len = serde_json::to_string(value).map_or(usize::MAX, |t| t.len());
+    if len > SETTING_LEN_MAX {
+        return Err(invalid(
+            "value",
+            alloc::format!("{len} bytes of JSON, over {SETTING_LEN_MAX}"),
+        ));
+    }
+    put_setting(doc, name, value)
+}
+
 /// Sets a setting.
 pub fn put_setting(
     doc: &mut AutoCommit,
@@ -398,6 +518,67 @@ pub fn rules(doc: &AutoCommit) -> BTreeMap<String, serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_and_settings_edited_on_both_sides_merge() {
+        let mut store = new_doc(&[1; 16]);
+        let mut hub = new_doc(&[2; 16]);
+        let (mut ps, mut ph) = (SyncPeer::new(false), SyncPeer::new(false));
+        create_task(&mut store, "t-1", " count the till ", "mia", 1).unwrap();
+        exchange(&mut store, &mut ps, &mut hub, &mut ph);
+        // Apart: the store completes t-1 and adds t-2, HQ adds t-3 and sets a setting.
+        assert!(
+            complete_task(&mut store, "t-1", "mia", 2)
+                .unwrap()
+                .unwrap()
+                .done
+        );
+        let (task, created) = create_task(&mut store, "t-2", "sweep", "mia", 3).unwrap();
+        assert!(created && !task.done);
+        create_task(&mut hub, "t-3", "inventory count", "hq", 4).unwrap();
+        set_setting(&mut hub, "closingTime", &serde_json::json!("21:00")).unwrap();
+        set_setting(&mut store, "lowStockEmail", &serde_json::json!(true)).unwrap();
+        exchange(&mut store, &mut ps, &mut hub, &mut ph);
+        assert_eq!(tasks(&store), tasks(&hub));
+        assert_eq!(settings(&store), settings(&hub));
+        assert_eq!(tasks(&hub).len(), 3);
+        assert_eq!(tasks(&hub)["t-1"].title, "count the till");
+        assert!(tasks(&hub)["t-1"].done);
+        assert_eq!(settings(&hub).len(), 2);
+        // Creating again with the same id is idempotent; unknown tasks are absent.
+        let (again, created) = create_task(&mut hub, "t-2", "other", "hq", 5).unwrap();
+        assert_eq!((again.title.as_str(), created), ("sweep", false));
+        assert_eq!(complete_task(&mut hub, "nope", "hq", 6).unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_edits_name_the_field() {
+        let mut doc = new_doc(&[1; 16]);
+        let field = |r: Result<(), DocError>| match r {
+            Err(DocError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(create_task(&mut doc, "a b", "x", "u", 0).map(|_| ())),
+            "taskId"
+        );
+        assert_eq!(
+            field(create_task(&mut doc, "t", "  ", "u", 0).map(|_| ())),
+            "title"
+        );
+        let long = "x".repeat(TASK_TITLE_LEN_MAX + 1);
+        assert_eq!(
+            field(create_task(&mut doc, "t", &long, "u", 0).map(|_| ())),
+            "title"
+        );
+        assert_eq!(
+            field(set_setting(&mut doc, "", &serde_json::json!(1))),
+            "name"
+        );
+        let big = serde_json::json!("y".repeat(SETTING_LEN_MAX));
+        assert_eq!(field(set_setting(&mut doc, "n", &big)), "value");
+        assert!(tasks(&doc).is_empty() && settings(&doc).is_empty());
+    }
 
     fn exchange(a: &mut AutoCommit, pa: &mut SyncPeer, b: &mut AutoCommit, pb: &mut SyncPeer) {
         for _ in 0..32 {

@@ -255,7 +255,11 @@ fn adjustment_for(
     Ok(value)
 }
 
-async fn known_store(state: &AppState, caller: &Caller, store: &str) -> ApiResult<StoreId> {
+pub(super) async fn known_store(
+    state: &AppState,
+    caller: &Caller,
+    store: &str,
+) -> ApiResult<StoreId> {
     let store_id = StoreId::new(store).map_err(|_| AppError::NotFound)?;
     if visible_stores(state, caller)
         .await?

@@ -11,6 +11,7 @@
 
 mod docs;
 pub mod routes;
+mod store_doc;
 pub mod ui;
 pub mod views;
 
@@ -310,6 +311,22 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/stores/{store_id}/adjustments",
             post(docs::post_adjustment),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/tasks",
+            get(store_doc::tasks).post(store_doc::post_task),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/tasks/{task_id}/complete",
+            post(store_doc::complete_task),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/settings",
+            get(store_doc::settings),
+        )
+        .route(
+            "/api/v1/stores/{store_id}/settings/{name}",
+            put(store_doc::put_setting),
         )
         .route("/api/v1/transfers", post(docs::post_transfer))
         .route("/api/v1/catalog", get(docs::catalog))
