@@ -226,6 +226,21 @@ pub(crate) fn stock_kind(settings: &Settings, sku: &Sku, quantity: i64) -> Optio
     }
 }
 
+/// The warning a sale of `sku` raises when the tenant's catalog is not empty and does not
+/// list it. The sale is accepted all the same; the writer's cooldown per (kind, subject)
+/// makes it one alert per SKU while sales keep naming it.
+pub(crate) fn unknown_sku_candidate(sku: &Sku, transaction_id: &str) -> Candidate {
+    Candidate {
+        kind: AlertKind::UnknownSku,
+        severity: Severity::Warning,
+        subject: sku.as_str().to_owned(),
+        message: format!(
+            "{sku} is not in the catalog (first seen in transaction {transaction_id}); the sale was recorded"
+        ),
+        facts: Vec::new(),
+    }
+}
+
 pub(crate) fn stock_candidate(settings: &Settings, sku: &Sku, quantity: i64) -> Option<Candidate> {
     let threshold = settings.low_stock_threshold(sku);
     if quantity <= 0 {

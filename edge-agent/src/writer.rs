@@ -611,6 +611,14 @@ impl Writer {
                                     rollup_delta.entry(k).or_default().add(&figures);
                                 }
                             }
+                            for item in &tx.items {
+                                if self.settings.doc_rules.is_unknown_sku(item.sku.as_str()) {
+                                    candidates.push(alerts::unknown_sku_candidate(
+                                        &item.sku,
+                                        tx.transaction_id.as_str(),
+                                    ));
+                                }
+                            }
                             if let Some(register) = &tx.register_id {
                                 let at = tx.timestamp.unix_ms();
                                 let seen =

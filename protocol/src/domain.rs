@@ -372,6 +372,9 @@ pub enum AlertKind {
     JournalIntegrity,
     /// (hub) An anomaly across the chain.
     ChainAnomaly,
+    /// A sale named a SKU the tenant's catalog does not know; the sale was accepted.
+    /// (Appended last: variants are encoded by position.)
+    UnknownSku,
 }
 
 impl AlertKind {
@@ -390,11 +393,12 @@ impl AlertKind {
             AlertKind::ClockSkew => "clock_skew",
             AlertKind::JournalIntegrity => "journal_integrity",
             AlertKind::ChainAnomaly => "chain_anomaly",
+            AlertKind::UnknownSku => "unknown_sku",
         }
     }
 
     /// Every kind, for parsing and listings.
-    pub const ALL: [AlertKind; 12] = [
+    pub const ALL: [AlertKind; 13] = [
         AlertKind::LowStock,
         AlertKind::OutOfStock,
         AlertKind::SalesMilestone,
@@ -407,6 +411,7 @@ impl AlertKind {
         AlertKind::ClockSkew,
         AlertKind::JournalIntegrity,
         AlertKind::ChainAnomaly,
+        AlertKind::UnknownSku,
     ];
 
     /// Parses the snake_case spelling.

@@ -438,6 +438,22 @@ fn golden_bytes() {
     );
 }
 
+/// Alert kinds travel (inside alert events) as their position: new kinds are appended, so
+/// no existing kind's bytes change. `chain_anomaly` was last before `unknown_sku`.
+#[test]
+fn alert_kinds_encode_by_position() {
+    use storesync_protocol::domain::AlertKind;
+    for (i, kind) in AlertKind::ALL.iter().enumerate() {
+        assert_eq!(
+            postcard::to_allocvec(kind).unwrap(),
+            vec![i as u8],
+            "{kind:?}"
+        );
+    }
+    assert_eq!(AlertKind::ALL[11], AlertKind::ChainAnomaly);
+    assert_eq!(AlertKind::ALL[12], AlertKind::UnknownSku);
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
