@@ -697,7 +697,17 @@ async fn fleet_alerts_dedupe_clear_and_reopen(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((report.stores, report.raised, report.cleared), (2, 1, 0));
-    let change = changes.try_recv().unwrap();
+    // PostgreSQL delivers the change by NOTIFY, some time after the commit.
+    let change = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let change = changes.recv().await.unwrap();
+            if !change.alerts.is_empty() {
+                return change;
+            }
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(change.alerts, ["hub-not-syncing-s1"]);
     assert_eq!(change.stores, ["s1"]);
     let (a, b) = tokio::join!(
