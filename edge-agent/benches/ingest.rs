@@ -50,7 +50,12 @@ fn tx_json(now_ms: i64, n: u64) -> Value {
 
 /// Raw multi-row INSERTs of each transaction's line items, `per_commit` transactions per
 /// SQLite transaction.
-async fn baseline(dir: &std::path::Path, transactions: u64, per_commit: u64, unique: bool) -> f64 {
+async fn baseline(
+    dir: &std::path::Path,
+    transactions: u64,
+    per_commit: u64,
+    unique: bool,
+) -> (f64, f64) {
     let path = dir.join(format!("baseline-{per_commit}-{unique}.db"));
     let options = SqliteConnectOptions::new()
         .filename(&path)
@@ -69,6 +74,7 @@ async fn baseline(dir: &std::path::Path, transactions: u64, per_commit: u64, uni
             .unwrap();
     }
     let now = jiff::Timestamp::now().as_millisecond();
+    let cpu = cpu_us("self");
     let started = Instant::now();
     let mut n = 0u64;
     while n < transactions {
@@ -104,7 +110,10 @@ async fn baseline(dir: &std::path::Path, transactions: u64, per_commit: u64, uni
         tx.commit().await.unwrap();
         n += per_commit;
     }
-    transactions as f64 / started.elapsed().as_secs_f64()
+    (
+        transactions as f64 / started.elapsed().as_secs_f64(),
+        (cpu_us("self") - cpu) / transactions as f64,
+    )
 }
 
 /// The writer fed by `callers` tasks, each submitting `per_submit` records at a time and
@@ -115,7 +124,7 @@ async fn internal(
     transactions: u64,
     callers: usize,
     per_submit: usize,
-) -> (f64, CommitStats) {
+) -> (f64, f64, CommitStats) {
     let data = dir.join(name);
     let text = storesync_edge::config::default_toml(&data, "acme", "s1", "UTC");
     let settings = storesync_edge::config::check(toml::from_str(&text).unwrap(), dir).unwrap();
@@ -150,6 +159,7 @@ async fn internal(
     // Callers take from the end: reversed, they take the transactions in order.
     records.reverse();
     let records = Arc::new(std::sync::Mutex::new(records));
+    let cpu = cpu_us("self");
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..callers {
@@ -188,9 +198,10 @@ async fn internal(
         c.await.unwrap();
     }
     let rate = transactions as f64 / started.elapsed().as_secs_f64();
+    let cpu = (cpu_us("self") - cpu) / transactions as f64;
     drop(writer);
     task.await.unwrap();
-    (rate, CommitStats::parse(&metrics.render(None)))
+    (rate, cpu, CommitStats::parse(&metrics.render(None)))
 }
 
 /// Group commits as the agent's metrics count them.
@@ -244,6 +255,26 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, all threads) a process has used, in microseconds. The shared
+/// machine's load changes throughput far more than it changes the CPU spent per transaction,
+/// so both are printed.
+fn cpu_us(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is the first, utime the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) * 10_000.0
+}
+
 fn metrics(agent: &common::Agent) -> CommitStats {
     let (_, body) = common::request(agent.api, "GET", "/metrics", &[], b"");
     CommitStats::parse(&String::from_utf8_lossy(&body))
@@ -251,6 +282,8 @@ fn metrics(agent: &common::Agent) -> CommitStats {
 
 struct HttpFigures {
     rate: f64,
+    server_cpu_us: f64,
+    client_cpu_us: f64,
     stats: CommitStats,
     idle_kib: u64,
     load_kib: u64,
@@ -266,27 +299,34 @@ fn http(transactions: u64) -> HttpFigures {
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kib(pid, "VmRSS:");
     let now = jiff::Timestamp::now().as_millisecond();
+    // Bodies are encoded before the clock starts: the clients share the 2 cores with the
+    // agent, and building JSON is not what is measured.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..transactions)
+            .map(|n| serde_json::to_vec(&tx_json(now, n)).unwrap())
+            .collect(),
+    );
     let before = metrics(&agent);
     let next = Arc::new(AtomicUsize::new(0));
+    let (server_cpu, client_cpu) = (cpu_us(&pid.to_string()), cpu_us("self"));
     let started = Instant::now();
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let next = Arc::clone(&next);
+            let bodies = Arc::clone(&bodies);
             let addr = agent.api;
             std::thread::spawn(move || {
                 let mut conn = common::HttpConn::connect(addr).unwrap();
                 loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed) as u64;
-                    if n >= transactions {
+                    let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         return;
-                    }
-                    let body = serde_json::to_vec(&tx_json(now, n)).unwrap();
+                    };
                     let (status, _) = conn
                         .request(
                             "POST",
                             "/api/v1/transactions",
                             &[("Content-Type", "application/json")],
-                            &body,
+                            body,
                         )
                         .unwrap();
                     assert_eq!(status, 200);
@@ -303,6 +343,9 @@ fn http(transactions: u64) -> HttpFigures {
         t.join().unwrap();
     }
     let rate = transactions as f64 / started.elapsed().as_secs_f64();
+    let server_cpu_us = (cpu_us(&pid.to_string()) - server_cpu) / transactions as f64;
+    let client_cpu_us = (cpu_us("self") - client_cpu) / transactions as f64;
+    drop(bodies);
     let stats = metrics(&agent).since(before);
     let after = rss_kib(pid, "VmRSS:");
     let hwm = rss_kib(pid, "VmHWM:");
@@ -346,6 +389,8 @@ fn http(transactions: u64) -> HttpFigures {
     }
     HttpFigures {
         rate,
+        server_cpu_us,
+        client_cpu_us,
         stats,
         idle_kib: idle,
         load_kib: peak_sampled.max(after),
@@ -393,22 +438,29 @@ fn main() {
     // Rounds interleave the baselines and the agent so drift on a shared machine hits both.
     let (mut base_group, mut base_bulk, mut group, mut bulk) = (vec![], vec![], vec![], vec![]);
     let (mut ratio_group, mut ratio_bulk) = (vec![], vec![]);
+    // CPU microseconds per transaction: baseline 64, baseline 1,000, writer 64x1, 1x1,000.
+    let mut cpu: [Vec<f64>; 4] = Default::default();
     for round in 0..runs {
         let dir = tmp.path().join(format!("round-{round}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let bg = runtime.block_on(baseline(&dir, transactions, GROUP, false));
-        let bb = runtime.block_on(baseline(&dir, transactions, BULK, false));
+        let (bg, bg_cpu) = runtime.block_on(baseline(&dir, transactions, GROUP, false));
+        let (bb, bb_cpu) = runtime.block_on(baseline(&dir, transactions, BULK, false));
         base_group.push(bg);
         base_bulk.push(bb);
+        cpu[0].push(bg_cpu);
+        cpu[1].push(bb_cpu);
         if run("internal") {
-            let (g, g_stats) = runtime.block_on(internal(&dir, "group", transactions, CLIENTS, 1));
-            let (b, b_stats) =
+            let (g, g_cpu, g_stats) =
+                runtime.block_on(internal(&dir, "group", transactions, CLIENTS, 1));
+            let (b, b_cpu, b_stats) =
                 runtime.block_on(internal(&dir, "bulk", transactions, 1, BULK as usize));
             println!(
-                "  round {round}: baseline {bg:.0} / {bb:.0}, internal {g:.0} ({}) / {b:.0} ({})",
+                "  round {round}: baseline {bg:.0} / {bb:.0}, internal {g:.0} ({}) / {b:.0} ({}); CPU us/transaction {bg_cpu:.1} / {bb_cpu:.1}, {g_cpu:.1} / {b_cpu:.1}",
                 g_stats.describe(),
                 b_stats.describe()
             );
+            cpu[2].push(g_cpu);
+            cpu[3].push(b_cpu);
             ratio_group.push(g / bg);
             ratio_bulk.push(b / bb);
             group.push(g);
@@ -416,14 +468,15 @@ fn main() {
         }
     }
     let (bg, bb) = (median(base_group), median(base_bulk));
+    let [bg_cpu, bb_cpu, g_cpu, b_cpu] = cpu.map(|v| if v.is_empty() { 0.0 } else { median(v) });
     println!(
-        "baseline  raw multi-row INSERT of the line items, {GROUP} transactions/commit:    {bg:>10.0} transactions/s"
+        "baseline  raw multi-row INSERT of the line items, {GROUP} transactions/commit:    {bg:>10.0} transactions/s (CPU {bg_cpu:.1} us/transaction)"
     );
     println!(
-        "baseline  raw multi-row INSERT of the line items, {BULK} transactions/commit:  {bb:>10.0} transactions/s"
+        "baseline  raw multi-row INSERT of the line items, {BULK} transactions/commit:  {bb:>10.0} transactions/s (CPU {bb_cpu:.1} us/transaction)"
     );
     if only.is_none() {
-        let unique = runtime.block_on(baseline(tmp.path(), transactions, BULK, true));
+        let (unique, _) = runtime.block_on(baseline(tmp.path(), transactions, BULK, true));
         println!(
             "baseline  same, {BULK}/commit, UNIQUE index on the random id:                   {unique:>10.0} transactions/s ({:.2}x)",
             unique / bb
@@ -433,12 +486,12 @@ fn main() {
         let g = median(group);
         let b = median(bulk);
         println!(
-            "internal  writer, {CLIENTS} callers x 1 record (commits of <= {GROUP}):             {g:>10.0} transactions/s ({:.2}x of the {GROUP}/commit baseline, target >= 0.5; {:.2}x of {BULK}/commit)",
+            "internal  writer, {CLIENTS} callers x 1 record (commits of <= {GROUP}):             {g:>10.0} transactions/s ({:.2}x of the {GROUP}/commit baseline, target >= 0.5; {:.2}x of {BULK}/commit; CPU {g_cpu:.1} us/transaction)",
             median(ratio_group),
             g / bb
         );
         println!(
-            "internal  writer, 1 caller x {BULK} records (commits of {BULK}):                 {b:>10.0} transactions/s ({:.2}x of the {BULK}/commit baseline, target >= 0.5)",
+            "internal  writer, 1 caller x {BULK} records (commits of {BULK}):                 {b:>10.0} transactions/s ({:.2}x of the {BULK}/commit baseline, target >= 0.5; CPU {b_cpu:.1} us/transaction)",
             median(ratio_bulk)
         );
     }
@@ -453,6 +506,10 @@ fn main() {
         h.rate,
         h.rate / bg,
         h.stats.describe()
+    );
+    println!(
+        "cpu       per HTTP transaction: agent {:.1} us, the 64 client threads {:.1} us (same 2 cores)",
+        h.server_cpu_us, h.client_cpu_us
     );
     println!(
         "rss       idle {} MiB (target < 30), under load {} MiB, peak {} MiB (target < 100)",
