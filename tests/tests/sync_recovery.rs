@@ -9,6 +9,14 @@
 //! recomputed from the stored events), the hub's sales series with the agent's rollups for
 //! the same ranges and groupings, and the store document's heads on both sides.
 //!
+//! Each check was seen to fail when the property it guards was broken on purpose: the hub
+//! writing its stream head in a transaction of its own before the events (the kill loses
+//! batches the head claims), the hub acknowledging before its commit finished (the
+//! PostgreSQL scenario stalls; the hub-kill scenario does not notice, because the agent
+//! re-sends whatever the hub's head is behind), `restore` keeping the old epoch (the new
+//! sales re-mint keys the hub holds and become conflicts), and the agent not rewinding
+//! when the hub is behind what it acknowledged (the restored hub never gets them back).
+//!
 //! The scenarios run one at a time (a lock), so that each stack has the machine's cores.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // Test code: a failed unwrap is a failed test.
