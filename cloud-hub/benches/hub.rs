@@ -5,7 +5,18 @@
 //! items, default 1,000,000), `HUB_BENCH_WRITERS` (default 50), `HUB_BENCH_DAYS` (API data
 //! set, default 90), `HUB_BENCH_STORES` (default 100), `HUB_BENCH_TXNS_PER_STORE_DAY`
 //! (default 222, about 10M line items at 5 lines each), `HUB_BENCH_CLIENTS` (default 100),
-//! `HUB_BENCH_REQUESTS` (per mode, default 5,000), `HUB_BENCH_ONLY` (`ingest` or `api`).
+//! `HUB_BENCH_REQUESTS` (uncached, default 5,000), `HUB_BENCH_CACHED_REQUESTS` (default
+//! 50,000), `HUB_BENCH_ONLY` (`ingest` or `api`),
+//! `HUB_BENCH_LOAD_WRITERS` (connections loading the API data set, default 4),
+//! `HUB_BENCH_POOL` (the API hub's PostgreSQL connections, default 32) and
+//! `HUB_BENCH_QUERIES_MAX` (its `dashboard_queries_max`, default 0: twice the cores).
+//!
+//! `HUB_BENCH_DATA_DIR=/tmp/DIR` keeps the API benchmark's PostgreSQL cluster in `DIR`:
+//! the first run loads the data set there, later runs with the same stores, days and
+//! transactions per day reuse it (the `postgres` database's `bench_datasets` row says
+//! which set is loaded and the instant it was generated from; another size reloads).
+//! Delete the directory when done; it holds about 10 GB for the default size. While
+//! iterating, `HUB_BENCH_DAYS=14` loads in a fraction of the time.
 //!
 //! 1. Ingest: `HUB_BENCH_WRITERS` concurrent writers call `Store::commit_events` with runs
 //!    of 200 transactions (5 line items each on average), against a raw binary COPY of the
@@ -318,142 +329,181 @@ async fn ingest_bench(cluster: &PgCluster) {
 }
 
 /// Loads stores × days of generated sales: line items by raw COPY, and the rollups the
-/// hub's ingest would have produced (computed with the protocol's `rollup_rows`).
+/// hub's ingest would have produced (computed with the protocol's `rollup_rows` and kept
+/// only where ingest keeps them). `writers` connections load one store each at a time, in
+/// one transaction per store; a store's data depends only on its number, so the data set
+/// is the same whatever the number of writers.
 async fn load_dashboard_data(
     admin_url: &str,
     stores: u64,
     days: u64,
     per_day: u64,
     now: i64,
+    writers: usize,
 ) -> u64 {
-    let mut client = admin_client(admin_url).await;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..writers.max(1) {
+        let next = next.clone();
+        let url = admin_url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut client = admin_client(&url).await;
+            let mut lines = 0;
+            loop {
+                let s = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if s >= stores {
+                    break lines;
+                }
+                lines += load_store(&mut client, s, days, per_day, now).await;
+            }
+        }));
+    }
+    let mut lines_total = 0;
+    for t in tasks {
+        lines_total += t.await.unwrap();
+    }
+    let client = admin_client(admin_url).await;
+    // Fresh COPY leaves hint bits and the visibility map unset; autovacuum would set them
+    // on a live hub, so the reads are measured as they would run there.
+    // Separate statements: VACUUM cannot run in the implicit transaction of a batch.
+    for statement in ["VACUUM (ANALYZE) sales_rollups", "ANALYZE"] {
+        client.batch_execute(statement).await.unwrap();
+    }
+    lines_total
+}
+
+/// One store's days: line items, rollups and its stream head, in one transaction.
+async fn load_store(
+    client: &mut tokio_postgres::Client,
+    s: u64,
+    days: u64,
+    per_day: u64,
+    now: i64,
+) -> u64 {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11 + (s << 16));
     let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
     let mut lines_total = 0u64;
-    for s in 0..stores {
-        let store = StoreId::new(format!("s{s}")).unwrap();
-        let mut rollups: BTreeMap<(i16, i64, i16, String), SalesFigures> = BTreeMap::new();
-        let tx = client.transaction().await.unwrap();
-        let sink = tx
-            .copy_in("COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY")
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::TEXT,
-                Type::INT8,
-                Type::TEXT,
-                Type::INT8,
-                Type::INT8,
-                Type::INT2,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT4,
-                Type::INT8,
-                Type::INT2,
-            ],
-        );
-        futures::pin_mut!(writer);
-        let device = format!("d{s}");
-        let mut seq = 0i64;
-        for day in 0..days {
-            for _ in 0..per_day {
-                seq += 1;
-                let at = now - (day as i64 + 1) * 86_400_000 + rng.random_range(0..86_400_000);
-                let t = txn(&mut rng, format!("s{s}-{seq}"), &store, at);
-                for (key, f) in rollup_rows(&t, &tz) {
-                    if !storesync_hub::ingest::stored(key.granularity, &key.dimension) {
-                        continue;
-                    }
-                    let (dim, value) = match key.dimension {
-                        Dimension::Store => (0, String::new()),
-                        Dimension::Item(sku) => (1, sku.as_str().to_owned()),
-                        Dimension::Payment(p) => (2, p),
-                        Dimension::Register(r) => (3, r.as_str().to_owned()),
-                    };
-                    rollups
-                        .entry((granularity_code(key.granularity), key.bucket_ms, dim, value))
-                        .or_default()
-                        .add(&f);
-                }
-                for (n, item) in t.items.iter().enumerate() {
-                    lines_total += 1;
-                    writer
-                        .as_mut()
-                        .write(&[
-                            &"bench",
-                            &at,
-                            &device.as_str(),
-                            &1i64,
-                            &seq,
-                            &(n as i16),
-                            &store.as_str(),
-                            &t.transaction_id.as_str(),
-                            &item.sku.as_str(),
-                            &item.quantity,
-                            &item.price.e4(),
-                            &0i16,
-                        ])
-                        .await
-                        .unwrap();
-                }
-            }
-        }
-        writer.as_mut().finish().await.unwrap();
-        let sink = tx
-            .copy_in("COPY sales_rollups (tenant_id, granularity, bucket_ms, store_id, dim, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids) FROM STDIN BINARY")
-            .await
-            .unwrap();
-        let writer = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::TEXT,
-                Type::INT2,
-                Type::INT8,
-                Type::TEXT,
-                Type::INT2,
-                Type::TEXT,
-                Type::INT8,
-                Type::INT8,
-                Type::INT8,
-                Type::INT8,
-                Type::INT8,
-                Type::INT8,
-            ],
-        );
-        futures::pin_mut!(writer);
-        for ((g, bucket, dim, value), f) in &rollups {
-            writer
-                .as_mut()
-                .write(&[
-                    &"bench",
-                    g,
-                    bucket,
-                    &store.as_str(),
-                    dim,
-                    value,
-                    &f.revenue_e4,
-                    &f.units,
-                    &f.transactions,
-                    &f.refunds,
-                    &f.refund_amount_e4,
-                    &f.voids,
-                ])
-                .await
-                .unwrap();
-        }
-        writer.as_mut().finish().await.unwrap();
-        tx.execute(
-            "INSERT INTO stream_heads (tenant_id, device_id, epoch, class, store_id, seq, hash, last_event_ms, last_commit_ms) VALUES ('bench', $1, 1, 0, $2, $3, '\\x00', $4, $4)",
-            &[&device, &store.as_str(), &seq, &now],
-        )
+    let store = StoreId::new(format!("s{s}")).unwrap();
+    let mut rollups: BTreeMap<(i16, i64, i16, String), SalesFigures> = BTreeMap::new();
+    let tx = client.transaction().await.unwrap();
+    let sink = tx
+        .copy_in("COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY")
         .await
         .unwrap();
-        tx.commit().await.unwrap();
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT2,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT8,
+            Type::INT2,
+        ],
+    );
+    futures::pin_mut!(writer);
+    let device = format!("d{s}");
+    let mut seq = 0i64;
+    for day in 0..days {
+        for _ in 0..per_day {
+            seq += 1;
+            let at = now - (day as i64 + 1) * 86_400_000 + rng.random_range(0..86_400_000);
+            let t = txn(&mut rng, format!("s{s}-{seq}"), &store, at);
+            for (key, f) in rollup_rows(&t, &tz) {
+                if !storesync_hub::ingest::stored(key.granularity, &key.dimension) {
+                    continue;
+                }
+                let (dim, value) = match key.dimension {
+                    Dimension::Store => (0, String::new()),
+                    Dimension::Item(sku) => (1, sku.as_str().to_owned()),
+                    Dimension::Payment(p) => (2, p),
+                    Dimension::Register(r) => (3, r.as_str().to_owned()),
+                };
+                rollups
+                    .entry((granularity_code(key.granularity), key.bucket_ms, dim, value))
+                    .or_default()
+                    .add(&f);
+            }
+            for (n, item) in t.items.iter().enumerate() {
+                lines_total += 1;
+                writer
+                    .as_mut()
+                    .write(&[
+                        &"bench",
+                        &at,
+                        &device.as_str(),
+                        &1i64,
+                        &seq,
+                        &(n as i16),
+                        &store.as_str(),
+                        &t.transaction_id.as_str(),
+                        &item.sku.as_str(),
+                        &item.quantity,
+                        &item.price.e4(),
+                        &0i16,
+                    ])
+                    .await
+                    .unwrap();
+            }
+        }
     }
-    client.batch_execute("ANALYZE").await.unwrap();
+    writer.as_mut().finish().await.unwrap();
+    let sink = tx
+        .copy_in("COPY sales_rollups (tenant_id, granularity, bucket_ms, store_id, dim, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids) FROM STDIN BINARY")
+        .await
+        .unwrap();
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT2,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT2,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+        ],
+    );
+    futures::pin_mut!(writer);
+    for ((g, bucket, dim, value), f) in &rollups {
+        writer
+            .as_mut()
+            .write(&[
+                &"bench",
+                g,
+                bucket,
+                &store.as_str(),
+                dim,
+                value,
+                &f.revenue_e4,
+                &f.units,
+                &f.transactions,
+                &f.refunds,
+                &f.refund_amount_e4,
+                &f.voids,
+            ])
+            .await
+            .unwrap();
+    }
+    writer.as_mut().finish().await.unwrap();
+    tx.execute(
+        "INSERT INTO stream_heads (tenant_id, device_id, epoch, class, store_id, seq, hash, last_event_ms, last_commit_ms) VALUES ('bench', $1, 1, 0, $2, $3, '\\x00', $4, $4)",
+        &[&device, &store.as_str(), &seq, &now],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     lines_total
 }
 
@@ -489,20 +539,49 @@ async fn http_get(stream: &mut tokio::net::TcpStream, path: &str, token: &str) -
     }
 }
 
-async fn api_bench(cluster: &PgCluster) {
-    let stores = env("HUB_BENCH_STORES", 100);
-    let days = env("HUB_BENCH_DAYS", 90);
-    let per_day = env("HUB_BENCH_TXNS_PER_STORE_DAY", 222);
-    let clients = env("HUB_BENCH_CLIENTS", 100) as usize;
-    let requests = env("HUB_BENCH_REQUESTS", 5000) as usize;
-    let config = cluster.database("bench_api").await.unwrap();
+/// The data set of `stores` × `days`, loaded into database `bench_api` unless the cluster
+/// holds it already (a kept cluster, `HUB_BENCH_DATA_DIR`): the `postgres` database
+/// records which data set `bench_api` holds and the instant it was generated relative to.
+async fn dashboard_data(cluster: &PgCluster, stores: u64, days: u64, per_day: u64) -> (PgStore, i64) {
+    let admin = admin_client(&cluster.url("postgres", "postgres")).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS bench_datasets (name text PRIMARY KEY, stores bigint, days bigint, \
+               per_day bigint, now_ms bigint, lines bigint)",
+        )
+        .await
+        .unwrap();
+    let kept = admin
+        .query_opt(
+            "SELECT now_ms, lines FROM bench_datasets WHERE name = 'bench_api' AND stores = $1 AND days = $2 \
+               AND per_day = $3",
+            &[&(stores as i64), &(days as i64), &(per_day as i64)],
+        )
+        .await
+        .unwrap()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
+    let config = match kept {
+        Some(_) => cluster.existing_database("bench_api").await.unwrap(),
+        None => cluster.database("bench_api").await.unwrap(),
+    };
     let store = PgStore::connect(PgConfig {
-        pool_size_max: 32,
+        pool_size_max: env("HUB_BENCH_POOL", 32) as usize,
         ..config.clone()
     })
     .await
     .unwrap();
+    // Migrations a newer hub adds apply to a kept data set too.
     store.migrate().await.unwrap();
+    if let Some((now, lines)) = kept {
+        println!(
+            "\n== dashboard API: {stores} stores x {days} days, {lines} line items kept in the cluster"
+        );
+        return (store, now);
+    }
+    admin
+        .batch_execute("DELETE FROM bench_datasets WHERE name = 'bench_api'")
+        .await
+        .unwrap();
     let tenant = TenantId::new("bench").unwrap();
     store.create_tenant(&tenant, "bench").await.unwrap();
     for s in 0..stores {
@@ -524,6 +603,7 @@ async fn api_bench(cluster: &PgCluster) {
         .ensure_partitions(now - (days as i64 + 2) * 86_400_000, now)
         .await
         .unwrap();
+    let writers = env("HUB_BENCH_LOAD_WRITERS", 4) as usize;
     let started = Instant::now();
     let lines = load_dashboard_data(
         config.admin_url.as_deref().unwrap(),
@@ -531,13 +611,76 @@ async fn api_bench(cluster: &PgCluster) {
         days,
         per_day,
         now,
+        writers,
     )
     .await;
     println!(
-        "\n== dashboard API: {stores} stores x {days} days, {lines} line items loaded in {:.0}s",
+        "\n== dashboard API: {stores} stores x {days} days, {lines} line items loaded by {writers} writers in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    admin
+        .execute(
+            "INSERT INTO bench_datasets VALUES ('bench_api', $1, $2, $3, $4, $5)",
+            &[&(stores as i64), &(days as i64), &(per_day as i64), &now, &(lines as i64)],
+        )
+        .await
+        .unwrap();
+    (store, now)
+}
 
+/// CPU time (user + system) of process `pid` in clock ticks, from `/proc`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    field(11) + field(12)
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU ticks of this process and of the PostgreSQL server whose postmaster is `postmaster`
+/// (all its children), so a phase reports CPU per request beside wall-clock latency:
+/// unlike latency on a shared machine, that does not depend on the machine's load.
+fn cpu_now(postmaster: u32) -> (u64, u64) {
+    let own = cpu_ticks(std::process::id());
+    let mut pg = cpu_ticks(postmaster);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+                && parent_of(pid) == postmaster
+            {
+                pg += cpu_ticks(pid);
+            }
+        }
+    }
+    (own, pg)
+}
+
+async fn api_bench(cluster: &PgCluster) {
+    let stores = env("HUB_BENCH_STORES", 100);
+    let days = env("HUB_BENCH_DAYS", 90);
+    let per_day = env("HUB_BENCH_TXNS_PER_STORE_DAY", 222);
+    let clients = env("HUB_BENCH_CLIENTS", 100) as usize;
+    let requests = env("HUB_BENCH_REQUESTS", 5000) as usize;
+    // Cached requests take microseconds: enough of them that the phase lasts seconds.
+    let cached_requests = env("HUB_BENCH_CACHED_REQUESTS", 50_000) as usize;
+    let (store, now) = dashboard_data(cluster, stores, days, per_day).await;
     let issuer = Issuer::from_pem(
         &generate_signing_key_pem().unwrap(),
         "storesync-hub",
@@ -548,6 +691,7 @@ async fn api_bench(cluster: &PgCluster) {
     let limits = LimitsConfig {
         rate_per_s: 1e9,
         rate_burst: 1_000_000_000,
+        dashboard_queries_max: env("HUB_BENCH_QUERIES_MAX", 0) as usize,
         ..LimitsConfig::default()
     };
     let store: Arc<dyn Store> = Arc::new(store);
@@ -567,7 +711,7 @@ async fn api_bench(cluster: &PgCluster) {
         std::future::pending(),
     ));
     let caller = Caller {
-        tenant,
+        tenant: TenantId::new("bench").unwrap(),
         subject: "bench".into(),
         role: Role::Analyst,
         stores: vec![],
@@ -606,7 +750,19 @@ async fn api_bench(cluster: &PgCluster) {
             assert_eq!(http_get(&mut stream, p, &token).await, 200, "{p}");
         }
     }
+    let postmaster = {
+        let admin = admin_client(&cluster.url("postgres", "postgres")).await;
+        let backend: i32 = admin.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        parent_of(backend as u32)
+    };
+    let ticks_per_s: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
     for mode in ["uncached", "cached"] {
+        let cpu_before = cpu_now(postmaster);
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
@@ -617,16 +773,17 @@ async fn api_bench(cluster: &PgCluster) {
                 stream.set_nodelay(true).unwrap();
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c as u64 + if mode == "cached" { 1000 } else { 0 });
                 let mut h = Histogram::<u64>::new(3).unwrap();
+                let requests = if mode == "cached" { cached_requests } else { requests };
                 for _ in 0..requests / clients {
                     let path = if mode == "cached" {
                         cached_paths[rng.random_range(0..cached_paths.len())].clone()
                     } else if rng.random_bool(0.5) {
                         // A store dashboard: one store, hourly, 7 days ending at a random minute.
-                        let to = now - rng.random_range(0..80) * day - rng.random_range(0..1440) * 60_000;
+                        let to = now - rng.random_range(0..(days as i64 - 7).max(1)) * day - rng.random_range(0..1440) * 60_000;
                         format!("/api/v1/sales/series?bucket=hour&group_by=store&stores=s{}&from={}&to={to}", rng.random_range(0..stores), to - 7 * day)
                     } else {
                         // The chain overview: all stores, daily by region, 30 days.
-                        let to = now - rng.random_range(0..60) * day - rng.random_range(0..1440) * 60_000;
+                        let to = now - rng.random_range(0..(days as i64 - 30).max(1)) * day - rng.random_range(0..1440) * 60_000;
                         format!("/api/v1/sales/series?bucket=day&group_by=region&from={}&to={to}", to - 30 * day)
                     };
                     let t = Instant::now();
@@ -642,6 +799,10 @@ async fn api_bench(cluster: &PgCluster) {
             h.add(t.await.unwrap()).unwrap();
         }
         let elapsed = started.elapsed().as_secs_f64();
+        let cpu_after = cpu_now(postmaster);
+        let per_request_ms = |before: u64, after: u64| {
+            after.saturating_sub(before) as f64 / ticks_per_s * 1000.0 / h.len().max(1) as f64
+        };
         let target = if mode == "cached" { 20.0 } else { 300.0 };
         println!(
             "{mode:>8} series, {clients} clients: {} requests in {elapsed:.1}s ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms (target p99 < {target} ms)",
@@ -649,6 +810,12 @@ async fn api_bench(cluster: &PgCluster) {
             h.len() as f64 / elapsed,
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
+        );
+        println!(
+            "{:>8} CPU per request: hub and clients {:.3} ms, PostgreSQL {:.3} ms",
+            "",
+            per_request_ms(cpu_before.0, cpu_after.0),
+            per_request_ms(cpu_before.1, cpu_after.1),
         );
     }
 }
@@ -665,12 +832,17 @@ fn main() {
                 .map(|n| n.get())
                 .unwrap_or(0)
         );
-        let cluster = PgCluster::start(true).unwrap();
         let only = std::env::var("HUB_BENCH_ONLY").unwrap_or_default();
         if only.is_empty() || only == "ingest" {
+            let cluster = PgCluster::start(true).unwrap();
             ingest_bench(&cluster).await;
         }
         if only.is_empty() || only == "api" {
+            // A kept cluster directory holds the loaded data set from one run to the next.
+            let cluster = match std::env::var_os("HUB_BENCH_DATA_DIR") {
+                Some(dir) => PgCluster::start_in(std::path::Path::new(&dir), true).unwrap(),
+                None => PgCluster::start(true).unwrap(),
+            };
             api_bench(&cluster).await;
         }
     });

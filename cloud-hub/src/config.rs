@@ -125,6 +125,10 @@ pub struct LimitsConfig {
     pub series_points_max: u64,
     /// Most live-stream connections.
     pub live_connections_max: usize,
+    /// Most dashboard responses computed at once (cache misses); the others wait their
+    /// turn. The database answers a few queries at a time best: with many more than it has
+    /// cores, every query takes longer and the slowest much longer. 0: twice the cores.
+    pub dashboard_queries_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -138,6 +142,7 @@ impl Default for LimitsConfig {
             page_len_max: 1000,
             series_points_max: 100_000,
             live_connections_max: 10_000,
+            dashboard_queries_max: 0,
         }
     }
 }
@@ -439,6 +444,8 @@ rate_burst = 100
 # Only these peers' X-Forwarded-For headers are believed.
 trusted_proxies = []
 page_len_max = 1000
+# Dashboard responses computed at once; more wait. 0: twice the CPU cores.
+dashboard_queries_max = 0
 
 [cache]
 entries_max = 10000

@@ -38,7 +38,13 @@ impl RateLimiter {
             let (rate, burst) = (self.rate_per_s, self.burst);
             buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < burst);
         }
-        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        // A known key (every request but a principal's first) allocates nothing.
+        if !buckets.contains_key(key) {
+            buckets.insert(key.to_owned(), (self.burst, now));
+        }
+        let Some((tokens, at)) = buckets.get_mut(key) else {
+            return Ok(());
+        };
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.rate_per_s).min(self.burst);
         *at = now;

@@ -36,6 +36,8 @@ pub const APP_ROLE: &str = "storesync_app";
 #[derive(Debug)]
 pub struct PgCluster {
     dir: Option<tempfile::TempDir>,
+    /// A kept directory (see [`PgCluster::start_in`]): stopped on drop, never removed.
+    kept: Option<PathBuf>,
     data: PathBuf,
     bin: PathBuf,
     port: u16,
@@ -71,26 +73,58 @@ fn free_port() -> anyhow::Result<u16> {
 impl PgCluster {
     /// Creates and starts a cluster. `fsync` off is fine for tests; benchmarks keep it on.
     pub fn start(fsync: bool) -> anyhow::Result<PgCluster> {
+        let dir = tempfile::Builder::new().prefix("storesync-pg-").tempdir()?;
+        let root = dir.path().to_path_buf();
+        PgCluster::boot(Some(dir), None, &root, fsync)
+    }
+
+    /// Starts the cluster kept in `root` (created there by `initdb` when `root/data` does
+    /// not exist yet). Dropping the value stops the cluster and leaves the directory, so a
+    /// benchmark can load a large data set once and measure it in many runs.
+    pub fn start_in(root: &Path, fsync: bool) -> anyhow::Result<PgCluster> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating cluster directory {}", root.display()))?;
+        PgCluster::boot(None, Some(root.to_path_buf()), root, fsync)
+    }
+
+    fn boot(
+        dir: Option<tempfile::TempDir>,
+        kept: Option<PathBuf>,
+        root: &Path,
+        fsync: bool,
+    ) -> anyhow::Result<PgCluster> {
         let bin = find_bin()?;
         let as_postgres = is_root();
-        let dir = tempfile::Builder::new().prefix("storesync-pg-").tempdir()?;
-        let data = dir.path().join("data");
+        let data = root.join("data");
         if as_postgres {
             let (uid, gid) = postgres_ids()?;
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(root, Some(uid), Some(gid))?;
         }
         let mut cluster = PgCluster {
-            dir: Some(dir),
+            dir,
+            kept,
             data,
             bin,
             port: 0,
             as_postgres,
         };
-        cluster.run(
+        if !cluster.data.join("PG_VERSION").exists() {
+            cluster.initdb()?;
+        } else if cluster.data.join("postmaster.pid").exists() {
+            // Left running by a run that was killed: stop it, ignoring a stale pid file.
+            let data = cluster.data.to_string_lossy().into_owned();
+            let _ = cluster.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+        }
+        cluster.run_server(fsync)?;
+        Ok(cluster)
+    }
+
+    fn initdb(&self) -> anyhow::Result<()> {
+        self.run(
             "initdb",
             &[
                 "-D",
-                &cluster.data.to_string_lossy(),
+                &self.data.to_string_lossy(),
                 "-U",
                 "postgres",
                 "--auth=trust",
@@ -99,7 +133,11 @@ impl PgCluster {
                 "--locale=C",
                 "--no-sync",
             ],
-        )?;
+        )
+    }
+
+    fn run_server(&mut self, fsync: bool) -> anyhow::Result<()> {
+        let cluster = self;
         // Port races with other test binaries are possible: retry a few times.
         let mut last = None;
         for _ in 0..5 {
@@ -131,7 +169,7 @@ impl PgCluster {
             ) {
                 Ok(()) => {
                     cluster.port = port;
-                    return Ok(cluster);
+                    return Ok(());
                 }
                 Err(e) => last = Some(e),
             }
@@ -140,10 +178,11 @@ impl PgCluster {
     }
 
     fn root(&self) -> &Path {
-        self.dir
-            .as_ref()
-            .map(|d| d.path())
-            .unwrap_or(Path::new("/tmp"))
+        match (&self.dir, &self.kept) {
+            (Some(d), _) => d.path(),
+            (None, Some(kept)) => kept,
+            (None, None) => Path::new("/tmp"),
+        }
     }
 
     fn socket_dir(&self) -> PathBuf {
@@ -216,6 +255,16 @@ impl PgCluster {
     /// Creates database `name` (dropping one left over) and the application role, and
     /// returns the configuration a hub uses for it.
     pub async fn database(&self, name: &str) -> anyhow::Result<PgConfig> {
+        self.database_with(name, true).await
+    }
+
+    /// The configuration for database `name`, created (with the application role) when
+    /// missing and kept as it is otherwise: how a benchmark reuses a loaded data set.
+    pub async fn existing_database(&self, name: &str) -> anyhow::Result<PgConfig> {
+        self.database_with(name, false).await
+    }
+
+    async fn database_with(&self, name: &str, fresh: bool) -> anyhow::Result<PgConfig> {
         let (client, connection) =
             tokio_postgres::connect(&self.url("postgres", "postgres"), NoTls).await?;
         let driver = tokio::spawn(connection);
@@ -226,12 +275,18 @@ impl PgCluster {
                  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;"
             ))
             .await?;
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
-            .await?;
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await?;
+        let exists = !client
+            .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_empty();
+        if fresh || !exists {
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await?;
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
+        }
         drop(client);
         let _ = driver.await;
         Ok(PgConfig {
@@ -283,16 +338,12 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        if self.dir.is_some() && self.port != 0 {
+        if (self.dir.is_some() || self.kept.is_some()) && self.port != 0 {
+            // A kept cluster is reused: stop it cleanly so the next start needs no recovery.
+            let mode = if self.kept.is_some() { "fast" } else { "immediate" };
             let _ = self.run(
                 "pg_ctl",
-                &[
-                    "-D",
-                    &self.data.to_string_lossy(),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ],
+                &["-D", &self.data.to_string_lossy(), "-m", mode, "stop"],
             );
         }
     }

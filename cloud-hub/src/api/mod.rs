@@ -164,6 +164,8 @@ struct Inner {
     cache: Cache,
     limiter: RateLimiter,
     live: AtomicUsize,
+    /// Permits to compute a dashboard response (see `LimitsConfig::dashboard_queries_max`).
+    dashboard_queries: tokio::sync::Semaphore,
     /// The tenant's stores, briefly: every scoped request needs them.
     stores: std::sync::Mutex<HashMap<String, StoresEntry>>,
 }
@@ -186,6 +188,10 @@ impl AppState {
         cache: Cache,
     ) -> AppState {
         let limiter = RateLimiter::new(limits.rate_per_s, limits.rate_burst);
+        let dashboard_queries = match limits.dashboard_queries_max {
+            0 => 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         let tickets = issuer.ticket_verifier(TICKET_LEEWAY_S).unwrap_or_else(|e| {
             // Without a key no ticket verifies: live streams then need a bearer header.
             tracing::error!(error = %e, "live-stream tickets are disabled");
@@ -203,6 +209,7 @@ impl AppState {
                 cache,
                 limiter,
                 live: AtomicUsize::new(0),
+                dashboard_queries: tokio::sync::Semaphore::new(dashboard_queries),
                 stores: std::sync::Mutex::new(HashMap::new()),
             }),
         }
@@ -421,14 +428,12 @@ fn credential(headers: &HeaderMap, query: Option<&str>, allow_ticket: bool) -> O
 /// Authentication, authorization by the route table, rate limits and metrics.
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    // Cheap clones (a standard method is a constant, a matched path an `Arc<str>`).
+    let method = req.method().clone();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("", |p| p.as_str());
     let result = async {
-        let spec = routes::find(&method, &route).ok_or(AppError::Forbidden)?;
+        let spec = routes::find(method.as_str(), route).ok_or(AppError::Forbidden)?;
         let key = match spec.access {
             Access::Public => {
                 let peer = req
@@ -490,8 +495,8 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     };
     span.record("status", response.status().as_u16());
     metrics::global().record_request(
-        &method,
-        &route,
+        method.as_str(),
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -622,20 +627,28 @@ async fn cached(
             .as_ref()
             .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     );
-    let (value, hit) = match state.inner.cache.get(tenant, &key) {
+    let cache = &state.inner.cache;
+    let (value, hit) = match cache.get(tenant, &key) {
         Some(value) => (value, "hit"),
-        None => {
-            let generation = state.inner.cache.generation(tenant);
-            let value = compute.await?;
-            let covered = stores
-                .as_ref()
-                .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
-            state
-                .inner
-                .cache
-                .put(tenant, &key, generation, covered, value.clone());
-            (value, "miss")
-        }
+        // Identical requests missing together wait for the first and share its result.
+        None => match cache.flight(tenant, &key).await {
+            Err(value) => (value, "hit"),
+            Ok(_flight) => {
+                let _permit = state
+                    .inner
+                    .dashboard_queries
+                    .acquire()
+                    .await
+                    .map_err(|_| AppError::Internal("dashboard query permits closed".into()))?;
+                let generation = cache.generation(tenant);
+                let value = compute.await?;
+                let covered = stores
+                    .as_ref()
+                    .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
+                cache.put(tenant, &key, generation, covered, value.clone());
+                (value, "miss")
+            }
+        },
     };
     Ok((
         [
