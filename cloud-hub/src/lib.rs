@@ -59,13 +59,13 @@
 //! # Dashboard reads
 //!
 //! Sales series, top items and basket metrics read only `sales_rollups`, at the coarsest
-//! stored granularity that answers the bucket (weeks from days). A rollup read is planned
-//! for its parameters each time (a generic plan cannot prune the store partitions) with JIT
-//! off. Responses are cached in process ([`cache`]): a hit takes one uncontended lock and
-//! allocates nothing to look up; identical misses arriving together are computed once; at
-//! most `limits.dashboard_queries_max` responses (default twice the cores) are computed at
-//! once, since the database answers a few queries at a time faster than many. Inventory
-//! still folds stock movements and line items per request.
+//! stored granularity that answers the bucket (weeks from days). Rollup reads run with JIT
+//! off (compiling a wide read's plan took 30 times longer than the read). Responses are
+//! cached in process ([`cache`]): a hit takes one uncontended lock and allocates nothing to
+//! look up; identical misses arriving together are computed once; at most
+//! `limits.dashboard_queries_max` responses (default twice the cores) are computed at once,
+//! since the database answers a few queries at a time faster than many. Inventory still
+//! folds stock movements and line items per request.
 //!
 //! # Starting a hub in a program
 //!
