@@ -50,7 +50,11 @@ struct Inner {
 impl Inner {
     /// Drops the oldest tenth of the entries (at least one).
     fn evict_oldest(&mut self) {
-        let mut ages: Vec<Instant> = self.entries.values().flat_map(|m| m.values().map(|e| e.at)).collect();
+        let mut ages: Vec<Instant> = self
+            .entries
+            .values()
+            .flat_map(|m| m.values().map(|e| e.at))
+            .collect();
         if ages.is_empty() {
             return;
         }
@@ -93,7 +97,9 @@ impl Drop for Flight<'_> {
         let mut flights = self.cache.flights.lock().unwrap_or_else(|p| p.into_inner());
         // The map's reference and this one: nobody else waits, the key's lock can go.
         if Arc::strong_count(&self.lock) <= 3
-            && flights.get(&self.key).is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+            && flights
+                .get(&self.key)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
         {
             flights.remove(&self.key);
         }
@@ -232,10 +238,7 @@ impl Cache {
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).len
     }
 
     /// Whether the cache is empty.

@@ -340,7 +340,11 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         if (self.dir.is_some() || self.kept.is_some()) && self.port != 0 {
             // A kept cluster is reused: stop it cleanly so the next start needs no recovery.
-            let mode = if self.kept.is_some() { "fast" } else { "immediate" };
+            let mode = if self.kept.is_some() {
+                "fast"
+            } else {
+                "immediate"
+            };
             let _ = self.run(
                 "pg_ctl",
                 &["-D", &self.data.to_string_lossy(), "-m", mode, "stop"],

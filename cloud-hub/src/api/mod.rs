@@ -628,28 +628,27 @@ async fn cached(
             .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>())
     );
     let cache = &state.inner.cache;
-    let (value, hit) = match cache.get(tenant, &key) {
-        Some(value) => (value, "hit"),
-        // Identical requests missing together wait for the first and share its result.
-        None => match cache.flight(tenant, &key).await {
-            Err(value) => (value, "hit"),
-            Ok(_flight) => {
-                let _permit = state
-                    .inner
-                    .dashboard_queries
-                    .acquire()
-                    .await
-                    .map_err(|_| AppError::Internal("dashboard query permits closed".into()))?;
-                let generation = cache.generation(tenant);
-                let value = compute.await?;
-                let covered = stores
-                    .as_ref()
-                    .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
-                cache.put(tenant, &key, generation, covered, value.clone());
-                (value, "miss")
-            }
-        },
-    };
+    let (value, hit) =
+        match cache.get(tenant, &key) {
+            Some(value) => (value, "hit"),
+            // Identical requests missing together wait for the first and share its result.
+            None => match cache.flight(tenant, &key).await {
+                Err(value) => (value, "hit"),
+                Ok(_flight) => {
+                    let _permit =
+                        state.inner.dashboard_queries.acquire().await.map_err(|_| {
+                            AppError::Internal("dashboard query permits closed".into())
+                        })?;
+                    let generation = cache.generation(tenant);
+                    let value = compute.await?;
+                    let covered = stores
+                        .as_ref()
+                        .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
+                    cache.put(tenant, &key, generation, covered, value.clone());
+                    (value, "miss")
+                }
+            },
+        };
     Ok((
         [
             (
