@@ -93,6 +93,23 @@ use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
+/// The binary COPY of line items both benchmarks load with, and its column types.
+const LINE_ITEMS_COPY: &str = "COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY";
+const LINE_ITEM_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT2,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+    Type::INT2,
+];
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -222,14 +239,8 @@ async fn ingest_bench(cluster: &PgCluster) {
             let mut client = admin_client(&url).await;
             for run in &work[w] {
                 let tx = client.transaction().await.unwrap();
-                let sink = tx
-                    .copy_in("COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY")
-                    .await
-                    .unwrap();
-                let writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::INT2, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::INT8, Type::INT2],
-                );
+                let sink = tx.copy_in(LINE_ITEMS_COPY).await.unwrap();
+                let writer = BinaryCopyInWriter::new(sink, &LINE_ITEM_TYPES);
                 futures::pin_mut!(writer);
                 let device = run.stream.device.as_str();
                 let store = run.stream.store.as_str();
@@ -404,27 +415,8 @@ async fn load_store(
     let store = StoreId::new(format!("s{s}")).unwrap();
     let mut rollups: BTreeMap<(i16, i64, i16, String), SalesFigures> = BTreeMap::new();
     let tx = client.transaction().await.unwrap();
-    let sink = tx
-        .copy_in("COPY line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, quantity, price_e4, kind) FROM STDIN BINARY")
-        .await
-        .unwrap();
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::INT2,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT4,
-            Type::INT8,
-            Type::INT2,
-        ],
-    );
+    let sink = tx.copy_in(LINE_ITEMS_COPY).await.unwrap();
+    let writer = BinaryCopyInWriter::new(sink, &LINE_ITEM_TYPES);
     futures::pin_mut!(writer);
     let device = format!("d{s}");
     let mut seq = 0i64;
