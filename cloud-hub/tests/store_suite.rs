@@ -364,6 +364,69 @@ async fn rejected_records_become_dead_letters(store: Arc<dyn Store>) {
     assert_eq!(tx_count, 1);
 }
 
+/// A run that is mostly new but repeats a stored event at its end: whatever the backend
+/// tried first, the stored result is the one of applying exactly the new events once — the
+/// rollups of all bodies, one head, each dead letter once.
+async fn partly_known_run_applies_only_the_new_events(store: Arc<dyn Store>) {
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "UTC"), ("s2", "south", "UTC")],
+    )
+    .await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let first = sale("t1", "s1", T0, &[("sku-1", 2, 150)]);
+    let (stream, stored, stored_head) = device.run(vec![first.clone()]);
+    store
+        .commit_events(&stream, &stored, stored_head)
+        .await
+        .unwrap();
+    // New sales, one record refused by re-validation, then the stored event again.
+    let later = vec![
+        sale("t2", "s1", T0 + 60_000, &[("sku-2", 1, 300)]),
+        sale("t3", "s2", T0 + 61_000, &[("sku-1", 1, 100)]),
+        sale(
+            "t4",
+            "s1",
+            T0 + 3_700_000,
+            &[("sku-1", 5, 120), ("sku-3", 1, 990)],
+        ),
+    ];
+    let (_, more, head) = device.run(later.clone());
+    let mut run = more.clone();
+    run.push(stored[0].clone());
+    let outcome = store.commit_events(&stream, &run, head).await.unwrap();
+    assert_eq!(
+        (
+            outcome.inserted,
+            outcome.duplicates,
+            outcome.conflicts.len()
+        ),
+        (3, 1, 0)
+    );
+    let applied = vec![first, later[0].clone(), later[2].clone()];
+    assert_eq!(
+        stored_rollups(&*store, "acme").await,
+        all_rollups("s1", &applied, "UTC"),
+        "rollups hold each new event once"
+    );
+    let dead = store.dead_letters(&tenant("acme"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("storeId"), "{dead:?}");
+    let heads = store
+        .stream_heads(&tenant("acme"), &DeviceId::new("d1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(heads, vec![(stream.clone(), head)]);
+    // Replayed whole, it is all duplicates and changes nothing.
+    let again = store.commit_events(&stream, &run, head).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 4));
+    assert_eq!(
+        store.dead_letters(&tenant("acme"), 10).await.unwrap().len(),
+        1
+    );
+}
+
 async fn inventory_equals_the_protocol_fold(store: Arc<dyn Store>) {
     setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
     let mut device = Device::new("acme", "s1", "d1", 1);
@@ -860,6 +923,7 @@ on_both_backends!(
     same_key_other_prev_is_a_conflict,
     transaction_ids_are_idempotent_across_epochs,
     rejected_records_become_dead_letters,
+    partly_known_run_applies_only_the_new_events,
     inventory_equals_the_protocol_fold,
     alerts_list_acknowledge_resolve,
     tenants_do_not_see_each_other,

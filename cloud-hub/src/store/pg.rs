@@ -24,6 +24,7 @@
 //! rows only, in the same transaction, so rollups are exactly as fresh as the events), the
 //! stream head, and a `NOTIFY` that other hub processes receive after the commit.
 
+mod commit;
 mod docs;
 mod fleet;
 mod pki;
@@ -39,23 +40,22 @@ use futures::StreamExt;
 use jiff::tz::TimeZone;
 use storesync_protocol::domain::{Alert, AlertKind, AlertState, Severity};
 use storesync_protocol::event::{
-    Epoch, Event, EventBody, EventClass, EventKey, Hash, SeqNo, StreamHead, StreamId,
+    Epoch, Event, EventClass, EventKey, Hash, SeqNo, StreamHead, StreamId,
 };
 use storesync_protocol::ids::{AlertId, DeviceId, Sku, StoreId, TenantId};
 use storesync_protocol::inventory::{Movement, StockChange};
 use storesync_protocol::rollup::SalesFigures;
 use storesync_protocol::time::{EventTime, UnixMillis};
 use tokio::sync::broadcast;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
     Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, Store, StoreError, StoreInfo,
-    granularity_code, key_text, now_ms, time_zone,
+    granularity_code, now_ms, time_zone,
 };
-use crate::ingest::{self, Plan, alert_state_rank, body_kind, body_time, event_bytes};
+use crate::ingest::alert_state_rank;
 
 /// Width of one event-table partition: seven days.
 pub const PARTITION_WIDTH_MS: i64 = 7 * 86_400_000;
@@ -411,388 +411,6 @@ impl PgStore {
         Ok(pg_config(&self.config.url)?.get_user().map(str::to_owned))
     }
 
-    #[tracing::instrument(name = "commit_events", level = "info", skip_all, fields(
-        tenant = %stream.tenant, store = %stream.store, events = events.len(), inserted = tracing::field::Empty
-    ))]
-    async fn commit_inner(
-        &self,
-        stream: &StreamId,
-        events: &[Event],
-        new_head: StreamHead,
-    ) -> Result<(CommitOutcome, Option<Change>), StoreError> {
-        let tenant = stream.tenant.as_str();
-        let store = stream.store.as_str();
-        let device = stream.device.as_str();
-        let epoch = stream.epoch.0 as i64;
-        let class = stream.class as i16;
-        let tz = self.zone(tenant, store).await?;
-        if let (Some(lo), Some(hi)) = (
-            events.iter().map(|e| body_time(&e.body)).min(),
-            events.iter().map(|e| body_time(&e.body)).max(),
-        ) {
-            self.ensure_partitions(lo, hi).await?;
-        }
-        let now = now_ms();
-        let started = std::time::Instant::now();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(&format!(
-            "{}; \
-             CREATE TEMP TABLE IF NOT EXISTS staging_events (seq bigint, at_ms bigint, kind smallint, content_hash bytea, \
-               chain_hash bytea, transaction_id text, txn_kind smallint, total_e4 bigint, payment_method text, \
-               register_id text, event bytea) ON COMMIT DELETE ROWS",
-            tenant_sql(tenant)
-        ))
-        .await?;
-
-        // 1. The run into staging, in binary COPY.
-        let mut bytes: Vec<Vec<u8>> = Vec::with_capacity(events.len());
-        {
-            let sink = tx.copy_in("COPY staging_events FROM STDIN BINARY").await?;
-            let writer = BinaryCopyInWriter::new(
-                sink,
-                &[
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT2,
-                    Type::BYTEA,
-                    Type::BYTEA,
-                    Type::TEXT,
-                    Type::INT2,
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::BYTEA,
-                ],
-            );
-            futures::pin_mut!(writer);
-            for event in events {
-                let raw = event_bytes(event);
-                let seq = event.key.seq.0 as i64;
-                let at = body_time(&event.body);
-                let kind = body_kind(&event.body);
-                let content = &event.content_hash.0[..];
-                let chain = event.chain_hash();
-                let chain = &chain.0[..];
-                let (txn_id, txn_kind, total, payment, register) = match &event.body {
-                    EventBody::Transaction(t) => (
-                        Some(t.transaction_id.as_str()),
-                        Some(ingest::txn_kind_code(t.kind)),
-                        Some(t.total_amount.e4()),
-                        Some(t.payment_method.as_str()),
-                        t.register_id.as_ref().map(|r| r.as_str()),
-                    ),
-                    _ => (None, None, None, None, None),
-                };
-                writer
-                    .as_mut()
-                    .write(&[
-                        &seq, &at, &kind, &content, &chain, &txn_id, &txn_kind, &total, &payment,
-                        &register, &raw,
-                    ])
-                    .await?;
-                bytes.push(raw);
-            }
-            writer.as_mut().finish().await?;
-        }
-
-        // 2. Event identity: new keys go in, known keys are duplicates or conflicts.
-        let inserted_rows = tx
-            .query(
-                "INSERT INTO event_keys (tenant_id, device_id, epoch, class, seq, content_hash, chain_hash) \
-                 SELECT $1, $2, $3, $4, seq, content_hash, chain_hash FROM staging_events \
-                 ON CONFLICT DO NOTHING RETURNING seq",
-                &[&tenant, &device, &epoch, &class],
-            )
-            .await?;
-        let new_seqs: HashSet<i64> = inserted_rows.iter().map(|r| r.get(0)).collect();
-        let mut outcome = CommitOutcome::default();
-        let mut dead: Vec<(usize, String)> = Vec::new();
-        if new_seqs.len() < events.len() {
-            // A duplicate has the same content and the same link: the chain hash covers
-            // `prev`, so a fork that repeats a key and its content is still a conflict.
-            let rows = tx
-                .query(
-                    "SELECT s.seq, s.content_hash = k.content_hash AND s.chain_hash = k.chain_hash FROM staging_events s JOIN event_keys k \
-                     ON k.tenant_id = $1 AND k.device_id = $2 AND k.epoch = $3 AND k.class = $4 AND k.seq = s.seq",
-                    &[&tenant, &device, &epoch, &class],
-                )
-                .await?;
-            let same: HashMap<i64, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            for (index, event) in events.iter().enumerate() {
-                let seq = event.key.seq.0 as i64;
-                if new_seqs.contains(&seq) {
-                    continue;
-                }
-                match same.get(&seq) {
-                    Some(false) => {
-                        outcome.conflicts.push(event.key.clone());
-                        dead.push((
-                            index,
-                            ingest::conflict_reason(event, "key already stored with other content"),
-                        ));
-                    }
-                    _ => outcome.duplicates += 1,
-                }
-            }
-        }
-
-        // 3. Re-validation, then the transaction-id registry.
-        let mut candidates: Vec<usize> = Vec::new();
-        let mut txn_first: HashMap<&str, usize> = HashMap::new();
-        for (index, event) in events.iter().enumerate() {
-            if !new_seqs.contains(&(event.key.seq.0 as i64)) {
-                continue;
-            }
-            if let Some(reason) = reject_reason(event, stream, now) {
-                dead.push((index, reason));
-                outcome.inserted += 1;
-                continue;
-            }
-            if let EventBody::Transaction(t) = &event.body {
-                // The same transaction twice in one run: the first one counts.
-                if let Some(&first) = txn_first.get(t.transaction_id.as_str()) {
-                    if events[first].content_hash == event.content_hash {
-                        outcome.duplicates += 1;
-                    } else {
-                        outcome.conflicts.push(event.key.clone());
-                        dead.push((
-                            index,
-                            ingest::conflict_reason(
-                                event,
-                                "transaction id reused with other content",
-                            ),
-                        ));
-                    }
-                    continue;
-                }
-                txn_first.insert(t.transaction_id.as_str(), index);
-            }
-            candidates.push(index);
-        }
-        let txn_seqs: Vec<i64> = candidates
-            .iter()
-            .filter(|&&i| matches!(events[i].body, EventBody::Transaction(_)))
-            .map(|&i| events[i].key.seq.0 as i64)
-            .collect();
-        let mut apply: Vec<usize> = Vec::with_capacity(candidates.len());
-        if txn_seqs.is_empty() {
-            apply = candidates;
-        } else {
-            let rows = tx
-                .query(
-                    "INSERT INTO transaction_ids (tenant_id, transaction_id, content_hash) \
-                     SELECT $1, transaction_id, content_hash FROM staging_events WHERE seq = ANY($2) \
-                     ON CONFLICT DO NOTHING RETURNING transaction_id",
-                    &[&tenant, &txn_seqs],
-                )
-                .await?;
-            let fresh: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-            let known: Vec<&str> = candidates
-                .iter()
-                .filter_map(|&i| match &events[i].body {
-                    EventBody::Transaction(t) if !fresh.contains(t.transaction_id.as_str()) => {
-                        Some(t.transaction_id.as_str())
-                    }
-                    _ => None,
-                })
-                .collect();
-            let mut stored: HashMap<String, Vec<u8>> = HashMap::new();
-            if !known.is_empty() {
-                for row in tx
-                    .query(
-                        "SELECT transaction_id, content_hash FROM transaction_ids WHERE tenant_id = $1 AND transaction_id = ANY($2)",
-                        &[&tenant, &known],
-                    )
-                    .await?
-                {
-                    stored.insert(row.get(0), row.get(1));
-                }
-            }
-            for index in candidates {
-                let event = &events[index];
-                match &event.body {
-                    EventBody::Transaction(t) if !fresh.contains(t.transaction_id.as_str()) => {
-                        let same = stored
-                            .get(t.transaction_id.as_str())
-                            .is_some_and(|h| h.as_slice() == &event.content_hash.0[..]);
-                        if same {
-                            outcome.duplicates += 1;
-                        } else {
-                            outcome.conflicts.push(event.key.clone());
-                            dead.push((
-                                index,
-                                ingest::conflict_reason(
-                                    event,
-                                    "transaction id reused with other content",
-                                ),
-                            ));
-                        }
-                    }
-                    _ => apply.push(index),
-                }
-            }
-        }
-        outcome.inserted += apply.len() as u64;
-
-        // 4. Rows of the applied events.
-        let plan = Plan::new(events, &apply, &tz, now);
-        for r in &plan.rejected {
-            dead.push((r.index, r.reason.clone()));
-        }
-        let applied_txn: Vec<i64> = plan
-            .transactions
-            .iter()
-            .map(|&i| events[i].key.seq.0 as i64)
-            .collect();
-        if !applied_txn.is_empty() {
-            tx.execute(
-                "INSERT INTO transactions (tenant_id, at_ms, device_id, epoch, seq, store_id, transaction_id, kind, total_e4, \
-                   payment_method, register_id, event) \
-                 SELECT $1, at_ms, $2, $3, seq, $4, transaction_id, txn_kind, total_e4, payment_method, register_id, event \
-                 FROM staging_events WHERE seq = ANY($5)",
-                &[&tenant, &device, &epoch, &store, &applied_txn],
-            )
-            .await?;
-        }
-        if !plan.lines.is_empty() {
-            // Only lines of events just registered as new (the key check above is what
-            // makes a replay a no-op). COPY cannot target a table under row-level security,
-            // so the lines go in as binary arrays, without a second staging table.
-            let l = &plan.lines;
-            let seqs: Vec<i64> = l.iter().map(|r| r.seq).collect();
-            let line_nos: Vec<i16> = l.iter().map(|r| r.line_no).collect();
-            let at: Vec<i64> = l.iter().map(|r| r.at_ms).collect();
-            let txn_ids: Vec<&str> = l.iter().map(|r| r.transaction_id.as_str()).collect();
-            let skus: Vec<&str> = l.iter().map(|r| r.sku.as_str()).collect();
-            let qty: Vec<i32> = l.iter().map(|r| r.quantity).collect();
-            let prices: Vec<i64> = l.iter().map(|r| r.price_e4).collect();
-            let kinds: Vec<i16> = l.iter().map(|r| r.kind).collect();
-            tx.execute(
-                "INSERT INTO line_items (tenant_id, at_ms, device_id, epoch, seq, line_no, store_id, transaction_id, sku, \
-                   quantity, price_e4, kind) \
-                 SELECT $1, a, $2, $3, s, n, $4, t, k, q, p, kd \
-                 FROM unnest($5::bigint[], $6::smallint[], $7::bigint[], $8::text[], $9::text[], $10::integer[], \
-                   $11::bigint[], $12::smallint[]) AS u(s, n, a, t, k, q, p, kd)",
-                &[&tenant, &device, &epoch, &store, &seqs, &line_nos, &at, &txn_ids, &skus, &qty, &prices, &kinds],
-            )
-            .await?;
-        }
-        let other_seqs: Vec<i64> = plan
-            .others
-            .iter()
-            .map(|&i| events[i].key.seq.0 as i64)
-            .collect();
-        if !other_seqs.is_empty() {
-            tx.execute(
-                "INSERT INTO other_events (tenant_id, at_ms, device_id, epoch, class, seq, store_id, kind, event) \
-                 SELECT $1, at_ms, $2, $3, $4, seq, $5, kind, event FROM staging_events WHERE seq = ANY($6)",
-                &[&tenant, &device, &epoch, &class, &store, &other_seqs],
-            )
-            .await?;
-        }
-        if !plan.movements.is_empty() {
-            let m = &plan.movements;
-            let at: Vec<i64> = m.iter().map(|r| r.at_ms).collect();
-            let classes: Vec<i16> = m.iter().map(|r| r.class).collect();
-            let seqs: Vec<i64> = m.iter().map(|r| r.seq).collect();
-            let skus: Vec<&str> = m.iter().map(|r| r.sku.as_str()).collect();
-            let sources: Vec<&str> = m.iter().map(|r| r.source_id.as_str()).collect();
-            let counts: Vec<bool> = m.iter().map(|r| r.is_count).collect();
-            let qty: Vec<i64> = m.iter().map(|r| r.quantity).collect();
-            tx.execute(
-                "INSERT INTO stock_movements (tenant_id, at_ms, device_id, epoch, class, seq, store_id, sku, source_id, is_count, quantity) \
-                 SELECT $1, a, $2, $3, c, s, $4, k, src, ic, q \
-                 FROM unnest($5::bigint[], $6::smallint[], $7::bigint[], $8::text[], $9::text[], $10::bool[], $11::bigint[]) \
-                   AS u(a, c, s, k, src, ic, q) ON CONFLICT DO NOTHING",
-                &[&tenant, &device, &epoch, &store, &at, &classes, &seqs, &skus, &sources, &counts, &qty],
-            )
-            .await?;
-        }
-        let mut changed_alerts = Vec::new();
-        for &index in &plan.alerts {
-            if let EventBody::Alert(alert) = &events[index].body {
-                upsert_alert(&tx, tenant, alert, now).await?;
-                changed_alerts.push(alert.alert_id.as_str().to_owned());
-            }
-        }
-        for (index, reason) in &dead {
-            let event = &events[*index];
-            tx.execute(
-                "INSERT INTO dead_letters (tenant_id, store_id, event_key, reason, raw, received_ms) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&tenant, &store, &key_text(&event.key), reason, &bytes[*index], &now],
-            )
-            .await?;
-        }
-        for key in &outcome.conflicts {
-            let alert_id = format!("hub-conflict-{}-{}-{}-{}", device, epoch, class, key.seq.0);
-            let alert = Alert {
-                alert_id: AlertId::new(alert_id.chars().take(64).collect::<String>())
-                    .map_err(|e| StoreError::Invalid(e.to_string()))?,
-                kind: AlertKind::ConflictingDuplicate,
-                severity: Severity::Warning,
-                store_id: stream.store.clone(),
-                subject: key_text(key),
-                raised_at: EventTime::from_unix_ms(now, 0),
-                state: AlertState::Open,
-                changed_by: None,
-                message:
-                    "an event arrived again with different content; the stored version was kept"
-                        .into(),
-                facts: vec![("seq".into(), key.seq.0 as i64)],
-            };
-            upsert_alert(&tx, tenant, &alert, now).await?;
-            changed_alerts.push(alert.alert_id.as_str().to_owned());
-        }
-
-        // 5. Rollups last: their rows are the contended ones, so they are locked for as
-        // short a time as possible, in key order.
-        upsert_rollups(&tx, tenant, &plan.rollups).await?;
-        let last_event_ms = events.iter().map(|e| body_time(&e.body)).max();
-        tx.execute(
-            "INSERT INTO stream_heads (tenant_id, device_id, epoch, class, store_id, seq, hash, last_event_ms, last_commit_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (tenant_id, device_id, epoch, class) DO UPDATE SET \
-               seq = GREATEST(stream_heads.seq, excluded.seq), \
-               hash = CASE WHEN excluded.seq >= stream_heads.seq THEN excluded.hash ELSE stream_heads.hash END, \
-               last_event_ms = GREATEST(stream_heads.last_event_ms, excluded.last_event_ms), \
-               last_commit_ms = excluded.last_commit_ms",
-            &[
-                &tenant,
-                &device,
-                &epoch,
-                &class,
-                &store,
-                &(new_head.seq.0 as i64),
-                &&new_head.hash.0[..],
-                &last_event_ms,
-                &now,
-            ],
-        )
-        .await?;
-        let change =
-            (!plan.ticks.is_empty() || !changed_alerts.is_empty() || !plan.movements.is_empty())
-                .then(|| Change {
-                    tenant: tenant.to_owned(),
-                    sales: plan.ticks.clone(),
-                    alerts: changed_alerts,
-                    stores: vec![store.to_owned()],
-                });
-        if let Some(change) = &change {
-            notify(&tx, change).await?;
-        }
-        tx.commit().await?;
-        tracing::Span::current().record("inserted", outcome.inserted);
-        crate::metrics::global().record_commit(
-            started.elapsed().as_secs_f64(),
-            outcome.inserted,
-            plan.lines.len() as u64,
-            outcome.duplicates,
-            outcome.conflicts.len() as u64,
-        );
-        Ok((outcome, change))
-    }
-
     /// Runs one statement in its own transaction with the tenant set. The statement is
     /// prepared once per connection and pipelined behind `SET LOCAL`; dropping the future
     /// rolls the transaction back (so a cancelled request cannot leave a tenant set).
@@ -845,41 +463,31 @@ impl PgStore {
     }
 }
 
-/// Why an event that is new will not be applied (it is still kept, as a dead letter).
-pub(crate) fn reject_reason(event: &Event, stream: &StreamId, _now: UnixMillis) -> Option<String> {
-    if &event.key.stream != stream {
-        return Some(format!(
-            "event {} belongs to another stream",
-            key_text(&event.key)
-        ));
+/// The NOTIFY payload of a change. Payloads are capped at 8000 bytes: a big change is
+/// sent as "these stores changed" without the figures.
+fn notify_payload(change: &Change) -> String {
+    let payload = serde_json::to_string(change).unwrap_or_default();
+    if payload.len() <= 7000 {
+        return payload;
     }
-    if !event.content_ok() {
-        return Some(format!(
-            "event {}: content does not match its hash",
-            key_text(&event.key)
-        ));
-    }
-    None
+    let slim = Change {
+        tenant: change.tenant.clone(),
+        sales: Vec::new(),
+        alerts: Vec::new(),
+        stores: change.stores.clone(),
+    };
+    serde_json::to_string(&slim).unwrap_or_default()
 }
 
 async fn notify(
     tx: &deadpool_postgres::Transaction<'_>,
     change: &Change,
 ) -> Result<(), StoreError> {
-    let mut payload = serde_json::to_string(change).unwrap_or_default();
-    if payload.len() > 7000 {
-        // NOTIFY payloads are capped at 8000 bytes: a big change is sent as "these stores
-        // changed" without the figures.
-        let slim = Change {
-            tenant: change.tenant.clone(),
-            sales: Vec::new(),
-            alerts: Vec::new(),
-            stores: change.stores.clone(),
-        };
-        payload = serde_json::to_string(&slim).unwrap_or_default();
-    }
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES_CHANNEL, &payload])
-        .await?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANGES_CHANNEL, &notify_payload(change)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -917,93 +525,6 @@ async fn listen_once(url: &str, sender: &broadcast::Sender<Change>) -> Result<()
     driver.abort();
     drop(client);
     Err(StoreError::Postgres("listener connection closed".into()))
-}
-
-async fn upsert_alert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    tenant: &str,
-    alert: &Alert,
-    now: i64,
-) -> Result<(), StoreError> {
-    let facts = serde_json::to_value(&alert.facts).unwrap_or(serde_json::Value::Null);
-    tx.execute(
-        "INSERT INTO alerts (tenant_id, alert_id, store_id, kind, severity, subject, raised_ms, raised_offset_min, state, \
-           changed_by, message, facts, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (tenant_id, alert_id) DO UPDATE SET \
-           state = excluded.state, changed_by = excluded.changed_by, updated_ms = excluded.updated_ms \
-         WHERE alerts.state < excluded.state",
-        &[
-            &tenant,
-            &alert.alert_id.as_str(),
-            &alert.store_id.as_str(),
-            &alert.kind.as_str(),
-            &alert.severity.as_str(),
-            &alert.subject,
-            &alert.raised_at.unix_ms(),
-            &alert.raised_at.offset_minutes(),
-            &alert_state_rank(alert.state),
-            &alert.changed_by,
-            &alert.message,
-            &facts,
-            &now,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn upsert_rollups(
-    tx: &deadpool_postgres::Transaction<'_>,
-    tenant: &str,
-    rollups: &BTreeMap<ingest::RollupKeyRow, SalesFigures>,
-) -> Result<(), StoreError> {
-    if rollups.is_empty() {
-        return Ok(());
-    }
-    let n = rollups.len();
-    let mut g = Vec::with_capacity(n);
-    let mut b = Vec::with_capacity(n);
-    let mut s = Vec::with_capacity(n);
-    let mut d = Vec::with_capacity(n);
-    let mut v = Vec::with_capacity(n);
-    let (mut rev, mut units, mut txs, mut refunds, mut refund_amt, mut voids) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    // The primary key order is (granularity, dim, store, value, bucket): sort by it so that
-    // concurrent ingests lock shared rows in the same order.
-    let mut rows: Vec<_> = rollups.iter().collect();
-    rows.sort_by(|(a, _), (b, _)| (a.0, a.3, &a.2, &a.4, a.1).cmp(&(b.0, b.3, &b.2, &b.4, b.1)));
-    for ((gran, bucket, store, dim, value), f) in rows {
-        g.push(*gran);
-        b.push(*bucket);
-        s.push(store.as_str());
-        d.push(*dim);
-        v.push(value.as_str());
-        rev.push(f.revenue_e4);
-        units.push(f.units);
-        txs.push(f.transactions);
-        refunds.push(f.refunds);
-        refund_amt.push(f.refund_amount_e4);
-        voids.push(f.voids);
-    }
-    tx.execute(
-        "INSERT INTO sales_rollups AS r (tenant_id, granularity, bucket_ms, store_id, dim, dim_value, revenue_e4, units, \
-           transactions, refunds, refund_amount_e4, voids) \
-         SELECT $1, * FROM unnest($2::smallint[], $3::bigint[], $4::text[], $5::smallint[], $6::text[], $7::bigint[], \
-           $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) \
-         ON CONFLICT (tenant_id, granularity, dim, store_id, dim_value, bucket_ms) DO UPDATE SET \
-           revenue_e4 = r.revenue_e4 + excluded.revenue_e4, units = r.units + excluded.units, \
-           transactions = r.transactions + excluded.transactions, refunds = r.refunds + excluded.refunds, \
-           refund_amount_e4 = r.refund_amount_e4 + excluded.refund_amount_e4, voids = r.voids + excluded.voids",
-        &[&tenant, &g, &b, &s, &d, &v, &rev, &units, &txs, &refunds, &refund_amt, &voids],
-    )
-    .await?;
-    Ok(())
 }
 
 fn partition_functions(timescale: bool) -> String {
