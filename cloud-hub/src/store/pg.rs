@@ -18,11 +18,15 @@
 //! `SET LOCAL storesync.tenant_id = '…'` (tenant ids are validated to `[A-Za-z0-9._:-]`, so
 //! the literal needs no escaping). A session that never sets it sees no rows.
 //!
-//! Ingest ([`Store::commit_events`]) is one transaction: binary COPY of the run into a
-//! temporary staging table, `INSERT … ON CONFLICT DO NOTHING` into `event_keys`, the
-//! transaction-id registry, the event tables, the rollups (updated from the newly inserted
-//! rows only, in the same transaction, so rollups are exactly as fresh as the events), the
-//! stream head, and a `NOTIFY` that other hub processes receive after the commit.
+//! Ingest ([`Store::commit_events`], in `pg/commit.rs`) is one transaction: the run's rows
+//! are computed in the hub and sent as binary arrays (`unnest`), every statement pipelined on
+//! one connection (`BEGIN`, one round trip of statements, `COMMIT`): `INSERT … ON CONFLICT DO
+//! NOTHING` into `event_keys` and the transaction-id registry, the event tables, the rollups
+//! (updated from the new events only, in the same transaction, so rollups are exactly as
+//! fresh as the events), the stream head, and a `NOTIFY` that other hub processes receive
+//! after the commit. Rows are planned as if every event were new; when the key or registry
+//! insert reports fewer rows than were sent, that transaction is rolled back and the run is
+//! committed the careful way, deciding duplicates and conflicts before planning rows.
 
 mod commit;
 mod docs;
