@@ -21,15 +21,26 @@ pub fn bin_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
-/// The path of a workspace binary, building the hub and edge binaries once if missing.
+/// The path of a workspace binary, built first when it is missing or older than the
+/// sources it is made from (a targeted `cargo test -p storesync-tests` would otherwise
+/// run a stale hub or agent after their code changed). The build is the same command CI
+/// runs before the tests, so there it finds nothing to do.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let path = bin_dir().join(name);
-    if !path.exists() {
+    if binary_is_stale(&path) {
         BUILT.get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "-p", "storesync-hub", "-p", "storesync-edge"])
+                .args([
+                    "build",
+                    "-p",
+                    "storesync-hub",
+                    "-p",
+                    "storesync-edge",
+                    "-p",
+                    "storesync-sim",
+                ])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .unwrap();
@@ -38,6 +49,38 @@ pub fn binary(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "{} not found", path.display());
     path
+}
+
+/// Whether `binary` is missing or older than a source file of the crates it is built from.
+fn binary_is_stale(binary: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources = [
+        "Cargo.lock",
+        "protocol/src",
+        "cloud-hub/src",
+        "cloud-hub/Cargo.toml",
+        "edge-agent/src",
+        "edge-agent/Cargo.toml",
+    ];
+    sources
+        .iter()
+        .any(|s| newest_mtime(&root.join(s)).is_some_and(|m| m > built))
+}
+
+/// The newest modification time of `path` or, for a directory, of any file under it.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| newest_mtime(&entry.path()))
+        .max()
 }
 
 /// A TCP port free at the time of asking.
