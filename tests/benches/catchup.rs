@@ -31,6 +31,13 @@
 //! The run ends when the agent's backlog is zero, which — acknowledgements being given only
 //! after the hub's commit — means every transaction is committed; the hub's count is then
 //! checked.
+//!
+//! With the hub's pipelined ingest commit, `CATCHUP_TXNS=1000000` (3,000,000 line items) on the
+//! same machine with nothing else running (load average 1.5-7): raw COPY 846,738 rows/s
+//! (3.54 s); outbox read 1,009,497 rows/s; direct commits, runs of 1,024: 41,333 rows/s;
+//! sync one commit per batch 37,402 rows/s (80.2 s); sync merged 48,932 rows/s (61.3 s,
+//! 16,311 transactions/s, 1.18x direct). Not met: the hub's commits of one device run one
+//! after another and each is bound by one PostgreSQL backend inserting line items.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
 
