@@ -331,6 +331,16 @@ pub fn tasks(doc: &AutoCommit) -> BTreeMap<String, Task> {
 pub const TASK_TITLE_LEN_MAX: usize = 500;
 /// Longest setting value, as JSON text, in bytes.
 pub const SETTING_LEN_MAX: usize = 16 * 1024;
+/// Most tasks one store document holds (done ones included): a bound on the document's
+/// growth through the API, far above what a store keeps.
+pub const TASKS_MAX: usize = 10_000;
+/// Most settings one store document holds.
+pub const SETTINGS_MAX: usize = 1_000;
+
+/// How many root keys of `doc` start with `prefix`.
+fn count_prefixed(doc: &AutoCommit, prefix: &str) -> usize {
+    doc.keys(ROOT).filter(|k| k.starts_with(prefix)).count()
+}
 
 /// Creates task `task_id` (an id by [`crate::ids::check_id`]) titled `title` unless it
 /// exists: creating is idempotent on the id, so a retried request adds one task. Returns
@@ -352,6 +362,12 @@ pub fn create_task(
     }
     if let Some(existing) = tasks(doc).remove(task_id) {
         return Ok((existing, false));
+    }
+    if count_prefixed(doc, "task/") >= TASKS_MAX {
+        return Err(invalid(
+            "taskId",
+            alloc::format!("the store already has the most tasks allowed ({TASKS_MAX})"),
+        ));
     }
     let task = Task {
         title: title.to_string(),
@@ -427,6 +443,15 @@ pub fn set_setting(
         return Err(invalid(
             "value",
             alloc::format!("{len} bytes of JSON, over {SETTING_LEN_MAX}"),
+        ));
+    }
+    let key = alloc::format!("setting/{name}");
+    if doc.get(ROOT, key.as_str()).ok().flatten().is_none()
+        && count_prefixed(doc, "setting/") >= SETTINGS_MAX
+    {
+        return Err(invalid(
+            "name",
+            alloc::format!("the store already has the most settings allowed ({SETTINGS_MAX})"),
         ));
     }
     put_setting(doc, name, value)
@@ -578,6 +603,49 @@ mod tests {
         let big = serde_json::json!("y".repeat(SETTING_LEN_MAX));
         assert_eq!(field(set_setting(&mut doc, "n", &big)), "value");
         assert!(tasks(&doc).is_empty() && settings(&doc).is_empty());
+    }
+
+    #[test]
+    fn task_and_setting_counts_are_bounded() {
+        let mut doc = AutoCommit::new();
+        for i in 0..TASKS_MAX {
+            put_task(
+                &mut doc,
+                &alloc::format!("t{i}"),
+                &Task {
+                    title: "x".into(),
+                    done: false,
+                    by: "u".into(),
+                    at_ms: 0,
+                },
+            )
+            .unwrap();
+        }
+        let refused = create_task(&mut doc, "one-more", "x", "u", 0).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                DocError::Invalid {
+                    field: "taskId",
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        // An existing task is still answered (creation is idempotent on the id).
+        assert!(!create_task(&mut doc, "t0", "x", "u", 0).unwrap().1);
+
+        for i in 0..SETTINGS_MAX {
+            set_setting(&mut doc, &alloc::format!("s{i}"), &serde_json::json!(i)).unwrap();
+        }
+        let refused = set_setting(&mut doc, "one-more", &serde_json::json!(1)).unwrap_err();
+        assert!(
+            matches!(refused, DocError::Invalid { field: "name", .. }),
+            "{refused}"
+        );
+        // Changing an existing setting is not a new one.
+        set_setting(&mut doc, "s0", &serde_json::json!("changed")).unwrap();
+        assert_eq!(settings(&doc)["s0"], serde_json::json!("changed"));
     }
 
     fn exchange(a: &mut AutoCommit, pa: &mut SyncPeer, b: &mut AutoCommit, pb: &mut SyncPeer) {
