@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{Value, json};
-use storesync_protocol::docs as schema;
+use storesync_protocol::docs::{self as schema, AutoCommit};
+use storesync_protocol::ids::StoreId;
 
 use super::docs::known_store;
 use super::{ApiResult, AppError, AppState};
@@ -20,6 +21,22 @@ use crate::store::docs::store_doc_key;
 
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest(format!("body: {e}")))
+}
+
+/// The store `store` as the caller may see it (404 otherwise) and its document.
+async fn read_store_doc(
+    state: &AppState,
+    caller: &Caller,
+    store: &str,
+) -> ApiResult<(StoreId, AutoCommit)> {
+    let store_id = known_store(state, caller, store).await?;
+    let doc = crate::docs::read(
+        &*state.inner.store,
+        &caller.tenant,
+        &store_doc_key(&store_id),
+    )
+    .await?;
+    Ok((store_id, doc))
 }
 
 fn editor(caller: &Caller) -> String {
@@ -32,13 +49,7 @@ pub(super) async fn tasks(
     Extension(caller): Extension<Caller>,
     Path(store): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let store_id = known_store(&state, &caller, &store).await?;
-    let doc = crate::docs::read(
-        &*state.inner.store,
-        &caller.tenant,
-        &store_doc_key(&store_id),
-    )
-    .await?;
+    let (store_id, doc) = read_store_doc(&state, &caller, &store).await?;
     let list: Vec<Value> = schema::tasks(&doc)
         .iter()
         .map(|(id, task)| schema::task_json(id, task))
@@ -102,13 +113,7 @@ pub(super) async fn settings(
     Extension(caller): Extension<Caller>,
     Path(store): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let store_id = known_store(&state, &caller, &store).await?;
-    let doc = crate::docs::read(
-        &*state.inner.store,
-        &caller.tenant,
-        &store_doc_key(&store_id),
-    )
-    .await?;
+    let (store_id, doc) = read_store_doc(&state, &caller, &store).await?;
     Ok(Json(
         json!({"storeId": store_id.as_str(), "settings": schema::settings(&doc)}),
     ))
