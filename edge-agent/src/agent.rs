@@ -284,6 +284,7 @@ pub async fn run(
             }
         }));
     }
+    let mut sync_status = None;
     if let Some(enrollment) = enrollment {
         let options = crate::sync::client::SyncOptions {
             session: storesync_protocol::session::SessionConfig {
@@ -301,7 +302,7 @@ pub async fn run(
             ..Default::default()
         };
         tracing::info!(hub = %enrollment.hub, "sync enabled");
-        let (task, _status) = crate::sync::client::spawn(
+        let (task, status) = crate::sync::client::spawn(
             crate::sync::client::SyncContext {
                 store: store.clone(),
                 writer: writer.clone(),
@@ -313,6 +314,7 @@ pub async fn run(
             stop_rx.clone(),
         );
         tasks.push(task);
+        sync_status = Some(status);
     }
     let state = AppState {
         settings: Arc::clone(&settings),
@@ -322,6 +324,7 @@ pub async fn run(
         alerts: alerts_tx,
         verifier,
         docs,
+        sync: sync_status,
     };
     let router = app(state);
     let mut server_stop = stop_rx.clone();

@@ -14,6 +14,7 @@
 //! | `GET /api/v1/dead-letters?state=&limit=`, `GET /api/v1/dead-letters/{id}` | |
 //! | `POST /api/v1/dead-letters/{id}/resubmit` | the corrected record as JSON |
 //! | `GET /api/v1/outbox` | identity, epoch link, streams and backlog |
+//! | `GET /api/v1/sync` | the sync client's state: enrolled, connected, last contact and acknowledgement, clock skew, the last error (e.g. a refused certificate renewal), alarms |
 //! | `GET /api/v1/documents` | the store and tenant documents as replicated here (heads, alert marks, tasks, settings, adjustments, catalog, rules) |
 //! | `GET /api/v1/tasks`, `POST /api/v1/tasks`, `POST /api/v1/tasks/{id}/complete` | the store document's tasks, editable offline (see `api/store_doc.rs`) |
 //! | `GET /api/v1/settings`, `PUT /api/v1/settings/{name}` | the store document's settings, `{"value": any}` |
@@ -43,7 +44,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use storesync_protocol::domain::AlertState;
 use storesync_protocol::rollup::{Granularity, bucket_start};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+
+use crate::sync::client::SyncStatus;
 use tokio_stream::StreamExt;
 
 use crate::alerts::{self, AlertView};
@@ -73,6 +76,8 @@ pub struct AppState {
     pub verifier: Option<Verifier>,
     /// The replicated documents.
     pub docs: crate::docs::Docs,
+    /// The sync client's state; `None` when the agent is not enrolled.
+    pub sync: Option<watch::Receiver<SyncStatus>>,
 }
 
 /// The one error type of the API; internals are logged, never sent.
@@ -180,6 +185,7 @@ pub fn app(state: AppState) -> Router {
         .route("/dead-letters/{id}", get(get_dead_letter))
         .route("/dead-letters/{id}/resubmit", post(post_resubmit))
         .route("/outbox", get(get_outbox))
+        .route("/sync", get(get_sync))
         .route("/documents", get(get_documents))
         .route(
             "/tasks",
@@ -732,6 +738,21 @@ async fn post_resubmit(
 
 async fn get_documents(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(axum::Json(state.docs.summary().await).into_response())
+}
+
+/// `GET /api/v1/sync`: whether the agent is enrolled and, if so, its sync client's state.
+async fn get_sync(State(state): State<AppState>) -> Response {
+    let body = match &state.sync {
+        None => json!({"enrolled": false}),
+        Some(status) => {
+            let mut body = serde_json::to_value(&*status.borrow()).unwrap_or_default();
+            if let Some(map) = body.as_object_mut() {
+                map.insert("enrolled".into(), Value::Bool(true));
+            }
+            body
+        }
+    };
+    axum::Json(body).into_response()
 }
 
 async fn get_outbox(State(state): State<AppState>) -> ApiResult<Response> {

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use storesync_tests::stack::{Edge, Hub, enroll_ok, post_sales, setup, wait_count};
+use storesync_tests::stack::{Edge, Hub, edge_api, enroll_ok, post_sales, setup, wait_count};
 use storesync_tests::{run, wait_for};
 
 /// Sets the hub's certificate validity and renewal grace period, in seconds.
@@ -63,7 +63,7 @@ fn agent_logs(edge: &Edge) -> String {
 }
 
 /// Starts the agent, takes 10 sales from number `first`, and waits until its log says the
-/// renewal was refused for `reason`.
+/// renewal was refused for `reason`; the agent's API (`GET /api/v1/sync`) says it too.
 fn renewal_refused(edge: &mut Edge, reason: &str, first: usize) {
     edge.start();
     post_sales(edge, first, 10);
@@ -76,6 +76,15 @@ fn renewal_refused(edge: &mut Edge, reason: &str, first: usize) {
                 .find(|l| l.contains("renewal refused") && l.contains(reason))
                 .map(str::to_owned)
         },
+    );
+    let (status, sync) = edge_api(edge, "GET", "/api/v1/sync", "");
+    assert_eq!(status, 200, "{sync}");
+    assert_eq!(sync["enrolled"], true, "{sync}");
+    assert_eq!(sync["connected"], false, "{sync}");
+    let last_error = sync["lastError"].as_str().unwrap_or_default();
+    assert!(
+        last_error.contains("renewal") && last_error.contains(reason),
+        "the agent's sync status names the refusal: {sync}"
     );
     assert!(
         edge.proc
