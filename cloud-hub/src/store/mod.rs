@@ -313,6 +313,18 @@ pub struct Change {
     pub stores: Vec<String>,
 }
 
+impl Change {
+    /// One alert of `store` created or changed.
+    pub fn alert(tenant: &str, alert_id: &str, store: &str) -> Change {
+        Change {
+            tenant: tenant.to_owned(),
+            sales: Vec::new(),
+            alerts: vec![alert_id.to_owned()],
+            stores: vec![store.to_owned()],
+        }
+    }
+}
+
 /// Sales added to one store by one commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreTick {

@@ -1205,12 +1205,11 @@ impl Store for PgStore {
         if let Some(r) = &record {
             notify(
                 &tx,
-                &Change {
-                    tenant: tenant.as_str().to_owned(),
-                    sales: Vec::new(),
-                    alerts: vec![alert_id.as_str().to_owned()],
-                    stores: vec![r.alert.store_id.as_str().to_owned()],
-                },
+                &Change::alert(
+                    tenant.as_str(),
+                    alert_id.as_str(),
+                    r.alert.store_id.as_str(),
+                ),
             )
             .await?;
         }

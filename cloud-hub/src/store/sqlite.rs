@@ -1073,12 +1073,11 @@ impl Store for SqliteStore {
         drop(g);
         let record = self.alert(tenant, alert_id).await?;
         if let Some(r) = &record {
-            let _ = self.changes.send(Change {
-                tenant: tenant.as_str().to_owned(),
-                sales: Vec::new(),
-                alerts: vec![alert_id.as_str().to_owned()],
-                stores: vec![r.alert.store_id.as_str().to_owned()],
-            });
+            let _ = self.changes.send(Change::alert(
+                tenant.as_str(),
+                alert_id.as_str(),
+                r.alert.store_id.as_str(),
+            ));
         }
         Ok(record)
     }

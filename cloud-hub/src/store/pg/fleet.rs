@@ -54,12 +54,11 @@ impl FleetAlertStore for PgStore {
         if changed {
             notify(
                 &tx,
-                &Change {
-                    tenant: tenant.as_str().to_owned(),
-                    sales: Vec::new(),
-                    alerts: vec![alert.alert_id.as_str().to_owned()],
-                    stores: vec![alert.store_id.as_str().to_owned()],
-                },
+                &Change::alert(
+                    tenant.as_str(),
+                    alert.alert_id.as_str(),
+                    alert.store_id.as_str(),
+                ),
             )
             .await?;
         }
@@ -93,12 +92,7 @@ impl FleetAlertStore for PgStore {
         if let Some(row) = &row {
             notify(
                 &tx,
-                &Change {
-                    tenant: tenant.as_str().to_owned(),
-                    sales: Vec::new(),
-                    alerts: vec![alert_id.as_str().to_owned()],
-                    stores: vec![row.get(0)],
-                },
+                &Change::alert(tenant.as_str(), alert_id.as_str(), row.get(0)),
             )
             .await?;
         }

@@ -14,12 +14,9 @@ use crate::store::{Change, StoreError};
 
 impl SqliteStore {
     fn announce(&self, tenant: &TenantId, alert_id: &str, store_id: String) {
-        let _ = self.changes.send(Change {
-            tenant: tenant.as_str().to_owned(),
-            sales: Vec::new(),
-            alerts: vec![alert_id.to_owned()],
-            stores: vec![store_id],
-        });
+        let _ = self
+            .changes
+            .send(Change::alert(tenant.as_str(), alert_id, &store_id));
     }
 }
 
