@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use storesync_hub::store::{AlertQuery, DimKind, RollupQuery, Store, granularity_code};
+use storesync_hub::store::{
+    AlertQuery, CommitGate, DimKind, RollupQuery, Store, StoreError, granularity_code,
+};
 use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
 use storesync_protocol::event::{EventBody, SeqNo};
 use storesync_protocol::ids::{AlertId, DeviceId};
@@ -914,7 +916,122 @@ async fn fleet_alerts_dedupe_clear_and_reopen(store: Arc<dyn Store>) {
     );
 }
 
+/// Two runs of one stream committed at once, the second behind the first's gate (as the
+/// sync server does during a catch-up): both are stored, the head is the second's and the
+/// rollups count both. Behind a predecessor that failed, or whose commit was dropped, a run
+/// stores nothing and the head stays.
+async fn gated_runs_commit_in_order(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let d1 = DeviceId::new("d1").unwrap();
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let mut bodies = sample_bodies("s1");
+    let (stream, first, head1) = device.run(bodies.clone());
+    let later = vec![
+        sale("t6", "s1", T0 + 120_000, &[("sku-1", 3, 150)]),
+        sale(
+            "t7",
+            "s1",
+            T0 + 3_600_000,
+            &[("sku-2", 1, 999), ("sku-4", 2, 10)],
+        ),
+    ];
+    bodies.extend(later.clone());
+    let (_, second, head2) = device.run(later);
+    let (opener, gate) = CommitGate::new(head1);
+    let (a, b) = tokio::join!(
+        async {
+            let result = store.commit_events(&stream, &first, head1).await;
+            opener.open(result.is_ok());
+            result
+        },
+        store.commit_events_after(&stream, &second, head2, gate),
+    );
+    assert_eq!((a.unwrap().inserted, b.unwrap().inserted), (5, 2));
+    assert_eq!(
+        store.stream_heads(&tenant("acme"), &d1).await.unwrap(),
+        vec![(stream.clone(), head2)]
+    );
+    let expected = all_rollups("s1", &bodies, "UTC");
+    assert_eq!(stored_rollups(&*store, "acme").await, expected);
+
+    let (_, third, head3) = device.run(vec![sale("t8", "s1", T0 + 200_000, &[("sku-1", 1, 150)])]);
+    let (_, fourth, head4) = device.run(vec![sale("t9", "s1", T0 + 201_000, &[("sku-1", 1, 150)])]);
+    let (failed, gate) = CommitGate::new(head3);
+    failed.open(false);
+    let refused = store
+        .commit_events_after(&stream, &fourth, head4, gate)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::PredecessorFailed)),
+        "{refused:?}"
+    );
+    let (dropped, gate) = CommitGate::new(head3);
+    drop(dropped);
+    let refused = store
+        .commit_events_after(&stream, &fourth, head4, gate)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::PredecessorFailed)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.stream_heads(&tenant("acme"), &d1).await.unwrap(),
+        vec![(stream.clone(), head2)],
+        "the head stays"
+    );
+    assert_eq!(
+        stored_rollups(&*store, "acme").await,
+        expected,
+        "nothing stored"
+    );
+
+    // Sent again in order, both go in.
+    store.commit_events(&stream, &third, head3).await.unwrap();
+    let (opened, gate) = CommitGate::new(head3);
+    opened.open(true);
+    let outcome = store
+        .commit_events_after(&stream, &fourth, head4, gate)
+        .await
+        .unwrap();
+    assert_eq!(outcome.inserted, 1);
+    assert_eq!(
+        store.stream_heads(&tenant("acme"), &d1).await.unwrap(),
+        vec![(stream.clone(), head4)]
+    );
+}
+
+/// On PostgreSQL a gated run checks in the database that the head is where its predecessor
+/// left it: a gate opened although that run was never stored refuses the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_gated_run_refuses_a_head_its_predecessor_did_not_reach() {
+    let store = pg_store("t_gated_head_check").await;
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let d1 = DeviceId::new("d1").unwrap();
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, first, head1) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &first, head1).await.unwrap();
+    let (_, skipped, head2) =
+        device.run(vec![sale("t6", "s1", T0 + 120_000, &[("sku-1", 3, 150)])]);
+    let (_, next, head3) = device.run(vec![sale("t7", "s1", T0 + 121_000, &[("sku-1", 1, 150)])]);
+    let (opener, gate) = CommitGate::new(head2);
+    opener.open(true);
+    let refused = store.commit_events_after(&stream, &next, head3, gate).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.stream_heads(&tenant("acme"), &d1).await.unwrap(),
+        vec![(stream.clone(), head1)]
+    );
+    // Nothing of the refused run is stored: committed in order, it is new.
+    store.commit_events(&stream, &skipped, head2).await.unwrap();
+    let outcome = store.commit_events(&stream, &next, head3).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
+}
+
 on_both_backends!(
+    gated_runs_commit_in_order,
     fleet_alerts_dedupe_clear_and_reopen,
     documents_merge_serially_and_stay_per_tenant,
     ingest_then_replay_changes_nothing,

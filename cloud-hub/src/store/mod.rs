@@ -48,6 +48,53 @@ pub enum StoreError {
     /// A stored value could not be decoded (a bug or a corrupted row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A gated commit was abandoned: the commit it follows did not succeed (see
+    /// [`CommitGate`]).
+    #[error("not committed: the run before this one was not committed")]
+    PredecessorFailed,
+}
+
+/// The commit of the run just before this one in the same stream, still in flight.
+///
+/// A commit behind a gate may write its new rows while its predecessor runs (on another
+/// connection), but takes what runs of one stream share — the rollup rows, the alerts and
+/// the stream head — and commits only once the predecessor has committed; when the
+/// predecessor fails, it rolls back. So the head of a stream never passes a run that is not
+/// stored, and two runs of one stream cost the database about the time of the longer one
+/// instead of both.
+#[derive(Debug)]
+pub struct CommitGate {
+    /// The head the predecessor commits, which this run continues.
+    pub after: StreamHead,
+    ready: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
+/// The predecessor's side of a [`CommitGate`]: says once whether its commit succeeded;
+/// dropped unsaid, it counts as a failure.
+#[derive(Debug)]
+pub struct GateOpener(tokio::sync::watch::Sender<Option<bool>>);
+
+impl CommitGate {
+    /// A gate behind the commit that will store `after`, and the opener that commit holds.
+    pub fn new(after: StreamHead) -> (GateOpener, CommitGate) {
+        let (tx, ready) = tokio::sync::watch::channel(None);
+        (GateOpener(tx), CommitGate { after, ready })
+    }
+
+    /// Waits for the predecessor; whether it committed.
+    pub async fn wait(&mut self) -> bool {
+        match self.ready.wait_for(Option::is_some).await {
+            Ok(value) => *value == Some(true),
+            Err(_) => false,
+        }
+    }
+}
+
+impl GateOpener {
+    /// Opens the gate (`true`: committed) or fails it.
+    pub fn open(self, committed: bool) {
+        let _ = self.0.send(Some(committed));
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -429,6 +476,22 @@ pub trait Store: Send + Sync + fmt::Debug {
         events: &[Event],
         new_head: StreamHead,
     ) -> Result<CommitOutcome, StoreError>;
+
+    /// [`Store::commit_events`] for a run that continues one still being committed (see
+    /// [`CommitGate`]). This default waits for the predecessor, then commits; a backend
+    /// that can overlap the two commits overrides it.
+    async fn commit_events_after(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        new_head: StreamHead,
+        mut gate: CommitGate,
+    ) -> Result<CommitOutcome, StoreError> {
+        if !gate.wait().await {
+            return Err(StoreError::PredecessorFailed);
+        }
+        self.commit_events(stream, events, new_head).await
+    }
 
     /// The committed heads (cursors) of every stream of a device, all epochs.
     async fn stream_heads(

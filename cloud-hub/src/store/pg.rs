@@ -1,7 +1,8 @@
 //! The PostgreSQL backend: tokio-postgres over a deadpool connection pool.
 //!
 //! Schema (see `schema/pg_v1.sql`, then `schema/pg_v2.sql`, which hash-partitions
-//! `sales_rollups` by store; migrations are numbered in `schema_version`, an applied one
+//! `sales_rollups` by store, and `schema/pg_v4.sql`, which leaves event identity to
+//! `event_keys` alone; migrations are numbered in `schema_version`, an applied one
 //! is never edited): `tenant_id` leads every key. Event tables
 //! (`transactions`, `line_items`, `stock_movements`, `other_events`) are range-partitioned
 //! by business time (`at_ms`) in 7-day partitions, created ahead of time by
@@ -84,6 +85,7 @@ const PARTITIONED: [&str; 4] = [
 
 const SCHEMA_V1: &str = include_str!("schema/pg_v1.sql");
 const SCHEMA_V2: &str = include_str!("schema/pg_v2.sql");
+const SCHEMA_V4: &str = include_str!("schema/pg_v4.sql");
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,6 +332,13 @@ impl PgStore {
         if !v2 {
             // One simple-query string: one implicit transaction, schema_version row included.
             client.batch_execute(SCHEMA_V2).await?;
+        }
+        let v4 = client
+            .query_opt("SELECT 1 FROM schema_version WHERE version = 4", &[])
+            .await?
+            .is_some();
+        if !v4 {
+            client.batch_execute(SCHEMA_V4).await?;
         }
         // Trust material of the sync server; idempotent, so it runs on every migrate.
         client
@@ -915,7 +924,20 @@ impl Store for PgStore {
         events: &[Event],
         new_head: StreamHead,
     ) -> Result<CommitOutcome, StoreError> {
-        let (outcome, _change) = self.commit_inner(stream, events, new_head).await?;
+        let (outcome, _change) = self.commit_inner(stream, events, new_head, None).await?;
+        Ok(outcome)
+    }
+
+    async fn commit_events_after(
+        &self,
+        stream: &StreamId,
+        events: &[Event],
+        new_head: StreamHead,
+        gate: super::CommitGate,
+    ) -> Result<CommitOutcome, StoreError> {
+        let (outcome, _change) = self
+            .commit_inner(stream, events, new_head, Some(gate))
+            .await?;
         Ok(outcome)
     }
 

@@ -20,7 +20,7 @@
 //! [`ServerOptions::connection_age_max`], so certificate rotation and revocation reach
 //! long-lived sessions. 0-RTT is off.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,7 +37,7 @@ use storesync_protocol::wire::{
 use tokio::sync::{mpsc, watch};
 
 use super::pki::{self, Authority, DeviceIdentity};
-use crate::store::{DeviceContact, Store};
+use crate::store::{CommitGate, DeviceContact, GateOpener, Store};
 
 /// ALPN of sync connections.
 pub const ALPN_SYNC: &[u8] = b"storesync/1";
@@ -80,6 +80,10 @@ pub struct ServerOptions {
     /// Events of consecutive batches merged into one store transaction at most (a batch is
     /// never split; 1 commits every batch on its own).
     pub commit_events_max: usize,
+    /// Store transactions of one session under way at once (at least 1): a run that
+    /// continues the one being committed starts beside it, behind a
+    /// [`CommitGate`](crate::store::CommitGate).
+    pub commits_in_flight_max: usize,
 }
 
 impl ServerOptions {
@@ -99,6 +103,7 @@ impl ServerOptions {
             connections_max: 10_000,
             fleet: crate::fleet::FleetOptions::default(),
             commit_events_max: 16 * 1024,
+            commits_in_flight_max: 2,
         }
     }
 }
@@ -698,13 +703,14 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
         },
         now_ms(),
     );
-    // Commits run one at a time, in order, off the connection task (see `commit_worker`).
+    // Commits run off the connection task and are acknowledged in order (see `commit_worker`).
     let window = options.session.window_batches_max.saturating_mul(2).max(1);
     let (commit_tx, commit_rx) = mpsc::channel::<CommitJob>(window);
     let (done_tx, mut done_rx) = mpsc::channel::<(u64, Result<SessionOutcome, String>)>(window);
     let worker = tokio::spawn(commit_worker(
         Arc::clone(&store),
         options.commit_events_max,
+        options.commits_in_flight_max.max(1),
         commit_rx,
         done_tx,
     ));
@@ -898,7 +904,9 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
             }
         }
     };
+    // The worker finishes the commits under way; nobody reads their outcomes any more.
     drop(commit_tx);
+    drop(done_rx);
     let _ = worker.await;
     match result {
         Ok(reason) => {
@@ -910,73 +918,182 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
     }
 }
 
-/// Commits the session's batches in order, one store transaction at a time. Batches that
-/// arrived while the previous transaction ran, and that continue the same stream, are
-/// merged into the next one (up to `events_max` events; a batch is never split): during a
-/// catch-up the per-transaction cost (round trips, fsync) is paid once per burst instead
-/// of once per batch, while a live trickle still commits each batch at once. Every batch
-/// of a merged transaction is acknowledged only after that transaction committed, and a
-/// failure fails all of them.
+/// Commits the session's batches in order. Batches that arrived while earlier transactions
+/// ran, and that continue the same stream, are merged into the next one (up to `events_max`
+/// events; a batch is never split): during a catch-up the per-transaction cost (round trips,
+/// fsync) is paid once per burst instead of once per batch, while a live trickle still
+/// commits each batch at once. Up to `in_flight_max` transactions run at once: a run that
+/// continues the last one under way starts beside it, behind its [`CommitGate`], so the
+/// database writes one run's rows while the other commits; any other run waits until
+/// everything under way is done. Every batch is acknowledged only after its transaction
+/// committed, in the order the batches came, and a failure fails every batch of its
+/// transaction and of the ones behind it.
 async fn commit_worker(
     store: Arc<dyn Store>,
     events_max: usize,
+    in_flight_max: usize,
     mut jobs: mpsc::Receiver<CommitJob>,
     done: mpsc::Sender<(u64, Result<SessionOutcome, String>)>,
 ) {
     let mut carried: Option<CommitJob> = None;
+    let mut under_way: VecDeque<InFlight> = VecDeque::new();
+    let mut closed = false;
+    let mut reporting = true;
     loop {
-        let job = match carried.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
+        // Start what can start.
+        while under_way.len() < in_flight_max {
+            let job = match carried.take() {
                 Some(job) => job,
-                None => return,
-            },
-        };
-        let (first_id, stream, mut events, mut head) = job;
-        let mut ids = vec![first_id];
-        while events.len() < events_max {
-            match jobs.try_recv() {
-                Ok(next) if continues(&stream, head, &next) => {
-                    ids.push(next.0);
-                    events.extend(next.2);
-                    head = next.3;
+                None if closed => break,
+                None if under_way.is_empty() => match jobs.recv().await {
+                    Some(job) => job,
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                },
+                None => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                },
+            };
+            if let Some(last) = under_way.back()
+                && !continues(&last.stream, last.head, &job)
+            {
+                carried = Some(job);
+                break;
+            }
+            let (first_id, stream, mut events, mut head) = job;
+            let mut ids = vec![first_id];
+            while events.len() < events_max {
+                match jobs.try_recv() {
+                    Ok(next) if continues(&stream, head, &next) => {
+                        ids.push(next.0);
+                        events.extend(next.2);
+                        head = next.3;
+                    }
+                    Ok(next) => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                Ok(next) => {
-                    carried = Some(next);
-                    break;
-                }
-                Err(_) => break,
+            }
+            let gate = under_way.back_mut().and_then(|last| last.gate.take());
+            let (opener, next_gate) = CommitGate::new(head);
+            let task = tokio::spawn(commit_run(
+                Arc::clone(&store),
+                stream.clone(),
+                events,
+                head,
+                gate,
+                opener,
+            ));
+            under_way.push_back(InFlight {
+                ids,
+                stream,
+                head,
+                gate: Some(next_gate),
+                task,
+            });
+            if carried.is_some() {
+                break;
             }
         }
-        let result = store
-            .commit_events(&stream, &events, head)
-            .await
-            .map(|o| SessionOutcome {
-                inserted: o.inserted,
-                duplicates: o.duplicates,
-                conflicts: o.conflicts,
-            })
-            .map_err(|e| e.to_string());
-        // The whole outcome goes with the first batch; the others report nothing new.
-        match result {
-            Ok(outcome) => {
-                let mut outcome = Some(outcome);
-                for id in ids {
-                    let this = outcome.take().unwrap_or_default();
-                    if done.send((id, Ok(this))).await.is_err() {
-                        return;
-                    }
+        let room = under_way.len() < in_flight_max && carried.is_none() && !closed;
+        let Some(oldest) = under_way.front_mut() else {
+            if closed && carried.is_none() {
+                return;
+            }
+            continue;
+        };
+        tokio::select! {
+            biased;
+            result = &mut oldest.task => {
+                let ids = under_way.pop_front().map(|f| f.ids).unwrap_or_default();
+                let result = result.unwrap_or_else(|e| Err(format!("commit task failed: {e}")));
+                if reporting && !report(&done, ids, result).await {
+                    reporting = false;
                 }
             }
-            Err(e) => {
-                for id in ids {
-                    if done.send((id, Err(e.clone()))).await.is_err() {
-                        return;
-                    }
+            job = jobs.recv(), if room => match job {
+                Some(job) => carried = Some(job),
+                None => closed = true,
+            },
+        }
+    }
+}
+
+/// A store transaction under way.
+struct InFlight {
+    /// The batches it acknowledges.
+    ids: Vec<u64>,
+    stream: StreamId,
+    /// The head it stores.
+    head: StreamHead,
+    /// The gate the run that continues this one waits behind (taken by that run).
+    gate: Option<CommitGate>,
+    task: tokio::task::JoinHandle<Result<SessionOutcome, String>>,
+}
+
+/// Commits one (merged) run, behind `gate` when a run of the stream is still under way, and
+/// tells the run behind it how it went.
+async fn commit_run(
+    store: Arc<dyn Store>,
+    stream: StreamId,
+    events: Vec<Event>,
+    head: StreamHead,
+    gate: Option<CommitGate>,
+    opener: GateOpener,
+) -> Result<SessionOutcome, String> {
+    let result = match gate {
+        Some(gate) => {
+            store
+                .commit_events_after(&stream, &events, head, gate)
+                .await
+        }
+        None => store.commit_events(&stream, &events, head).await,
+    };
+    opener.open(result.is_ok());
+    result
+        .map(|o| SessionOutcome {
+            inserted: o.inserted,
+            duplicates: o.duplicates,
+            conflicts: o.conflicts,
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Reports a transaction's outcome for each of its batches (the whole outcome with the
+/// first; the others report nothing new); `false` once nobody listens.
+async fn report(
+    done: &mpsc::Sender<(u64, Result<SessionOutcome, String>)>,
+    ids: Vec<u64>,
+    result: Result<SessionOutcome, String>,
+) -> bool {
+    match result {
+        Ok(outcome) => {
+            let mut outcome = Some(outcome);
+            for id in ids {
+                let this = outcome.take().unwrap_or_default();
+                if done.send((id, Ok(this))).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        Err(e) => {
+            for id in ids {
+                if done.send((id, Err(e.clone()))).await.is_err() {
+                    return false;
                 }
             }
         }
     }
+    true
 }
 
 /// Queues document messages; a refused message from the device is an alarm and ends the

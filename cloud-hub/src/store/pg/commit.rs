@@ -32,7 +32,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{CHANGES_CHANNEL, PgStore, tenant_sql};
 use crate::ingest::{self, Plan, alert_state_rank, body_kind, body_time, event_bytes};
-use crate::store::{Change, CommitOutcome, StoreError, key_text, now_ms};
+use crate::store::{Change, CommitGate, CommitOutcome, StoreError, key_text, now_ms};
 
 /// Event identity: new keys go in, known keys are duplicates or conflicts.
 const INSERT_KEYS: &str = "INSERT INTO event_keys (tenant_id, device_id, epoch, class, seq, content_hash, chain_hash) \
@@ -169,6 +169,7 @@ impl PgStore {
         stream: &StreamId,
         events: &[Event],
         new_head: StreamHead,
+        mut gate: Option<CommitGate>,
     ) -> Result<(CommitOutcome, Option<Change>), StoreError> {
         let tz = self
             .zone(stream.tenant.as_str(), stream.store.as_str())
@@ -183,11 +184,18 @@ impl PgStore {
         let started = std::time::Instant::now();
         let columns = RunColumns::new(events);
         let committed = match self
-            .commit_optimistic(stream, events, &columns, new_head, &tz, now)
+            .commit_optimistic(stream, events, &columns, new_head, &tz, now, gate.as_mut())
             .await?
         {
             Some(committed) => committed,
             None => {
+                // The careful path decides from what is stored: behind a gate, only once
+                // the predecessor's rows are there.
+                if let Some(gate) = gate.as_mut()
+                    && !gate.wait().await
+                {
+                    return Err(StoreError::PredecessorFailed);
+                }
                 self.commit_careful(stream, events, &columns, new_head, &tz, now)
                     .await?
             }
@@ -205,7 +213,9 @@ impl PgStore {
     }
 
     /// Commits the run as if every event were new; `None` (and nothing committed) when the
-    /// key or transaction-id inserts show that some were not.
+    /// key or transaction-id inserts show that some were not. Behind a gate, the rows only
+    /// this run has are sent at once, and the shared ones after the predecessor committed.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_optimistic(
         &self,
         stream: &StreamId,
@@ -214,6 +224,7 @@ impl PgStore {
         new_head: StreamHead,
         tz: &TimeZone,
         now: UnixMillis,
+        gate: Option<&mut CommitGate>,
     ) -> Result<Option<(CommitOutcome, Option<Change>, u64)>, StoreError> {
         let screened = ingest::screen(events, stream, |_| true);
         let mut decision = Decision {
@@ -240,14 +251,28 @@ impl PgStore {
             );
         }
         let lead = leading.len();
+        let plan = plan_rows(events, &mut decision, tz, now);
+        let writes = self.writes(
+            stream,
+            events,
+            columns,
+            &decision,
+            &plan,
+            new_head,
+            now,
+            leading,
+            gate.as_ref().map(|g| g.after),
+        )?;
+        let split = if gate.is_some() {
+            writes.shared
+        } else {
+            writes.statements.len()
+        };
+        let (own, shared) = writes.statements.split_at(split);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let (results, change, lines) = self
-            .write(
-                &tx, stream, events, columns, decision, new_head, tz, now, leading,
-            )
-            .await?;
-        let (outcome, mut results) = results;
+        let mut results = pipeline(&tx, own).await?;
+        results.remove(0)?;
         let rest = results.split_off(lead);
         let mut counts = Vec::with_capacity(lead);
         for result in results {
@@ -260,8 +285,26 @@ impl PgStore {
             return Ok(None);
         }
         first_error(rest)?;
+        if let Some(gate) = gate {
+            if !gate.wait().await {
+                tx.rollback().await?;
+                return Err(StoreError::PredecessorFailed);
+            }
+            let mut results = pipeline(&tx, shared).await?;
+            // The head moves only from where the predecessor left it.
+            let head = results.remove(writes.head - split)?;
+            first_error(results)?;
+            if head != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Invalid(format!(
+                    "stream head of device {} is not at seq {}, where the run before this one ended",
+                    stream.device, gate.after.seq.0
+                )));
+            }
+        }
         tx.commit().await?;
-        Ok(Some((outcome, change, lines)))
+        let (change, lines) = (writes.change, writes.lines);
+        Ok(Some((decision.outcome, change, lines)))
     }
 
     /// Commits the run deciding event by event which are new, duplicates or conflicts.
@@ -388,60 +431,47 @@ impl PgStore {
         }
 
         // 3. The rows of the events that are new.
-        let ((outcome, results), change, lines) = self
-            .write(
-                &tx,
-                stream,
-                events,
-                columns,
-                decision,
-                new_head,
-                tz,
-                now,
-                Vec::new(),
-            )
-            .await?;
-        first_error(results)?;
+        let plan = plan_rows(events, &mut decision, tz, now);
+        let writes = self.writes(
+            stream,
+            events,
+            columns,
+            &decision,
+            &plan,
+            new_head,
+            now,
+            Vec::new(),
+            None,
+        )?;
+        first_error(pipeline(&tx, &writes.statements).await?)?;
         tx.commit().await?;
-        Ok((outcome, change, lines))
+        let (change, lines) = (writes.change, writes.lines);
+        Ok((decision.outcome, change, lines))
     }
 
-    /// Plans the rows of `decision.apply` and sends, in one pipeline after `leading`: the
-    /// tenant setting, the event tables, alerts, dead letters, the rollups (last of the
-    /// tables: their rows are the contended ones, locked in key order for as short a time
-    /// as possible), the stream head and the change notification. Returns the outcome, each
-    /// statement's result (the leading ones first), the change and the line items applied.
+    /// Plans the rows of `decision.apply` as the statements of one pipeline: the tenant
+    /// setting, then `leading`, the event tables and dead letters — rows only this run
+    /// writes — then what runs of the stream share: alerts, the rollups (their rows are the
+    /// contended ones, locked in key order for as short a time as possible), the stream head
+    /// (moved only from `after`, when given) and the change notification.
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::type_complexity)]
-    async fn write(
+    fn writes<'a>(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        stream: &StreamId,
-        events: &[Event],
-        columns: &RunColumns,
-        mut decision: Decision,
+        stream: &'a StreamId,
+        events: &'a [Event],
+        columns: &'a RunColumns,
+        decision: &Decision,
+        plan: &'a Plan,
         new_head: StreamHead,
-        tz: &TimeZone,
         now: UnixMillis,
-        leading: Vec<Statement<'_>>,
-    ) -> Result<
-        (
-            (CommitOutcome, Vec<Result<u64, tokio_postgres::Error>>),
-            Option<Change>,
-            u64,
-        ),
-        StoreError,
-    > {
+        leading: Vec<Statement<'a>>,
+        after: Option<StreamHead>,
+    ) -> Result<Writes<'a>, StoreError> {
         let tenant = stream.tenant.as_str();
         let store = stream.store.as_str();
         let device = stream.device.as_str();
         let epoch = stream.epoch.0 as i64;
         let class = stream.class as i16;
-        decision.outcome.inserted += decision.apply.len() as u64;
-        let plan = Plan::new(events, &decision.apply, tz, now);
-        for r in &plan.rejected {
-            decision.dead.push((r.index, r.reason.clone()));
-        }
         // The tenant setting (`SET LOCAL`, as a statement that takes a parameter) goes
         // first, ahead of the leading statements: every statement of the pipeline runs
         // under row-level security for this tenant.
@@ -553,13 +583,6 @@ impl PgStore {
                 .bind(m.iter().map(|r| r.quantity).collect::<Vec<i64>>()),
             );
         }
-        let mut changed_alerts = Vec::new();
-        for &index in &plan.alerts {
-            if let EventBody::Alert(alert) = &events[index].body {
-                statements.push(alert_statement(tenant, alert.clone(), now));
-                changed_alerts.push(alert.alert_id.as_str().to_owned());
-            }
-        }
         for (index, reason) in &decision.dead {
             let event = &events[*index];
             statements.push(
@@ -574,6 +597,15 @@ impl PgStore {
                 .bind(&columns.bytes[*index][..])
                 .bind(now),
             );
+        }
+        // What other runs of the stream may write too.
+        let shared = statements.len();
+        let mut changed_alerts = Vec::new();
+        for &index in &plan.alerts {
+            if let EventBody::Alert(alert) = &events[index].body {
+                statements.push(alert_statement(tenant, alert.clone(), now));
+                changed_alerts.push(alert.alert_id.as_str().to_owned());
+            }
         }
         for key in &decision.outcome.conflicts {
             let alert_id = format!("hub-conflict-{}-{}-{}-{}", device, epoch, class, key.seq.0);
@@ -599,8 +631,9 @@ impl PgStore {
             statements.push(rollups);
         }
         let last_event_ms = events.iter().map(|e| body_time(&e.body)).max();
-        statements.push(
-            Statement::new(
+        let head = statements.len();
+        let head_statement = match after {
+            None => Statement::new(
                 "INSERT INTO stream_heads (tenant_id, device_id, epoch, class, store_id, seq, hash, last_event_ms, last_commit_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (tenant_id, device_id, epoch, class) DO UPDATE SET \
@@ -613,12 +646,27 @@ impl PgStore {
             .bind(device)
             .bind(epoch)
             .bind(class)
-            .bind(store)
-            .bind(new_head.seq.0 as i64)
-            .bind(new_head.hash.0.to_vec())
-            .bind(last_event_ms)
-            .bind(now),
-        );
+            .bind(store),
+            // Behind a gate the row exists (the predecessor committed it) and must have
+            // reached `after`: one row updated, or the commit is refused.
+            Some(_) => Statement::new(
+                "UPDATE stream_heads SET seq = GREATEST(seq, $5), hash = CASE WHEN $5 >= seq THEN $6 ELSE hash END, \
+                   last_event_ms = GREATEST(last_event_ms, $7), last_commit_ms = $8 \
+                 WHERE tenant_id = $1 AND device_id = $2 AND epoch = $3 AND class = $4 AND seq >= $9",
+            )
+            .bind(tenant)
+            .bind(device)
+            .bind(epoch)
+            .bind(class),
+        }
+        .bind(new_head.seq.0 as i64)
+        .bind(new_head.hash.0.to_vec())
+        .bind(last_event_ms)
+        .bind(now);
+        statements.push(match after {
+            Some(after) => head_statement.bind(after.seq.0 as i64),
+            None => head_statement,
+        });
         let change =
             (!plan.ticks.is_empty() || !changed_alerts.is_empty() || !plan.movements.is_empty())
                 .then(|| Change {
@@ -634,10 +682,37 @@ impl PgStore {
                     .bind(super::notify_payload(change)),
             );
         }
-        let mut results = pipeline(tx, &statements).await?;
-        results.remove(0)?;
-        Ok(((decision.outcome, results), change, plan.lines.len() as u64))
+        Ok(Writes {
+            statements,
+            shared,
+            head,
+            change,
+            lines: plan.lines.len() as u64,
+        })
     }
+}
+
+/// The statements of a commit's pipeline, and what the commit reports.
+struct Writes<'a> {
+    statements: Vec<Statement<'a>>,
+    /// The first statement that writes rows other runs of the stream may write too.
+    shared: usize,
+    /// The stream-head statement.
+    head: usize,
+    change: Option<Change>,
+    /// Line items written.
+    lines: u64,
+}
+
+/// Counts the events of `decision.apply` as inserted and plans their rows; what planning
+/// rejects joins the dead letters.
+fn plan_rows(events: &[Event], decision: &mut Decision, tz: &TimeZone, now: UnixMillis) -> Plan {
+    decision.outcome.inserted += decision.apply.len() as u64;
+    let plan = Plan::new(events, &decision.apply, tz, now);
+    for r in &plan.rejected {
+        decision.dead.push((r.index, r.reason.clone()));
+    }
+    plan
 }
 
 /// The upsert of an alert: its state only moves forward.
