@@ -916,6 +916,24 @@ async fn fleet_alerts_dedupe_clear_and_reopen(store: Arc<dyn Store>) {
     );
 }
 
+/// Commits `events` behind `behind` (if any); the returned gate is for the run after it.
+async fn commit_in_order(
+    store: &dyn Store,
+    stream: &storesync_protocol::event::StreamId,
+    events: &[storesync_protocol::event::Event],
+    head: storesync_protocol::event::StreamHead,
+    behind: Option<CommitGate>,
+) -> (
+    Result<storesync_hub::store::CommitOutcome, StoreError>,
+    CommitGate,
+) {
+    let (ahead, next) = CommitGate::new(head);
+    let result = store
+        .commit_events_in_order(stream, events, head, behind, ahead)
+        .await;
+    (result, next)
+}
+
 /// Two runs of one stream committed at once, the second behind the first's gate (as the
 /// sync server does during a catch-up): both are stored, the head is the second's and the
 /// rollups count both. Behind a predecessor that failed, or whose commit was dropped, a run
@@ -937,14 +955,10 @@ async fn gated_runs_commit_in_order(store: Arc<dyn Store>) {
     ];
     bodies.extend(later.clone());
     let (_, second, head2) = device.run(later);
-    let (opener, gate) = CommitGate::new(head1);
-    let (a, b) = tokio::join!(
-        async {
-            let result = store.commit_events(&stream, &first, head1).await;
-            opener.open(result.is_ok());
-            result
-        },
-        store.commit_events_after(&stream, &second, head2, gate),
+    let (ahead, gate) = CommitGate::new(head1);
+    let (a, (b, _)) = tokio::join!(
+        store.commit_events_in_order(&stream, &first, head1, None, ahead),
+        commit_in_order(&*store, &stream, &second, head2, Some(gate)),
     );
     assert_eq!((a.unwrap().inserted, b.unwrap().inserted), (5, 2));
     assert_eq!(
@@ -958,18 +972,20 @@ async fn gated_runs_commit_in_order(store: Arc<dyn Store>) {
     let (_, fourth, head4) = device.run(vec![sale("t9", "s1", T0 + 201_000, &[("sku-1", 1, 150)])]);
     let (failed, gate) = CommitGate::new(head3);
     failed.open(false);
-    let refused = store
-        .commit_events_after(&stream, &fourth, head4, gate)
-        .await;
+    let (refused, after_refused) =
+        commit_in_order(&*store, &stream, &fourth, head4, Some(gate)).await;
     assert!(
         matches!(refused, Err(StoreError::PredecessorFailed)),
         "{refused:?}"
     );
+    let mut after_refused = after_refused;
+    assert!(
+        !after_refused.wait().await,
+        "the failure passes on to the run behind"
+    );
     let (dropped, gate) = CommitGate::new(head3);
     drop(dropped);
-    let refused = store
-        .commit_events_after(&stream, &fourth, head4, gate)
-        .await;
+    let (refused, _) = commit_in_order(&*store, &stream, &fourth, head4, Some(gate)).await;
     assert!(
         matches!(refused, Err(StoreError::PredecessorFailed)),
         "{refused:?}"
@@ -986,14 +1002,10 @@ async fn gated_runs_commit_in_order(store: Arc<dyn Store>) {
     );
 
     // Sent again in order, both go in.
-    store.commit_events(&stream, &third, head3).await.unwrap();
-    let (opened, gate) = CommitGate::new(head3);
-    opened.open(true);
-    let outcome = store
-        .commit_events_after(&stream, &fourth, head4, gate)
-        .await
-        .unwrap();
-    assert_eq!(outcome.inserted, 1);
+    let (third_done, gate) = commit_in_order(&*store, &stream, &third, head3, None).await;
+    third_done.unwrap();
+    let (outcome, _) = commit_in_order(&*store, &stream, &fourth, head4, Some(gate)).await;
+    assert_eq!(outcome.unwrap().inserted, 1);
     assert_eq!(
         store.stream_heads(&tenant("acme"), &d1).await.unwrap(),
         vec![(stream.clone(), head4)]
@@ -1015,7 +1027,7 @@ async fn pg_gated_run_refuses_a_head_its_predecessor_did_not_reach() {
     let (_, next, head3) = device.run(vec![sale("t7", "s1", T0 + 121_000, &[("sku-1", 1, 150)])]);
     let (opener, gate) = CommitGate::new(head2);
     opener.open(true);
-    let refused = store.commit_events_after(&stream, &next, head3, gate).await;
+    let (refused, _) = commit_in_order(&*store, &stream, &next, head3, Some(gate)).await;
     assert!(
         matches!(refused, Err(StoreError::Invalid(_))),
         "{refused:?}"
@@ -1028,6 +1040,51 @@ async fn pg_gated_run_refuses_a_head_its_predecessor_did_not_reach() {
     store.commit_events(&stream, &skipped, head2).await.unwrap();
     let outcome = store.commit_events(&stream, &next, head3).await.unwrap();
     assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
+}
+
+/// With a single pooled connection, a gated run that starts before its predecessor does not
+/// take the connection its predecessor needs: both commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_gated_run_never_starves_its_predecessor_of_a_connection() {
+    let cluster = storesync_hub::testing::shared_cluster().expect("test cluster");
+    let config = cluster
+        .database("t_gated_pool_of_one")
+        .await
+        .expect("database");
+    let store = storesync_hub::store::pg::PgStore::connect(storesync_hub::store::pg::PgConfig {
+        pool_size_max: 1,
+        ..config
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, first, head1) = device.run(sample_bodies("s1"));
+    let (_, second, head2) = device.run(vec![sale("t6", "s1", T0 + 120_000, &[("sku-1", 3, 150)])]);
+    let (ahead, gate) = CommitGate::new(head1);
+    let behind = tokio::spawn({
+        let (store, stream) = (store.clone(), stream.clone());
+        async move {
+            commit_in_order(&*store, &stream, &second, head2, Some(gate))
+                .await
+                .0
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let first_done = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.commit_events_in_order(&stream, &first, head1, None, ahead),
+    )
+    .await
+    .expect("the first run got a connection");
+    assert_eq!(first_done.unwrap().inserted, 5);
+    let second_done = tokio::time::timeout(std::time::Duration::from_secs(20), behind)
+        .await
+        .expect("the second run committed")
+        .unwrap();
+    assert_eq!(second_done.unwrap().inserted, 1);
 }
 
 on_both_backends!(

@@ -61,39 +61,76 @@ pub enum StoreError {
 /// the stream head — and commits only once the predecessor has committed; when the
 /// predecessor fails, it rolls back. So the head of a stream never passes a run that is not
 /// stored, and two runs of one stream cost the database about the time of the longer one
-/// instead of both.
+/// instead of both. It takes a database connection only once its predecessor holds one, so
+/// commits waiting behind gates can never hold every pooled connection while the commits
+/// they wait for need one.
 #[derive(Debug)]
 pub struct CommitGate {
     /// The head the predecessor commits, which this run continues.
     pub after: StreamHead,
-    ready: tokio::sync::watch::Receiver<Option<bool>>,
+    ready: tokio::sync::watch::Receiver<GateState>,
 }
 
-/// The predecessor's side of a [`CommitGate`]: says once whether its commit succeeded;
-/// dropped unsaid, it counts as a failure.
+/// How far the commit ahead of a gate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    /// Not yet holding its database connection.
+    Waiting,
+    /// Holding its connection: it needs no other to finish.
+    Started,
+    /// Finished: whether it committed.
+    Done(bool),
+}
+
+/// The predecessor's side of a [`CommitGate`]: says when its commit holds its connection
+/// and then once whether it succeeded; dropped unsaid, it counts as a failure.
 #[derive(Debug)]
-pub struct GateOpener(tokio::sync::watch::Sender<Option<bool>>);
+pub struct GateOpener(tokio::sync::watch::Sender<GateState>);
 
 impl CommitGate {
     /// A gate behind the commit that will store `after`, and the opener that commit holds.
     pub fn new(after: StreamHead) -> (GateOpener, CommitGate) {
-        let (tx, ready) = tokio::sync::watch::channel(None);
+        let (tx, ready) = tokio::sync::watch::channel(GateState::Waiting);
         (GateOpener(tx), CommitGate { after, ready })
+    }
+
+    /// Waits until the predecessor holds its connection (or finished); `false` when it
+    /// failed.
+    pub async fn wait_started(&mut self) -> bool {
+        match self.ready.wait_for(|s| *s != GateState::Waiting).await {
+            Ok(state) => *state != GateState::Done(false),
+            Err(_) => false,
+        }
     }
 
     /// Waits for the predecessor; whether it committed.
     pub async fn wait(&mut self) -> bool {
-        match self.ready.wait_for(Option::is_some).await {
-            Ok(value) => *value == Some(true),
+        match self
+            .ready
+            .wait_for(|s| matches!(s, GateState::Done(_)))
+            .await
+        {
+            Ok(state) => *state == GateState::Done(true),
             Err(_) => false,
         }
     }
 }
 
 impl GateOpener {
+    /// The commit holds its database connection.
+    pub fn started(&self) {
+        self.0.send_if_modified(|s| {
+            let waiting = *s == GateState::Waiting;
+            if waiting {
+                *s = GateState::Started;
+            }
+            waiting
+        });
+    }
+
     /// Opens the gate (`true`: committed) or fails it.
     pub fn open(self, committed: bool) {
-        let _ = self.0.send(Some(committed));
+        let _ = self.0.send(GateState::Done(committed));
     }
 }
 
@@ -477,20 +514,28 @@ pub trait Store: Send + Sync + fmt::Debug {
         new_head: StreamHead,
     ) -> Result<CommitOutcome, StoreError>;
 
-    /// [`Store::commit_events`] for a run that continues one still being committed (see
-    /// [`CommitGate`]). This default waits for the predecessor, then commits; a backend
-    /// that can overlap the two commits overrides it.
-    async fn commit_events_after(
+    /// [`Store::commit_events`] for runs of one stream committed concurrently (see
+    /// [`CommitGate`]): behind `behind` when the run before this one is still being
+    /// committed, telling the run after it through `ahead`. This default waits for the
+    /// predecessor, then commits; a backend that can overlap the two commits overrides it.
+    async fn commit_events_in_order(
         &self,
         stream: &StreamId,
         events: &[Event],
         new_head: StreamHead,
-        mut gate: CommitGate,
+        behind: Option<CommitGate>,
+        ahead: GateOpener,
     ) -> Result<CommitOutcome, StoreError> {
-        if !gate.wait().await {
+        if let Some(mut gate) = behind
+            && !gate.wait().await
+        {
+            ahead.open(false);
             return Err(StoreError::PredecessorFailed);
         }
-        self.commit_events(stream, events, new_head).await
+        ahead.started();
+        let result = self.commit_events(stream, events, new_head).await;
+        ahead.open(result.is_ok());
+        result
     }
 
     /// The committed heads (cursors) of every stream of a device, all epochs.

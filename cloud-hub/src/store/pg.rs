@@ -924,21 +924,25 @@ impl Store for PgStore {
         events: &[Event],
         new_head: StreamHead,
     ) -> Result<CommitOutcome, StoreError> {
-        let (outcome, _change) = self.commit_inner(stream, events, new_head, None).await?;
+        let (outcome, _change) = self
+            .commit_inner(stream, events, new_head, None, None)
+            .await?;
         Ok(outcome)
     }
 
-    async fn commit_events_after(
+    async fn commit_events_in_order(
         &self,
         stream: &StreamId,
         events: &[Event],
         new_head: StreamHead,
-        gate: super::CommitGate,
+        behind: Option<super::CommitGate>,
+        ahead: super::GateOpener,
     ) -> Result<CommitOutcome, StoreError> {
-        let (outcome, _change) = self
-            .commit_inner(stream, events, new_head, Some(gate))
-            .await?;
-        Ok(outcome)
+        let result = self
+            .commit_inner(stream, events, new_head, behind, Some(&ahead))
+            .await;
+        ahead.open(result.is_ok());
+        Ok(result?.0)
     }
 
     async fn stream_heads(

@@ -1050,15 +1050,9 @@ async fn commit_run(
     gate: Option<CommitGate>,
     opener: GateOpener,
 ) -> Result<SessionOutcome, String> {
-    let result = match gate {
-        Some(gate) => {
-            store
-                .commit_events_after(&stream, &events, head, gate)
-                .await
-        }
-        None => store.commit_events(&stream, &events, head).await,
-    };
-    opener.open(result.is_ok());
+    let result = store
+        .commit_events_in_order(&stream, &events, head, gate, opener)
+        .await;
     result
         .map(|o| SessionOutcome {
             inserted: o.inserted,

@@ -32,7 +32,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{CHANGES_CHANNEL, PgStore, tenant_sql};
 use crate::ingest::{self, Plan, alert_state_rank, body_kind, body_time, event_bytes};
-use crate::store::{Change, CommitGate, CommitOutcome, StoreError, key_text, now_ms};
+use crate::store::{Change, CommitGate, CommitOutcome, GateOpener, StoreError, key_text, now_ms};
 
 /// Event identity: new keys go in, known keys are duplicates or conflicts.
 const INSERT_KEYS: &str = "INSERT INTO event_keys (tenant_id, device_id, epoch, class, seq, content_hash, chain_hash) \
@@ -170,6 +170,7 @@ impl PgStore {
         events: &[Event],
         new_head: StreamHead,
         mut gate: Option<CommitGate>,
+        ahead: Option<&GateOpener>,
     ) -> Result<(CommitOutcome, Option<Change>), StoreError> {
         let tz = self
             .zone(stream.tenant.as_str(), stream.store.as_str())
@@ -180,11 +181,31 @@ impl PgStore {
         ) {
             self.ensure_partitions(lo, hi).await?;
         }
+        // One connection for the whole commit, taken only once the predecessor holds its
+        // own (see `CommitGate`); the run behind this one may take one from then on.
+        if let Some(gate) = gate.as_mut()
+            && !gate.wait_started().await
+        {
+            return Err(StoreError::PredecessorFailed);
+        }
+        let mut client = self.client().await?;
+        if let Some(ahead) = ahead {
+            ahead.started();
+        }
         let now = now_ms();
         let started = std::time::Instant::now();
         let columns = RunColumns::new(events);
         let committed = match self
-            .commit_optimistic(stream, events, &columns, new_head, &tz, now, gate.as_mut())
+            .commit_optimistic(
+                &mut client,
+                stream,
+                events,
+                &columns,
+                new_head,
+                &tz,
+                now,
+                gate.as_mut(),
+            )
             .await?
         {
             Some(committed) => committed,
@@ -196,7 +217,7 @@ impl PgStore {
                 {
                     return Err(StoreError::PredecessorFailed);
                 }
-                self.commit_careful(stream, events, &columns, new_head, &tz, now)
+                self.commit_careful(&mut client, stream, events, &columns, new_head, &tz, now)
                     .await?
             }
         };
@@ -218,6 +239,7 @@ impl PgStore {
     #[allow(clippy::too_many_arguments)]
     async fn commit_optimistic(
         &self,
+        client: &mut deadpool_postgres::Object,
         stream: &StreamId,
         events: &[Event],
         columns: &RunColumns,
@@ -269,7 +291,6 @@ impl PgStore {
             writes.statements.len()
         };
         let (own, shared) = writes.statements.split_at(split);
-        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut results = pipeline(&tx, own).await?;
         results.remove(0)?;
@@ -308,8 +329,10 @@ impl PgStore {
     }
 
     /// Commits the run deciding event by event which are new, duplicates or conflicts.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_careful(
         &self,
+        client: &mut deadpool_postgres::Object,
         stream: &StreamId,
         events: &[Event],
         columns: &RunColumns,
@@ -321,7 +344,6 @@ impl PgStore {
         let device = stream.device.as_str();
         let epoch = stream.epoch.0 as i64;
         let class = stream.class as i16;
-        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(&tenant_sql(tenant)).await?;
 
