@@ -22,11 +22,14 @@
 //!
 //! # Cost of a commit
 //!
-//! A commit makes three calls to the connection's thread in the common case: `BEGIN`, one
-//! multi-statement execution ([`WRITE_BATCH`]: events, rollup increments summed per key,
-//! on-hand cells, stream heads, each table's rows as one JSON array) and `COMMIT`, whose
-//! fsync dominates. Dead letters, resubmissions, alerts and refolds add statements only
-//! when a batch has them. Throughput is therefore set by how many records wait per commit:
+//! A commit makes four or five calls to the connection's thread in the common case:
+//! `BEGIN`, one multi-statement execution ([`WRITE_BATCH`]: events, on-hand cells, stream
+//! heads, each table's rows as one JSON array), the rollup increments summed per key as
+//! one or two bound multi-row upserts ([`values`]) and `COMMIT`. Dead letters,
+//! resubmissions, alerts and refolds add statements only when a batch has them. The
+//! rollup upserts are most of a small commit's work: the items of 64 transactions rarely
+//! share a row, so each adds its own (which is why only hour rows are stored by item, see
+//! [`crate::rollup`]). Throughput is therefore set by how many records wait per commit:
 //! the writer yields once before draining the queue so callers answered by the previous
 //! commit can join the next one.
 //!
@@ -59,6 +62,8 @@ use crate::inventory;
 use crate::metrics::Metrics;
 use crate::rollup;
 use crate::store::{StoreError, epoch_sql};
+
+pub(crate) mod values;
 
 /// A validated record.
 #[derive(Debug, Clone, PartialEq)]
@@ -1081,26 +1086,18 @@ pub fn event_time(settings: &Settings, now_ms: i64) -> EventTime {
     EventTime::from_unix_ms(now_ms, i16::try_from(offset_minutes).unwrap_or(0))
 }
 
-/// Everything a commit writes besides dead letters and alerts, as one multi-statement
-/// execution: events, rollup increments, on-hand cells and the sealer's heads, each
+/// Events, on-hand cells and the sealer's heads, as one multi-statement execution, each
 /// table's rows as one JSON array. The SQL never changes with the number of rows, so
-/// SQLite prepares it once per connection, and a commit costs three calls to the
-/// connection's thread (`BEGIN`, this, `COMMIT`) instead of one per table. Blobs travel
-/// as hex; `jsonb_each` hands each row over as JSONB, so reading its columns does not
-/// parse the row's text again. Parameters are anonymous and bound in order of appearance across the
-/// statements (sqlx binds numbered parameters wrongly when a statement skips a number).
+/// SQLite prepares it once per connection, and these tables cost one call to the
+/// connection's thread instead of one each. Blobs travel as hex; `jsonb_each` hands each
+/// row over as JSONB, so reading its columns does not parse the row's text again.
+/// Parameters are anonymous and bound in order of appearance across the statements (sqlx
+/// binds numbered parameters wrongly when a statement skips a number). Rollup increments,
+/// the most rows by far, go as bound values instead (see [`values`]).
 const WRITE_BATCH: &str = "\
 INSERT INTO events (epoch, class, seq, prev, content_hash, body, recorded_ms, dedupe_key, content_tag) \
   SELECT value->>0, value->>1, value->>2, unhex(value->>3), unhex(value->>4), unhex(value->>5), ?, \
   value->>6, value->>7 FROM jsonb_each(?); \
-INSERT INTO rollups (granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions, \
-  refunds, refund_amount_e4, voids) \
-  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
-  value->>8, value->>9 FROM jsonb_each(?) WHERE true \
-  ON CONFLICT(granularity, bucket_ms, dim_kind, dim_value) DO UPDATE SET \
-  revenue_e4 = revenue_e4 + excluded.revenue_e4, units = units + excluded.units, \
-  transactions = transactions + excluded.transactions, refunds = refunds + excluded.refunds, \
-  refund_amount_e4 = refund_amount_e4 + excluded.refund_amount_e4, voids = voids + excluded.voids; \
 INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) \
   SELECT value->>0, value->>1, value->>2, ? FROM jsonb_each(?) WHERE true \
   ON CONFLICT(sku) DO UPDATE SET quantity = excluded.quantity, \
@@ -1123,8 +1120,8 @@ fn to_json<T: Serialize>(rows: &T, what: &str) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|e| StoreError::Identity(format!("encode {what}: {e}")))
 }
 
-/// Writes `events`, the rollup increments, the on-hand cells and the sealer's heads with
-/// one call (see [`WRITE_BATCH`]).
+/// Writes `events`, the rollup increments, the on-hand cells and the sealer's heads (see
+/// [`WRITE_BATCH`] and [`rollup::upsert`]).
 async fn write_batch(
     conn: &mut SqliteConnection,
     events: &[(Event, Option<(i64, i64)>)],
@@ -1178,13 +1175,12 @@ async fn write_batch(
     sqlx::query(WRITE_BATCH)
         .bind(now_ms)
         .bind(to_json(&event_rows, "events")?)
-        .bind(rollup::rows_json(rollup_delta)?)
         .bind(now_ms)
         .bind(to_json(&on_hand_rows, "on-hand cells")?)
         .bind(to_json(&head_rows, "stream heads")?)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    rollup::upsert(conn, rollup_delta).await
 }
 
 /// Keys of rollup rows as stored: `(granularity, dim_kind, dim_value)`.

@@ -198,6 +198,80 @@ fn late_stock_movements_refold_and_a_first_batch_crosses_a_milestone() {
     assert_eq!(tv(&minutes), tv(&hours), "{hours}");
 }
 
+/// Day and week rows by item are summed from the stored hour rows: per local day (the
+/// agent's zone is Europe/Paris), days starting in the range only, `limit` groups.
+#[test]
+fn day_and_week_rows_by_item_sum_the_hours() {
+    let (_tmp, agent) = Agent::new(|c| c);
+    let paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let today = jiff::Timestamp::now()
+        .to_zoned(paris)
+        .start_of_day()
+        .unwrap();
+    let day0 = today.checked_sub(jiff::Span::new().days(2)).unwrap();
+    let day1 = today.checked_sub(jiff::Span::new().days(1)).unwrap();
+    let at = |day: &jiff::Zoned, hours: i64| {
+        day.checked_add(jiff::Span::new().hours(hours))
+            .unwrap()
+            .timestamp()
+    };
+    let sales = [
+        ("t1", at(&day0, 1), "pen", 1),
+        ("t2", at(&day0, 13), "pen", 2),
+        ("t3", at(&day0, 13), "cup", 1),
+        ("t4", at(&day1, 3), "pen", 4),
+    ];
+    let txs: Vec<Value> = sales
+        .iter()
+        .map(|(id, ts, sku, qty)| {
+            json!({"transactionId": id, "storeId": "s1", "timestamp": ts.to_string(),
+                "items": [{"itemId": sku, "quantity": qty, "price": 2.0}],
+                "totalAmount": 2.0 * f64::from(*qty), "paymentMethod": "cash"})
+        })
+        .collect();
+    let (status, v) = agent.post("/api/v1/transactions", &body(&Value::Array(txs)));
+    assert_eq!(status, 200, "{v}");
+    let rows = |query: String| -> Vec<(i64, String, i64)> {
+        let (status, v) = agent.get(&format!("/api/v1/rollups?group=item&{query}"));
+        assert_eq!(status, 200, "{v}");
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let units = r["units"].as_i64().unwrap();
+                (
+                    r["bucketMs"].as_i64().unwrap(),
+                    r["group"].as_str().unwrap().to_owned(),
+                    units,
+                )
+            })
+            .collect()
+    };
+    let ms = |z: &jiff::Zoned| z.timestamp().as_millisecond();
+    let range = |from: jiff::Timestamp, to: jiff::Timestamp| format!("from={from}&to={to}");
+    let all = range(day0.timestamp(), today.timestamp());
+    let expected = vec![
+        (ms(&day0), "cup".to_owned(), 1),
+        (ms(&day0), "pen".to_owned(), 3),
+        (ms(&day1), "pen".to_owned(), 4),
+    ];
+    assert_eq!(rows(format!("granularity=day&{all}")), expected);
+    assert_eq!(
+        rows(format!("granularity=day&{all}&limit=2")),
+        expected[..2].to_vec()
+    );
+    // A day that starts before `from` is not in the answer, even partly.
+    let later = range(at(&day0, 2), today.timestamp());
+    assert_eq!(
+        rows(format!("granularity=day&{later}")),
+        expected[2..].to_vec()
+    );
+    let weeks = rows(format!("granularity=week&{all}"));
+    let units = |sku: &str| -> i64 { weeks.iter().filter(|r| r.1 == sku).map(|r| r.2).sum() };
+    assert_eq!((units("pen"), units("cup")), (7, 1), "{weeks:?}");
+}
+
 fn request_text(agent: &Agent, path: &str) -> (u16, String) {
     let (status, body) = common::request(agent.api, "GET", path, &[], b"");
     (status, String::from_utf8_lossy(&body).into_owned())
