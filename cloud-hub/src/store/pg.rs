@@ -1,9 +1,11 @@
 //! The PostgreSQL backend: tokio-postgres over a deadpool connection pool.
 //!
 //! Schema (see `schema/pg_v1.sql`, then `schema/pg_v2.sql`, which hash-partitions
-//! `sales_rollups` by store, and `schema/pg_v4.sql`, which leaves event identity to
-//! `event_keys` alone; migrations are numbered in `schema_version`, an applied one
-//! is never edited): `tenant_id` leads every key. Event tables
+//! `sales_rollups` by store, `schema/pg_v3.sql`, which gives store-level rollup rows one
+//! table per granularity so that the all-stores daily read is dense, and
+//! `schema/pg_v4.sql`, which leaves event identity to `event_keys` alone; migrations are
+//! numbered in `schema_version`, an applied one is never edited, and each applies on its
+//! own: v4 may already be in place when v3 runs): `tenant_id` leads every key. Event tables
 //! (`transactions`, `line_items`, `stock_movements`, `other_events`) are range-partitioned
 //! by business time (`at_ms`) in 7-day partitions, created ahead of time by
 //! [`PgStore::migrate`] and the maintenance task and on demand before an ingest that needs
@@ -85,6 +87,7 @@ const PARTITIONED: [&str; 4] = [
 
 const SCHEMA_V1: &str = include_str!("schema/pg_v1.sql");
 const SCHEMA_V2: &str = include_str!("schema/pg_v2.sql");
+const SCHEMA_V3: &str = include_str!("schema/pg_v3.sql");
 const SCHEMA_V4: &str = include_str!("schema/pg_v4.sql");
 
 /// How to reach PostgreSQL.
@@ -325,20 +328,18 @@ impl PgStore {
                 )
                 .await?;
         }
-        let v2 = client
-            .query_opt("SELECT 1 FROM schema_version WHERE version = 2", &[])
-            .await?
-            .is_some();
-        if !v2 {
-            // One simple-query string: one implicit transaction, schema_version row included.
-            client.batch_execute(SCHEMA_V2).await?;
-        }
-        let v4 = client
-            .query_opt("SELECT 1 FROM schema_version WHERE version = 4", &[])
-            .await?
-            .is_some();
-        if !v4 {
-            client.batch_execute(SCHEMA_V4).await?;
+        // Each a simple-query string: one implicit transaction, schema_version row included.
+        for (version, sql) in [(2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)] {
+            let applied = client
+                .query_opt(
+                    "SELECT 1 FROM schema_version WHERE version = $1",
+                    &[&version],
+                )
+                .await?
+                .is_some();
+            if !applied {
+                client.batch_execute(sql).await?;
+            }
         }
         // Trust material of the sync server; idempotent, so it runs on every migrate.
         client
