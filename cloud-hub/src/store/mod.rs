@@ -564,7 +564,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Sync state of every device of the tenant.
     async fn device_status(&self, tenant: &TenantId) -> Result<Vec<DeviceStatus>, StoreError>;
 
-    /// Summed rollup rows.
+    /// Summed rollup rows, in no particular order.
     async fn rollups(
         &self,
         tenant: &TenantId,
