@@ -75,6 +75,27 @@
 //!   0.40x (commit p50 911 ms, p99 1.98 s); replay of one run 9.8 ms. The ratio target is
 //!   met; the absolute one (250,000/s) is not: 50 concurrent COPYs into the keyed,
 //!   partitioned table themselves reach only 132,195 rows/s here.
+//! - dashboard API after schema v3 (store-level rollups in one table per granularity) and a
+//!   leaner series path (rows read as stored without `GROUP BY`, grouping without a string
+//!   per row, JSON from structs, watermarks as numbers). EXPLAIN (ANALYZE, BUFFERS) on 100
+//!   stores x 30 days, migrated in place from v2 by the hub: the 30-day all-stores daily
+//!   read went from 2,891 buffers (14 partitions' bitmap scans, 2 parallel workers, 31 ms
+//!   warm, 133 ms cold) to 55-61 (one sequential scan of `sales_rollups_store_day`, 11 ms
+//!   warm incl. a sort since dropped); one store's 7 days of hours from 161 buffers to 10.
+//!   Bench, `HUB_BENCH_DAYS=30` (load average 6-7; with 30 days every chain-overview
+//!   request ends on the last day, so some repeat and hit the cache): before, uncached 191
+//!   requests/s, p50 550 ms, p99 1.21 s, CPU 1.22 ms + 2.56 ms (PostgreSQL) per request;
+//!   v3 alone 334/s, p50 355 ms, p99 652 ms, 1.20 + 1.71 ms; v3 and the series path 1,086/s,
+//!   p50 107 ms, p99 200 ms, 0.57 + 0.67 ms. Full 90 days (9,991,396 line items, loaded
+//!   into v3 by 4 writers in 267 s): the loading run, with a compile of this crate beside it
+//!   (load average 6-8), uncached 278/s, p50 362 ms, p99 622 ms, CPU 1.25 + 1.50 ms per
+//!   request against 2.70 + 5.16 before; cached p99 44.5 ms. Two runs on the kept set, load
+//!   average 5-6 from other builds: uncached 329/s and 686/s, p50 304 and 139 ms, p99 523
+//!   and 217 ms, CPU 1.22 + 1.34 and 1.05 + 1.15 ms; cached 16,711/s and 39,286/s, p99 25.0
+//!   and 6.6 ms at 0.034 and 0.027 ms CPU. The second run meets both targets; the others
+//!   show the machine's run queue. What is left of the uncached cost is mostly rows: the chain
+//!   overview still moves 3,000 store-day rows to the hub to sum them into 8 regions
+//!   (receiving and decoding them is about 40% of the hub's CPU in `perf`).
 
 #![allow(
     clippy::unwrap_used,

@@ -48,7 +48,9 @@
 //! identity), `transaction_ids` (one row per POS transaction, for idempotency),
 //! `transactions`, `line_items`, `stock_movements`, `other_events` (range-partitioned by
 //! business time in 7-day partitions; hypertables when TimescaleDB is present — that path
-//! is written but untested here), `alerts`, `sales_rollups`, `dead_letters`.
+//! is written but untested here), `alerts`, `sales_rollups` (partitioned by dimension: the
+//! store-level rows of each granularity in their own table, see `store::pg`),
+//! `dead_letters`.
 //! Row-level security is enabled and FORCEd on every one of them with one policy on
 //! `current_setting('storesync.tenant_id')`; the hub's role owns nothing and has no
 //! BYPASSRLS; each transaction sets the tenant with `SET LOCAL`. Partitions are created by a

@@ -466,6 +466,56 @@ async fn manager_sees_only_assigned_stores_and_tenant_data_stays_apart() {
     assert_eq!(ids, ["al-g"]);
 }
 
+/// A series says, per store, up to when the hub holds everything, and lists the stores not
+/// complete up to its end: a device's newest event, or its last contact when it reported an
+/// empty backlog.
+#[tokio::test]
+async fn series_watermarks_list_the_stores_behind() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let from = T0 - 86_400_000;
+    let to = T0 + 86_400_000;
+    let series = |to: i64| {
+        let uri = format!("/api/v1/sales/series?bucket=day&group_by=region&from={from}&to={to}");
+        let router = hub.router.clone();
+        let admin = admin.clone();
+        async move { call(&router, "GET", &uri, Some(&admin)).await.1 }
+    };
+    let body = series(to).await;
+    assert_eq!(
+        body["watermarks"],
+        serde_json::json!([
+            {"completeUpTo": "2026-11-17T10:00:00Z", "storeId": "s1"},
+            {"completeUpTo": "2026-11-17T10:00:00Z", "storeId": "s2"},
+        ]),
+        "{body}"
+    );
+    assert_eq!(body["storesBehind"], serde_json::json!(["s1", "s2"]));
+    // s1's device reports an empty backlog: s1 is complete up to that contact.
+    let contact = storesync_hub::store::DeviceContact {
+        now_ms: to + 1_000,
+        backlog: 0,
+        clock_skew_ms: 0,
+    };
+    hub.state
+        .store()
+        .record_contact(
+            &tenant("acme"),
+            &StoreId::new("s1").unwrap(),
+            &storesync_protocol::ids::DeviceId::new("d1").unwrap(),
+            &contact,
+        )
+        .await
+        .unwrap();
+    // (Another `to`: the first answer is cached.)
+    let body = series(to - 1).await;
+    assert_eq!(body["storesBehind"], serde_json::json!(["s2"]), "{body}");
+    assert_eq!(
+        body["watermarks"][0]["completeUpTo"],
+        "2026-11-18T09:00:01Z"
+    );
+}
+
 #[tokio::test]
 async fn series_figures_grouping_csv_and_cache() {
     series_figures(hub().await).await;

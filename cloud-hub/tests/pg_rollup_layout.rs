@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use common::*;
 use storesync_hub::store::pg::PgStore;
-use storesync_hub::store::{DimKind, RollupQuery, Store, granularity_code};
+use storesync_hub::store::{DimKind, Store, granularity_code};
 use storesync_hub::testing::shared_cluster;
 use storesync_protocol::domain::TransactionKind;
 use storesync_protocol::event::EventBody;
-use storesync_protocol::rollup::{Dimension, Granularity, SalesFigures, rollup_rows};
+use storesync_protocol::rollup::{Granularity, SalesFigures};
 use tokio_postgres::NoTls;
 
 /// (granularity, store, bucket) → figures.
@@ -33,17 +33,7 @@ async fn served(store: &dyn Store, tenant_name: &str) -> Series {
         let rows = store
             .rollups(
                 &tenant(tenant_name),
-                &RollupQuery {
-                    granularity: g,
-                    dim: DimKind::Store,
-                    from_ms: 0,
-                    to_ms: i64::MAX,
-                    stores: None,
-                    values: None,
-                    by_store: true,
-                    by_value: false,
-                    by_bucket: true,
-                },
+                &every_bucket(g, DimKind::Store, true, false),
             )
             .await
             .unwrap();
@@ -231,38 +221,23 @@ async fn store_level_series_equal_the_line_items_after_replays() {
     );
 }
 
-/// Every stored rollup row of `bodies` (one store's transactions), keyed as the table is.
+/// Every stored rollup row of `bodies`, keyed as the table is.
 fn protocol_rows(
-    store: &str,
     bodies: &[EventBody],
     tz: &str,
 ) -> BTreeMap<(i16, i16, String, String, i64), SalesFigures> {
-    let tz = jiff::tz::TimeZone::get(tz).unwrap();
     let mut out = BTreeMap::new();
-    for body in bodies {
-        let EventBody::Transaction(t) = body else {
-            continue;
-        };
-        for (key, f) in rollup_rows(t, &tz) {
-            if !storesync_hub::ingest::stored(key.granularity, &key.dimension) {
-                continue;
-            }
-            let (dim, value) = match key.dimension {
-                Dimension::Store => (DimKind::Store, String::new()),
-                Dimension::Item(s) => (DimKind::Item, s.as_str().to_owned()),
-                Dimension::Payment(p) => (DimKind::Payment, p),
-                Dimension::Register(r) => (DimKind::Register, r.as_str().to_owned()),
-            };
-            out.entry((
-                granularity_code(key.granularity),
-                dim as i16,
-                store.to_owned(),
-                value,
-                key.bucket_ms,
-            ))
-            .or_insert_with(SalesFigures::default)
-            .add(&f);
-        }
+    for (store_id, key, f) in kept_rollup_rows(bodies, tz) {
+        let (dim, value) = dim_key(key.dimension);
+        out.entry((
+            granularity_code(key.granularity),
+            dim as i16,
+            store_id.as_str().to_owned(),
+            value,
+            key.bucket_ms,
+        ))
+        .or_insert_with(SalesFigures::default)
+        .add(&f);
     }
     out
 }
@@ -296,12 +271,8 @@ async fn migration_to_v3_moves_store_rows_and_keeps_every_figure() {
         .batch_execute(include_str!("../src/store/schema/pg_v2.sql"))
         .await
         .unwrap();
-    let mut rows = protocol_rows("s1", &days_of_sales("s1", "a"), "Europe/Paris");
-    rows.extend(protocol_rows(
-        "s2",
-        &days_of_sales("s2", "b"),
-        "America/New_York",
-    ));
+    let mut rows = protocol_rows(&days_of_sales("s1", "a"), "Europe/Paris");
+    rows.extend(protocol_rows(&days_of_sales("s2", "b"), "America/New_York"));
     for ((g, dim, store, value, bucket), f) in &rows {
         admin
             .execute(
@@ -336,20 +307,7 @@ async fn migration_to_v3_moves_store_rows_and_keeps_every_figure() {
             DimKind::Register,
         ] {
             for r in store
-                .rollups(
-                    &tenant("acme"),
-                    &RollupQuery {
-                        granularity: g,
-                        dim,
-                        from_ms: 0,
-                        to_ms: i64::MAX,
-                        stores: None,
-                        values: None,
-                        by_store: true,
-                        by_value: true,
-                        by_bucket: true,
-                    },
-                )
+                .rollups(&tenant("acme"), &every_bucket(g, dim, true, true))
                 .await
                 .unwrap()
             {

@@ -8,42 +8,30 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use storesync_hub::store::{
-    AlertQuery, CommitGate, DimKind, RollupQuery, Store, StoreError, granularity_code,
-};
+use storesync_hub::store::{AlertQuery, CommitGate, DimKind, Store, StoreError, granularity_code};
 use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
 use storesync_protocol::event::{EventBody, SeqNo};
 use storesync_protocol::ids::{AlertId, DeviceId};
 use storesync_protocol::inventory::{fold, movements};
-use storesync_protocol::rollup::{Dimension, Granularity, SalesFigures, rollup_rows};
+use storesync_protocol::rollup::{Granularity, SalesFigures};
 
 fn all_rollups(
     store: &str,
     bodies: &[EventBody],
     tz: &str,
 ) -> BTreeMap<(i16, i64, i16, String), SalesFigures> {
-    let tz = jiff::tz::TimeZone::get(tz).unwrap();
     let mut out: BTreeMap<(i16, i64, i16, String), SalesFigures> = BTreeMap::new();
-    for body in bodies {
-        if let EventBody::Transaction(t) = body {
-            assert_eq!(t.store_id.as_str(), store);
-            // The protocol's own rows, for the (granularity, dimension) pairs the hub keeps:
-            // minute rows by store and payment method only.
-            for (key, f) in rollup_rows(t, &tz) {
-                if !storesync_hub::ingest::stored(key.granularity, &key.dimension) {
-                    continue;
-                }
-                let (dim, value) = match key.dimension {
-                    Dimension::Store => (0, String::new()),
-                    Dimension::Item(s) => (1, s.as_str().to_owned()),
-                    Dimension::Payment(p) => (2, p),
-                    Dimension::Register(r) => (3, r.as_str().to_owned()),
-                };
-                out.entry((granularity_code(key.granularity), key.bucket_ms, dim, value))
-                    .or_default()
-                    .add(&f);
-            }
-        }
+    for (store_id, key, f) in kept_rollup_rows(bodies, tz) {
+        assert_eq!(store_id.as_str(), store);
+        let (dim, value) = dim_key(key.dimension);
+        out.entry((
+            granularity_code(key.granularity),
+            key.bucket_ms,
+            dim as i16,
+            value,
+        ))
+        .or_default()
+        .add(&f);
     }
     out
 }
@@ -61,20 +49,7 @@ async fn stored_rollups(
             DimKind::Register,
         ] {
             let rows = store
-                .rollups(
-                    &tenant(tenant_name),
-                    &RollupQuery {
-                        granularity: g,
-                        dim,
-                        from_ms: 0,
-                        to_ms: i64::MAX,
-                        stores: None,
-                        values: None,
-                        by_store: false,
-                        by_value: true,
-                        by_bucket: true,
-                    },
-                )
+                .rollups(&tenant(tenant_name), &every_bucket(g, dim, false, true))
                 .await
                 .unwrap();
             for r in rows {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use storesync_hub::store::pg::PgStore;
 use storesync_hub::store::sqlite::SqliteStore;
-use storesync_hub::store::{Store, StoreInfo};
+use storesync_hub::store::{DimKind, RollupQuery, Store, StoreInfo};
 use storesync_protocol::domain::{
     AdjustmentSource, Alert, AlertKind, AlertState, Gtin, LineItem, ScanEvent, ScanPurpose,
     Severity, StockAdjustment, Transaction, TransactionKind,
@@ -15,6 +15,7 @@ use storesync_protocol::ids::{
     AdjustmentId, AlertId, DeviceId, RegisterId, ScanId, Sku, StoreId, TenantId, TransactionId,
 };
 use storesync_protocol::money::Money;
+use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures, rollup_rows};
 use storesync_protocol::time::EventTime;
 
 pub const T0: i64 = 1_794_906_000_000; // 2026-11-17T05:00:00Z
@@ -194,4 +195,51 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// How the hub's rollup tables key a dimension: its kind and value (`""` for the store).
+pub fn dim_key(dimension: Dimension) -> (DimKind, String) {
+    match dimension {
+        Dimension::Store => (DimKind::Store, String::new()),
+        Dimension::Item(s) => (DimKind::Item, s.as_str().to_owned()),
+        Dimension::Payment(p) => (DimKind::Payment, p),
+        Dimension::Register(r) => (DimKind::Register, r.as_str().to_owned()),
+    }
+}
+
+/// A read of every bucket of `dim` at `granularity` in all stores, buckets kept apart.
+pub fn every_bucket(
+    granularity: Granularity,
+    dim: DimKind,
+    by_store: bool,
+    by_value: bool,
+) -> RollupQuery {
+    RollupQuery {
+        granularity,
+        dim,
+        from_ms: 0,
+        to_ms: i64::MAX,
+        stores: None,
+        values: None,
+        by_store,
+        by_value,
+        by_bucket: true,
+    }
+}
+
+/// The protocol's own rollup rows of `bodies`' transactions, with their store, for the
+/// (granularity, dimension) pairs the hub keeps: minute rows by store and payment only.
+pub fn kept_rollup_rows(bodies: &[EventBody], tz: &str) -> Vec<(StoreId, RollupKey, SalesFigures)> {
+    let tz = jiff::tz::TimeZone::get(tz).unwrap();
+    let mut out = Vec::new();
+    for body in bodies {
+        if let EventBody::Transaction(t) = body {
+            for (key, f) in rollup_rows(t, &tz) {
+                if storesync_hub::ingest::stored(key.granularity, &key.dimension) {
+                    out.push((t.store_id.clone(), key, f));
+                }
+            }
+        }
+    }
+    out
 }
