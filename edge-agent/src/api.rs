@@ -165,8 +165,11 @@ impl IntoResponse for AppError {
 
 type ApiResult<T> = Result<T, AppError>;
 
-/// Builds the router.
+/// Builds the router. Every extractor and middleware layer takes its own copy of the
+/// state for each request, so the state is shared behind one `Arc`: a copy is one atomic
+/// increment instead of one per field.
 pub fn app(state: AppState) -> Router {
+    let state = Arc::new(state);
     let limit = state.settings.config.limits.body_bytes_max;
     let api = Router::new()
         .route("/transactions", post(post_transactions))
@@ -208,7 +211,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn require_token(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -340,7 +343,7 @@ async fn submit(
 }
 
 async fn post_transactions(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -348,7 +351,7 @@ async fn post_transactions(
 }
 
 async fn post_scans(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -356,7 +359,7 @@ async fn post_scans(
 }
 
 async fn post_adjustments(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -364,7 +367,7 @@ async fn post_adjustments(
 }
 
 async fn post_csv(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -439,7 +442,7 @@ fn range(q: &RangeQuery, default_span_ms: i64) -> ApiResult<(i64, i64)> {
 }
 
 async fn get_rollups(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<Response> {
     let granularity = match q.granularity.as_deref() {
@@ -478,7 +481,7 @@ async fn get_rollups(
 }
 
 async fn get_top_items(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<RangeQuery>,
 ) -> ApiResult<Response> {
     let (from, to) = range(&q, 7 * 86_400_000)?;
@@ -506,7 +509,7 @@ async fn get_top_items(
     Ok(axum::Json(json!({"items": items})).into_response())
 }
 
-async fn get_summary(State(state): State<AppState>) -> ApiResult<Response> {
+async fn get_summary(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     let tz = &state.settings.tz;
     let now = ingest::now_ms();
     let today = bucket_start(now, Granularity::Day, tz);
@@ -541,7 +544,7 @@ struct InventoryQuery {
 }
 
 async fn get_inventory(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<InventoryQuery>,
 ) -> ApiResult<Response> {
     let rows = timed(
@@ -563,7 +566,7 @@ struct ListQuery {
 }
 
 async fn get_alerts(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let filter = match q.state.as_deref() {
@@ -589,7 +592,7 @@ async fn get_alerts(
 }
 
 async fn get_alert_stream(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
     let stream =
         tokio_stream::wrappers::BroadcastStream::new(state.alerts.subscribe()).filter_map(|item| {
@@ -601,7 +604,7 @@ async fn get_alert_stream(
 }
 
 async fn change_alert(
-    state: AppState,
+    state: Arc<AppState>,
     id: String,
     to: AlertState,
     principal: Principal,
@@ -625,7 +628,7 @@ async fn change_alert(
 }
 
 async fn post_acknowledge(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> ApiResult<Response> {
@@ -633,7 +636,7 @@ async fn post_acknowledge(
 }
 
 async fn post_resolve(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     axum::Extension(principal): axum::Extension<Principal>,
 ) -> ApiResult<Response> {
@@ -666,7 +669,7 @@ fn dead_letter_json(r: &sqlx::sqlite::SqliteRow, with_raw: bool) -> Value {
 }
 
 async fn get_dead_letters(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let rows = timed(&state, async {
@@ -696,7 +699,7 @@ async fn load_dead_letter(state: &AppState, id: i64) -> ApiResult<sqlx::sqlite::
 }
 
 async fn get_dead_letter(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     let row = load_dead_letter(&state, id).await?;
@@ -704,7 +707,7 @@ async fn get_dead_letter(
 }
 
 async fn post_resubmit(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Body,
@@ -736,12 +739,12 @@ async fn post_resubmit(
     Ok((status_of(&outcomes), axum::Json(outcomes_body(&outcomes))).into_response())
 }
 
-async fn get_documents(State(state): State<AppState>) -> ApiResult<Response> {
+async fn get_documents(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     Ok(axum::Json(state.docs.summary().await).into_response())
 }
 
 /// `GET /api/v1/sync`: whether the agent is enrolled and, if so, its sync client's state.
-async fn get_sync(State(state): State<AppState>) -> Response {
+async fn get_sync(State(state): State<Arc<AppState>>) -> Response {
     let body = match &state.sync {
         None => json!({"enrolled": false}),
         Some(status) => {
@@ -755,7 +758,7 @@ async fn get_sync(State(state): State<AppState>) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn get_outbox(State(state): State<AppState>) -> ApiResult<Response> {
+async fn get_outbox(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     let streams = timed(&state, state.store.outbox_streams()).await?;
     let identity = state.store.identity();
     let list: Vec<Value> = streams
@@ -782,7 +785,7 @@ async fn get_outbox(State(state): State<AppState>) -> ApiResult<Response> {
     .into_response())
 }
 
-async fn get_health(State(state): State<AppState>) -> Response {
+async fn get_health(State(state): State<Arc<AppState>>) -> Response {
     let db = timed(&state, state.store.quick_check()).await;
     let backlog = timed(&state, state.store.backlog()).await.ok();
     let disk_free = free_bytes(&state.settings.config.data_dir);
@@ -830,7 +833,7 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     Some(available_kib.saturating_mul(1024))
 }
 
-async fn get_metrics(State(state): State<AppState>) -> Response {
+async fn get_metrics(State(state): State<Arc<AppState>>) -> Response {
     let backlog = timed(&state, state.store.backlog()).await.ok();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -8,6 +8,8 @@
 //! - `GET /api/v1/settings` → `{"settings": {name: value}}`;
 //!   `PUT /api/v1/settings/{name}` `{"value": any}` → `{"name", "value"}`.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -30,7 +32,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest("body".into(), e.to_string()))
 }
 
-pub(super) async fn get_tasks(State(state): State<AppState>) -> ApiResult<Response> {
+pub(super) async fn get_tasks(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     let (tasks, _) = state.docs.tasks_and_settings().await;
     let list: Vec<Value> = tasks
         .iter()
@@ -40,7 +42,7 @@ pub(super) async fn get_tasks(State(state): State<AppState>) -> ApiResult<Respon
 }
 
 pub(super) async fn post_task(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     axum::Extension(principal): axum::Extension<Principal>,
     headers: HeaderMap,
     request: Body,
@@ -64,7 +66,7 @@ pub(super) async fn post_task(
 }
 
 pub(super) async fn post_complete(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     axum::Extension(principal): axum::Extension<Principal>,
     Path(task_id): Path<String>,
 ) -> ApiResult<Response> {
@@ -78,13 +80,13 @@ pub(super) async fn post_complete(
     Ok(axum::Json(schema::task_json(&task_id, &task)).into_response())
 }
 
-pub(super) async fn get_settings(State(state): State<AppState>) -> ApiResult<Response> {
+pub(super) async fn get_settings(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
     let (_, settings) = state.docs.tasks_and_settings().await;
     Ok(axum::Json(json!({"settings": settings})).into_response())
 }
 
 pub(super) async fn put_setting(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     request: Body,
