@@ -39,7 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 use storesync_protocol::domain::AlertState;
@@ -274,19 +274,38 @@ fn status_of(outcomes: &[Outcome]) -> StatusCode {
     }
 }
 
-fn outcomes_body(outcomes: &[Outcome]) -> Value {
+/// The answer to an ingest request: counts, then each record's outcome with its index.
+/// Serialized straight from the outcomes: building a JSON tree first cost an allocation
+/// per key on every request.
+#[derive(Serialize)]
+struct OutcomesBody<'a> {
+    accepted: usize,
+    duplicates: usize,
+    conflicts: usize,
+    rejected: usize,
+    results: Vec<IndexedOutcome<'a>>,
+}
+
+#[derive(Serialize)]
+struct IndexedOutcome<'a> {
+    #[serde(flatten)]
+    outcome: &'a Outcome,
+    index: usize,
+}
+
+fn outcomes_body(outcomes: &[Outcome]) -> OutcomesBody<'_> {
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
-    json!({
-        "accepted": count(|o| matches!(o, Outcome::Accepted { .. })),
-        "duplicates": count(|o| matches!(o, Outcome::Duplicate)),
-        "conflicts": count(|o| matches!(o, Outcome::Conflict { .. })),
-        "rejected": count(|o| matches!(o, Outcome::Rejected { .. })),
-        "results": outcomes.iter().enumerate().map(|(i, o)| {
-            let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
-            v["index"] = Value::from(i);
-            v
-        }).collect::<Vec<_>>(),
-    })
+    OutcomesBody {
+        accepted: count(|o| matches!(o, Outcome::Accepted { .. })),
+        duplicates: count(|o| matches!(o, Outcome::Duplicate)),
+        conflicts: count(|o| matches!(o, Outcome::Conflict { .. })),
+        rejected: count(|o| matches!(o, Outcome::Rejected { .. })),
+        results: outcomes
+            .iter()
+            .enumerate()
+            .map(|(index, outcome)| IndexedOutcome { outcome, index })
+            .collect(),
+    }
 }
 
 async fn ingest_body(
@@ -840,4 +859,47 @@ async fn get_metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(backlog),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::ErrorView;
+
+    #[test]
+    fn outcome_bodies_keep_their_shape() {
+        let errors = vec![ErrorView {
+            field: "items".into(),
+            reason: "must not be empty".into(),
+        }];
+        let outcomes = [
+            Outcome::Accepted {
+                epoch: "7".into(),
+                class: "sales",
+                seq: 3,
+            },
+            Outcome::Duplicate,
+            Outcome::Conflict {
+                dead_letter: 4,
+                errors: errors.clone(),
+            },
+            Outcome::Rejected {
+                dead_letter: 5,
+                errors,
+            },
+        ];
+        let error = json!([{"field": "items", "reason": "must not be empty"}]);
+        assert_eq!(
+            serde_json::to_value(outcomes_body(&outcomes)).unwrap(),
+            json!({
+                "accepted": 1, "duplicates": 1, "conflicts": 1, "rejected": 1,
+                "results": [
+                    {"status": "accepted", "epoch": "7", "class": "sales", "seq": 3, "index": 0},
+                    {"status": "duplicate", "index": 1},
+                    {"status": "conflict", "dead_letter": 4, "errors": error, "index": 2},
+                    {"status": "rejected", "dead_letter": 5, "errors": error, "index": 3},
+                ],
+            })
+        );
+    }
 }
