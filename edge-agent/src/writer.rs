@@ -22,10 +22,11 @@
 //!
 //! # Cost of a commit
 //!
-//! A commit makes four or five calls to the connection's thread in the common case:
-//! `BEGIN`, one multi-statement execution ([`WRITE_BATCH`]: events, on-hand cells, stream
-//! heads, each table's rows as one JSON array), the rollup increments summed per key as
-//! one or two bound multi-row upserts ([`values`]) and `COMMIT`. Dead letters,
+//! A commit makes five or six calls to the connection's thread in the common case:
+//! `BEGIN`, the sealed events as one bound multi-row insert ([`EVENTS`], see [`values`]),
+//! one multi-statement execution ([`WRITE_BATCH`]: on-hand cells and stream heads, each
+//! table's rows as one JSON array), the rollup increments summed per key as one or two
+//! bound multi-row upserts and `COMMIT`. Dead letters,
 //! resubmissions, alerts and refolds add statements only when a batch has them. The
 //! rollup upserts are most of a small commit's work: the items of 64 transactions rarely
 //! share a row, so each adds its own (which is why only hour rows are stored by item, see
@@ -44,7 +45,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use serde::Serialize;
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Arguments, Connection, Row, SqliteConnection};
 use storesync_protocol::domain::{AlertKind, AlertState, Severity};
 use storesync_protocol::ids::AlertId;
 use storesync_protocol::inventory::{Movement, OnHand};
@@ -1086,18 +1087,15 @@ pub fn event_time(settings: &Settings, now_ms: i64) -> EventTime {
     EventTime::from_unix_ms(now_ms, i16::try_from(offset_minutes).unwrap_or(0))
 }
 
-/// Events, on-hand cells and the sealer's heads, as one multi-statement execution, each
-/// table's rows as one JSON array. The SQL never changes with the number of rows, so
-/// SQLite prepares it once per connection, and these tables cost one call to the
-/// connection's thread instead of one each. Blobs travel as hex; `jsonb_each` hands each
-/// row over as JSONB, so reading its columns does not parse the row's text again.
-/// Parameters are anonymous and bound in order of appearance across the statements (sqlx
-/// binds numbered parameters wrongly when a statement skips a number). Rollup increments,
-/// the most rows by far, go as bound values instead (see [`values`]).
+/// On-hand cells and the sealer's heads, as one multi-statement execution, each table's
+/// rows as one JSON array. The SQL never changes with the number of rows, so SQLite
+/// prepares it once per connection, and both tables cost one call to the connection's
+/// thread. Blobs travel as hex; `jsonb_each` hands each row over as JSONB, so reading its
+/// columns does not parse the row's text again. Parameters are anonymous and bound in
+/// order of appearance across the statements (sqlx binds numbered parameters wrongly when
+/// a statement skips a number). Events and rollup increments, the most rows and bytes by
+/// far, go as bound values instead ([`EVENTS`], [`rollup::upsert`]): no hex, no JSON.
 const WRITE_BATCH: &str = "\
-INSERT INTO events (epoch, class, seq, prev, content_hash, body, recorded_ms, dedupe_key, content_tag) \
-  SELECT value->>0, value->>1, value->>2, unhex(value->>3), unhex(value->>4), unhex(value->>5), ?, \
-  value->>6, value->>7 FROM jsonb_each(?); \
 INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) \
   SELECT value->>0, value->>1, value->>2, ? FROM jsonb_each(?) WHERE true \
   ON CONFLICT(sku) DO UPDATE SET quantity = excluded.quantity, \
@@ -1105,6 +1103,13 @@ INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) \
 INSERT INTO stream_heads (epoch, class, seq, hash, acked) \
   SELECT value->>0, value->>1, value->>2, unhex(value->>3), 0 FROM jsonb_each(?) WHERE true \
   ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
+
+/// The batch statement that appends a commit's sealed events (see [`values`]).
+static EVENTS: values::Shape = values::Shape::new(
+    "INSERT INTO events (epoch, class, seq, prev, content_hash, body, recorded_ms, dedupe_key, \
+     content_tag) SELECT * FROM (VALUES {rows}) WHERE column1 IS NOT NULL",
+    9,
+);
 
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -1121,7 +1126,7 @@ fn to_json<T: Serialize>(rows: &T, what: &str) -> Result<String, StoreError> {
 }
 
 /// Writes `events`, the rollup increments, the on-hand cells and the sealer's heads (see
-/// [`WRITE_BATCH`] and [`rollup::upsert`]).
+/// [`EVENTS`], [`WRITE_BATCH`] and [`rollup::upsert`]).
 async fn write_batch(
     conn: &mut SqliteConnection,
     events: &[(Event, Option<(i64, i64)>)],
@@ -1130,31 +1135,25 @@ async fn write_batch(
     sealer: &Sealer,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    type EventRow = (
-        i64,
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        Option<i64>,
-        Option<i64>,
-    );
-    let mut event_rows: Vec<EventRow> = Vec::with_capacity(events.len());
-    for (event, key) in events {
-        let body = postcard::to_allocvec(&event.body)
-            .map_err(|e| StoreError::Identity(format!("encode event: {e}")))?;
-        event_rows.push((
-            epoch_sql(event.key.stream.epoch),
-            event.key.stream.class as i64,
-            i64::try_from(event.key.seq.0).unwrap_or(i64::MAX),
-            hex(&event.prev.0),
-            hex(&event.content_hash.0),
-            hex(&body),
-            key.map(|k| k.0),
-            key.map(|k| k.1),
-        ));
-    }
+    /// An event, its dedupe key and content tag, and when it was recorded.
+    type EventRow<'a> = (&'a Event, Option<(i64, i64)>, i64);
+    let event_rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(|(event, key)| (event, *key, now_ms))
+        .collect();
+    EVENTS
+        .execute(conn, event_rows, |args, (event, key, recorded_ms)| {
+            args.add(epoch_sql(event.key.stream.epoch))?;
+            args.add(event.key.stream.class as i64)?;
+            args.add(i64::try_from(event.key.seq.0).unwrap_or(i64::MAX))?;
+            args.add(event.prev.0.to_vec())?;
+            args.add(event.content_hash.0.to_vec())?;
+            args.add(postcard::to_allocvec(&event.body)?)?;
+            args.add(recorded_ms)?;
+            args.add(key.map(|k| k.0))?;
+            args.add(key.map(|k| k.1))
+        })
+        .await?;
     let on_hand_rows: Vec<(&str, i64, Option<i64>)> = on_hand
         .iter()
         .map(|(sku, cell)| (sku.as_str(), cell.quantity, cell.last_count_ms))
@@ -1173,8 +1172,6 @@ async fn write_batch(
         })
         .collect();
     sqlx::query(WRITE_BATCH)
-        .bind(now_ms)
-        .bind(to_json(&event_rows, "events")?)
         .bind(now_ms)
         .bind(to_json(&on_hand_rows, "on-hand cells")?)
         .bind(to_json(&head_rows, "stream heads")?)
