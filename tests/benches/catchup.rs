@@ -13,8 +13,9 @@
 //!    the floor of the database;
 //! 2. the edge outbox read alone (SQLite, decode): the floor of the agent's side;
 //! 3. the hub store's `commit_events` called directly with the agent's events, one run
-//!    after the other as the sync server's commit worker does, without network or session:
-//!    the ceiling of the hub's ingest.
+//!    after the other, without network or session;
+//! 4. the whole sync path with the hub committing one store transaction at a time
+//!    (`commits_in_flight_max = 1`), against the default of two overlapping ones.
 //!
 //! Figures of 2026-11-22 on the shared 2-core machine (load average 14-17 from other
 //! builds), `CATCHUP_TXNS=100000` (300,000 line items): raw COPY 232,493 rows/s (1.29 s);
@@ -107,10 +108,13 @@ async fn sync_run(
     agent: &common::Agent,
     database: &str,
     options: &storesync_edge::sync::client::SyncOptions,
-    commit_events_max: usize,
+    commits_in_flight_max: usize,
 ) -> (f64, u128) {
     let hub = common::Hub::start_with(cluster, database, &["s1"], |o| {
-        o.commit_events_max = commit_events_max;
+        o.commits_in_flight_max = commits_in_flight_max;
+        // The hub accepts the agent's window (it refuses a device that exceeds its own).
+        o.session.window_batches_max = options.session.window_batches_max;
+        o.session.batch_len_max = o.session.batch_len_max.max(options.session.batch_len_max);
     })
     .await;
     agent.enroll(&hub).await;
@@ -218,19 +222,21 @@ fn main() {
     }
 
     // The measured path: agent outbox -> QUIC + mTLS -> hub session -> PostgreSQL -> ack,
-    // first with every batch committed on its own (the same-run reference for the merged
+    // first with one store transaction at a time (the same-run reference for overlapping
     // commits), then as the hub runs by default.
+    let in_flight = storesync_hub::sync::ServerOptions::new("127.0.0.1:0".parse().unwrap())
+        .commits_in_flight_max;
     if !only_sync {
-        let copy = agent.copy_to(&tmp.path().join("edge-per-batch"));
+        let copy = agent.copy_to(&tmp.path().join("edge-one-at-a-time"));
         let (secs, _) = runtime.block_on(sync_run(
             &cluster,
             &copy,
-            "catchup_per_batch",
+            "catchup_one_at_a_time",
             &sync_options,
             1,
         ));
         println!(
-            "reference sync, one store commit per batch:                  {:>10.0} rows/s ({secs:.2} s)",
+            "reference sync, one store transaction at a time:             {:>10.0} rows/s ({secs:.2} s)",
             line_count as f64 / secs
         );
     }
@@ -239,7 +245,7 @@ fn main() {
         &agent,
         "catchup_sync",
         &sync_options,
-        storesync_hub::sync::ServerOptions::new("127.0.0.1:0".parse().unwrap()).commit_events_max,
+        in_flight,
     ));
     let rate = line_count as f64 / secs;
     println!(
