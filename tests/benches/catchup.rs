@@ -39,6 +39,20 @@
 //! sync one commit per batch 37,402 rows/s (80.2 s); sync merged 48,932 rows/s (61.3 s,
 //! 16,311 transactions/s, 1.18x direct). Not met: the hub's commits of one device run one
 //! after another and each is bound by one PostgreSQL backend inserting line items.
+//!
+//! After schema v4 (no second key on line items and transactions) and two overlapping
+//! commits per device (`commits_in_flight_max = 2`, the second behind a `CommitGate`), same
+//! command, nothing else running (load average 1.7-3.6): raw COPY 847,418 rows/s (3.54 s);
+//! outbox read 1,235,490 rows/s; direct commits, runs of 1,024: 61,179 rows/s (49.0 s, was
+//! 41,333); sync one store transaction at a time 65,062 rows/s (46.1 s); sync with two
+//! overlapping 75,808 rows/s (39.6 s, 25,269 transactions/s, 1.17x one at a time, 1.55x the
+//! 61.3 s before). Still not met (15 s). perf of the sync phase (300,000 transactions):
+//! both cores 86 % busy, PostgreSQL 55 % (about 43 µs per transaction: index inserts 22 % of
+//! it, `ON CONFLICT` probes 9 %, heap inserts 6 %), the process (hub and agent) 27 % (about
+//! 21 µs: planning rows and rollup keys in `ingest::Plan::new` 31 % of it, re-validation
+//! 15 %, frame decoding 9 %). 15 s would need about 30 µs per transaction for everything:
+//! one index insert per row and `COPY`-style multi-row inserts, which row-level security
+//! rules out for the hub's role.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
 
