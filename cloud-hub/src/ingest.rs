@@ -3,18 +3,18 @@
 //! A backend first learns which events are new (their key was not stored) and which of
 //! those carry a transaction id the tenant already holds; [`Plan::new`] then decomposes the
 //! remaining events into table rows and the rollup deltas they add, computed with the
-//! protocol's own [`rollup_rows`] in the store's time zone so that hub and edge figures are
-//! equal. Rollup deltas come out sorted by key, so that concurrent writers lock rollup rows
+//! protocol's own rows ([`for_each_rollup_row`], what `rollup_rows` gives the edge) in the
+//! store's time zone so that hub and edge figures are equal. Rollup deltas come out sorted by key, so that concurrent writers lock rollup rows
 //! in one order and cannot deadlock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::tz::TimeZone;
 use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
 use storesync_protocol::event::{Event, EventBody};
 use storesync_protocol::inventory::{StockChange, movements};
 use storesync_protocol::rollup::{
-    Dimension, Granularity, SalesFigures, rollup_rows, transaction_figures,
+    Dimension, DimensionRef, Granularity, SalesFigures, for_each_rollup_row, transaction_figures,
 };
 use storesync_protocol::time::UnixMillis;
 use storesync_protocol::validate::{Context, Limits, check_transaction};
@@ -152,6 +152,8 @@ impl Plan {
         let limits = Limits::default();
         let mut plan = Plan::default();
         let mut ticks: BTreeMap<String, StoreTick> = BTreeMap::new();
+        // Summed under keys borrowed from the events; owned (and sorted) once per row.
+        let mut rollups: HashMap<(i16, UnixMillis, &str, i16, &str), SalesFigures> = HashMap::new();
         for &index in apply {
             let Some(event) = events.get(index) else {
                 continue;
@@ -198,27 +200,26 @@ impl Plan {
                             kind: txn_kind_code(tx.kind),
                         });
                     }
-                    for (key, figures) in rollup_rows(tx, tz) {
-                        if !stored(key.granularity, &key.dimension) {
-                            continue;
-                        }
-                        let (dim, value) = match key.dimension {
-                            Dimension::Store => (0, String::new()),
-                            Dimension::Item(sku) => (1, sku.as_str().to_owned()),
-                            Dimension::Payment(method) => (2, method),
-                            Dimension::Register(register) => (3, register.as_str().to_owned()),
+                    for_each_rollup_row(tx, tz, |granularity, bucket_ms, dimension, figures| {
+                        let (dim, value) = match dimension {
+                            DimensionRef::Store => (0, ""),
+                            DimensionRef::Item(sku) => (1, sku.as_str()),
+                            DimensionRef::Payment(method) => (2, method),
+                            DimensionRef::Register(register) => (3, register.as_str()),
                         };
-                        plan.rollups
-                            .entry((
-                                granularity_code(key.granularity),
-                                key.bucket_ms,
-                                store.as_str().to_owned(),
-                                dim,
-                                value,
-                            ))
-                            .or_default()
-                            .add(&figures);
-                    }
+                        if stored_code(granularity, dim) {
+                            rollups
+                                .entry((
+                                    granularity_code(granularity),
+                                    bucket_ms,
+                                    store.as_str(),
+                                    dim,
+                                    value,
+                                ))
+                                .or_default()
+                                .add(&figures);
+                        }
+                    });
                     let figures = transaction_figures(tx);
                     let tick =
                         ticks
@@ -267,6 +268,21 @@ impl Plan {
             }
         }
         plan.ticks = ticks.into_values().collect();
+        plan.rollups = rollups
+            .into_iter()
+            .map(|((granularity, bucket_ms, store, dim, value), figures)| {
+                (
+                    (
+                        granularity,
+                        bucket_ms,
+                        store.to_owned(),
+                        dim,
+                        value.to_owned(),
+                    ),
+                    figures,
+                )
+            })
+            .collect();
         plan
     }
 }
@@ -278,8 +294,18 @@ impl Plan {
 /// reads at that resolution. Items and registers are kept by hour and day; the API refuses
 /// minute buckets for item series with a message saying so.
 pub fn stored(granularity: Granularity, dimension: &Dimension) -> bool {
-    granularity != Granularity::Minute
-        || matches!(dimension, Dimension::Store | Dimension::Payment(_))
+    let dim = match dimension {
+        Dimension::Store => 0,
+        Dimension::Item(_) => 1,
+        Dimension::Payment(_) => 2,
+        Dimension::Register(_) => 3,
+    };
+    stored_code(granularity, dim)
+}
+
+/// [`stored`] by stored dimension number (0 store, 1 item, 2 payment, 3 register).
+fn stored_code(granularity: Granularity, dim: i16) -> bool {
+    granularity != Granularity::Minute || dim == 0 || dim == 2
 }
 
 /// Postcard bytes of an event, as kept in the event tables and dead letters.

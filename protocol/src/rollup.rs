@@ -173,23 +173,57 @@ pub fn transaction_figures(tx: &Transaction) -> SalesFigures {
     }
 }
 
-/// Every rollup row (for [`Granularity::STORED`]) that `tx` contributes to, with its
-/// contribution. The edge adds these in the ingest transaction; the hub in its own.
-pub fn rollup_rows(tx: &Transaction, tz: &TimeZone) -> Vec<(RollupKey, SalesFigures)> {
-    let mut rows = Vec::new();
+/// A [`Dimension`] borrowed from the transaction it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DimensionRef<'a> {
+    /// The whole store.
+    Store,
+    /// One item.
+    Item(&'a Sku),
+    /// One payment method.
+    Payment(&'a str),
+    /// One register.
+    Register(&'a RegisterId),
+}
+
+impl DimensionRef<'_> {
+    /// The owned dimension.
+    pub fn to_owned(self) -> Dimension {
+        match self {
+            DimensionRef::Store => Dimension::Store,
+            DimensionRef::Item(sku) => Dimension::Item(sku.clone()),
+            DimensionRef::Payment(method) => Dimension::Payment(String::from(method)),
+            DimensionRef::Register(register) => Dimension::Register(register.clone()),
+        }
+    }
+}
+
+/// Calls `row(granularity, bucket_ms, dimension, figures)` for every rollup row of `tx`
+/// at the stored granularities: the rows of [`rollup_rows`], in the same order, without
+/// allocating (a hub plans them for runs of thousands of transactions).
+pub fn for_each_rollup_row<'a>(
+    tx: &'a Transaction,
+    tz: &TimeZone,
+    mut row: impl FnMut(Granularity, UnixMillis, DimensionRef<'a>, SalesFigures),
+) {
     let figures = transaction_figures(tx);
     let at = tx.timestamp.unix_ms();
     for granularity in Granularity::STORED {
         let bucket_ms = bucket_start(at, granularity, tz);
-        let key = |dimension| RollupKey {
+        row(granularity, bucket_ms, DimensionRef::Store, figures);
+        row(
             granularity,
             bucket_ms,
-            dimension,
-        };
-        rows.push((key(Dimension::Store), figures));
-        rows.push((key(Dimension::Payment(tx.payment_method.clone())), figures));
+            DimensionRef::Payment(tx.payment_method.as_str()),
+            figures,
+        );
         if let Some(register) = &tx.register_id {
-            rows.push((key(Dimension::Register(register.clone())), figures));
+            row(
+                granularity,
+                bucket_ms,
+                DimensionRef::Register(register),
+                figures,
+            );
         }
         if tx.kind != TransactionKind::Void {
             let sign = if tx.kind == TransactionKind::Return {
@@ -211,10 +245,31 @@ pub fn rollup_rows(tx: &Transaction, tz: &TimeZone) -> Vec<(RollupKey, SalesFigu
                     },
                     voids: 0,
                 };
-                rows.push((key(Dimension::Item(item.sku.clone())), item_figures));
+                row(
+                    granularity,
+                    bucket_ms,
+                    DimensionRef::Item(&item.sku),
+                    item_figures,
+                );
             }
         }
     }
+}
+
+/// Every rollup row (for [`Granularity::STORED`]) that `tx` contributes to, with its
+/// contribution. The edge adds these in the ingest transaction; the hub in its own.
+pub fn rollup_rows(tx: &Transaction, tz: &TimeZone) -> Vec<(RollupKey, SalesFigures)> {
+    let mut rows = Vec::new();
+    for_each_rollup_row(tx, tz, |granularity, bucket_ms, dimension, figures| {
+        rows.push((
+            RollupKey {
+                granularity,
+                bucket_ms,
+                dimension: dimension.to_owned(),
+            },
+            figures,
+        ));
+    });
     rows
 }
 

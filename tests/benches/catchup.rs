@@ -52,7 +52,10 @@
 //! 21 µs: planning rows and rollup keys in `ingest::Plan::new` 31 % of it, re-validation
 //! 15 %, frame decoding 9 %). 15 s would need about 30 µs per transaction for everything:
 //! one index insert per row and `COPY`-style multi-row inserts, which row-level security
-//! rules out for the hub's role.
+//! rules out for the hub's role. With the hub planning rollup rows under borrowed keys
+//! (`rollup::for_each_rollup_row`, no allocation per row), minutes later: direct commits
+//! 65,393 rows/s (1.07x), sync one at a time 67,265 rows/s, sync 73,489 rows/s (40.8 s;
+//! within the noise of the run above).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
 

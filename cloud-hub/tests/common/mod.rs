@@ -18,7 +18,7 @@ use storesync_protocol::money::Money;
 use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures, rollup_rows};
 use storesync_protocol::time::EventTime;
 
-pub const T0: i64 = 1_794_906_000_000; // 2026-11-17T05:00:00Z
+pub const T0: i64 = 1_794_906_000_000; // 2026-11-17T09:00:00Z
 
 pub fn tenant(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
