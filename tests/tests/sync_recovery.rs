@@ -132,12 +132,32 @@ fn edge_logs(edge: &Edge) -> String {
     text
 }
 
+/// Sales 0..300 posted at the agent and counted at the hub.
+fn first_sales(edge: &Edge, db: &HubDb) {
+    post_sales(edge, 0..300);
+    wait_hub_count(db, 300, Duration::from_secs(60), "first round");
+}
+
 /// Sales 0..300 delivered, then a store document edit at the agent (an acknowledged
 /// alert, whose id is returned).
 fn first_round(edge: &Edge, db: &HubDb) -> String {
-    post_sales(edge, 0..300);
-    wait_hub_count(db, 300, Duration::from_secs(60), "first round");
+    first_sales(edge, db);
     acknowledge_an_alert_at_edge(edge)
+}
+
+/// A store document edit at the agent (an acknowledged alert, whose id is returned), once
+/// the hub's copy of the document shows it.
+fn acknowledged_at_hub(edge: &Edge, hub: &Hub, token: &str) -> String {
+    let acked = acknowledge_an_alert_at_edge(edge);
+    wait_for(
+        "the acknowledgement at the hub",
+        Duration::from_secs(60),
+        || {
+            let (_, doc) = hub_api(hub, token, "GET", "/api/v1/stores/s1/document", "");
+            (doc["alerts"][&acked]["state"] == "acknowledged").then_some(())
+        },
+    );
+    acked
 }
 
 /// The end of a scenario: `total` distinct sales once at the hub, the edit `acked` still
@@ -295,8 +315,7 @@ fn agent_restored_from_an_older_backup_forks_without_losing_the_hubs_data() {
     let root = tempfile::tempdir().unwrap();
     let (mut hub, mut edge, token) = started(root.path(), None);
     let db = verify::sqlite_db(&hub);
-    post_sales(&edge, 0..300);
-    wait_hub_count(&db, 300, Duration::from_secs(60), "before the backup");
+    first_sales(&edge, &db);
 
     // The backup: a copy of the stopped agent's database.
     let backup = root.path().join("edge-backup.db");
@@ -307,15 +326,7 @@ fn agent_restored_from_an_older_backup_forks_without_losing_the_hubs_data() {
     // After the backup: more sales and a store document edit reach the hub.
     post_sales(&edge, 300..500);
     wait_hub_count(&db, 500, Duration::from_secs(60), "after the backup");
-    let acked = acknowledge_an_alert_at_edge(&edge);
-    wait_for(
-        "the acknowledgement at the hub",
-        Duration::from_secs(60),
-        || {
-            let (_, doc) = hub_api(&hub, &token, "GET", "/api/v1/stores/s1/document", "");
-            (doc["alerts"][&acked]["state"] == "acknowledged").then_some(())
-        },
-    );
+    let acked = acknowledged_at_hub(&edge, &hub, &token);
     let before_restore = verify::hub_transactions(&db).unwrap();
 
     // The agent's data directory goes back to the backup.
@@ -427,8 +438,7 @@ fn hub_restored_from_an_older_backup_gets_the_agents_acknowledged_events_again()
     let root = tempfile::tempdir().unwrap();
     let (mut hub, mut edge, token) = started(root.path(), None);
     let db = verify::sqlite_db(&hub);
-    post_sales(&edge, 0..300);
-    wait_hub_count(&db, 300, Duration::from_secs(60), "before the backup");
+    first_sales(&edge, &db);
 
     // The backup: a copy of the stopped hub's database.
     let db_file = hub.dir.join("hub.db");
@@ -446,15 +456,7 @@ fn hub_restored_from_an_older_backup_gets_the_agents_acknowledged_events_again()
         &|| "after the backup".into(),
         |e| e,
     );
-    let acked = acknowledge_an_alert_at_edge(&edge);
-    wait_for(
-        "the acknowledgement at the hub",
-        Duration::from_secs(60),
-        || {
-            let (_, doc) = hub_api(&hub, &token, "GET", "/api/v1/stores/s1/document", "");
-            (doc["alerts"][&acked]["state"] == "acknowledged").then_some(())
-        },
-    );
+    let acked = acknowledged_at_hub(&edge, &hub, &token);
 
     // The hub's database goes back to the backup: it has lost 500 acknowledged sales.
     stop(&mut hub.proc, "hub");
