@@ -12,7 +12,8 @@
 //! load, and ack latency p50/p99 at a steady 1,000 transactions/s over HTTP.
 //!
 //! Run: `cargo bench -p storesync-edge --bench ingest -- 100000` (transactions per run;
-//! `internal` or `http` runs one part beside the baselines; `--runs=N`, default 3).
+//! `internal` or `http` runs one part beside the baselines, `group` or `bulk` one half of
+//! `internal`, for profiling; `--runs=N`, default 3).
 //!
 //! Every figure comes with the CPU it cost per transaction (user + system of all threads:
 //! of this process for the baselines and the writer, of the agent and of the client
@@ -484,8 +485,12 @@ fn main() {
     let only: Option<&str> = args
         .iter()
         .map(String::as_str)
-        .find(|a| *a == "internal" || *a == "http");
-    let run = |part: &str| only.is_none_or(|o| o == part);
+        .find(|a| ["internal", "group", "bulk", "http"].contains(a));
+    // `group` and `bulk` are the two halves of `internal` (for profiling one of them).
+    let run = |part: &str| {
+        only.is_none_or(|o| o == part || (part == "internal" && (o == "group" || o == "bulk")))
+    };
+    let half = |part: &str| only.is_none_or(|o| o == "internal" || o == part);
     let tmp = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
@@ -513,10 +518,16 @@ fn main() {
         cpu[0].push(bg_cpu);
         cpu[1].push(bb_cpu);
         if run("internal") {
-            let (g, g_cpu, g_stats) =
-                runtime.block_on(internal(&dir, "group", transactions, CLIENTS, 1));
-            let (b, b_cpu, b_stats) =
-                runtime.block_on(internal(&dir, "bulk", transactions, 1, BULK as usize));
+            let (g, g_cpu, g_stats) = if half("group") {
+                runtime.block_on(internal(&dir, "group", transactions, CLIENTS, 1))
+            } else {
+                (0.0, 0.0, CommitStats::default())
+            };
+            let (b, b_cpu, b_stats) = if half("bulk") {
+                runtime.block_on(internal(&dir, "bulk", transactions, 1, BULK as usize))
+            } else {
+                (0.0, 0.0, CommitStats::default())
+            };
             println!(
                 "  round {round}: baseline {bg:.0} / {bb:.0}, internal {g:.0} ({}) / {b:.0} ({}); CPU us/transaction {bg_cpu:.1} / {bb_cpu:.1}, {g_cpu:.1} / {b_cpu:.1}",
                 g_stats.describe(),

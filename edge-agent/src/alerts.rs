@@ -30,7 +30,7 @@ use serde::Serialize;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use storesync_protocol::domain::{AlertKind, AlertState, Severity};
 use storesync_protocol::ids::AlertId;
-use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures, bucket_start};
+use storesync_protocol::rollup::{Granularity, bucket_start};
 use storesync_protocol::{Alert, EventTime, Sku};
 
 use crate::config::Settings;
@@ -283,7 +283,7 @@ const DAY_REVENUE_DAYS_MAX: usize = 64;
 pub(crate) async fn milestone_candidates(
     conn: &mut SqliteConnection,
     settings: &Settings,
-    delta: &HashMap<RollupKey, SalesFigures>,
+    delta: &crate::rollup::Delta<'_>,
     known: &DayRevenue,
 ) -> Result<(Vec<Candidate>, Vec<(i64, i64)>), StoreError> {
     let mut out = Vec::new();
@@ -292,23 +292,24 @@ pub(crate) async fn milestone_candidates(
     if milestones.is_empty() {
         return Ok((out, remember));
     }
-    for (key, f) in delta {
-        if key.granularity != Granularity::Day || key.dimension != Dimension::Store {
+    // Day rows (granularity 2) of the store (dimension kind 0).
+    for (&(granularity, day_start_ms, kind, _), f) in delta {
+        if granularity != 2 || kind != 0 {
             continue;
         }
-        let after = match known.get(&key.bucket_ms) {
+        let after = match known.get(&day_start_ms) {
             Some(before) => before + f.revenue_e4,
             None if f.revenue_e4 <= 0 => continue,
             // The batch's increments are written after this read.
             None => {
-                store_figures(conn, 2, key.bucket_ms)
+                store_figures(conn, 2, day_start_ms)
                     .await?
                     .unwrap_or_default()
                     .revenue_e4
                     + f.revenue_e4
             }
         };
-        remember.push((key.bucket_ms, after));
+        remember.push((day_start_ms, after));
         if f.revenue_e4 <= 0 {
             continue;
         }
@@ -319,12 +320,12 @@ pub(crate) async fn milestone_candidates(
                 out.push(Candidate {
                     kind: AlertKind::SalesMilestone,
                     severity: Severity::Info,
-                    subject: format!("day:{}:{}", key.bucket_ms, m),
+                    subject: format!("day:{}:{}", day_start_ms, m),
                     message: format!("today's revenue passed {amount}"),
                     facts: vec![
                         ("milestone_e4".into(), *m),
                         ("day_revenue_e4".into(), after),
-                        ("day_start_ms".into(), key.bucket_ms),
+                        ("day_start_ms".into(), day_start_ms),
                     ],
                 });
             }

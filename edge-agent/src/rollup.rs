@@ -20,15 +20,57 @@ use futures::TryStreamExt;
 
 use serde::Serialize;
 use sqlx::{Arguments, Row, SqliteConnection, SqlitePool};
-use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures, bucket_start};
-use storesync_protocol::{EventBody, EventClass};
+use storesync_protocol::rollup::{
+    Dimension, DimensionRef, Granularity, SalesFigures, bucket_start, for_each_rollup_row,
+};
+use storesync_protocol::{EventBody, EventClass, Transaction};
 
 use crate::store::{Store, StoreError};
-use crate::writer::{rollup_key_sql, sorted_rollups, values};
+use crate::writer::values;
 
-/// Whether the agent stores the rollup row `key` (see the module docs).
-pub(crate) fn stored(key: &RollupKey) -> bool {
-    !matches!(key.dimension, Dimension::Item(_)) || key.granularity == Granularity::Hour
+/// Whether the agent stores rows of `dimension` at `granularity` (see the module docs).
+fn stored(granularity: Granularity, dimension: &DimensionRef<'_>) -> bool {
+    !matches!(dimension, DimensionRef::Item(_)) || granularity == Granularity::Hour
+}
+
+/// A rollup row's key as stored, `(granularity, bucket_ms, dim_kind, dim_value)`, its text
+/// borrowed from the transaction it counts.
+pub(crate) type RowKey<'a> = (i64, i64, i64, &'a str);
+
+/// Rollup increments summed per stored row.
+pub(crate) type Delta<'a> = HashMap<RowKey<'a>, SalesFigures>;
+
+/// The stored form of a row's key.
+fn row_key(granularity: Granularity, bucket_ms: i64, dimension: DimensionRef<'_>) -> RowKey<'_> {
+    let granularity = match granularity {
+        Granularity::Minute => 0,
+        Granularity::Hour => 1,
+        Granularity::Day => 2,
+        Granularity::Week => 3,
+    };
+    let (kind, value) = match dimension {
+        DimensionRef::Store => (0, ""),
+        DimensionRef::Item(sku) => (1, sku.as_str()),
+        DimensionRef::Payment(method) => (2, method),
+        DimensionRef::Register(register) => (3, register.as_str()),
+    };
+    (granularity, bucket_ms, kind, value)
+}
+
+/// Adds the stored rows of `tx` to `delta`, keys borrowed from `tx` (no allocation per row).
+pub(crate) fn add_transaction<'a>(
+    delta: &mut Delta<'a>,
+    tx: &'a Transaction,
+    tz: &jiff::tz::TimeZone,
+) {
+    for_each_rollup_row(tx, tz, |granularity, bucket_ms, dimension, figures| {
+        if stored(granularity, &dimension) {
+            delta
+                .entry(row_key(granularity, bucket_ms, dimension))
+                .or_default()
+                .add(&figures);
+        }
+    });
 }
 
 /// The batch statement that adds a commit's rollup increments (see [`values`]).
@@ -46,16 +88,17 @@ static UPSERT: values::Shape = values::Shape::new(
 /// Adds `delta` to the stored rows, in key order (neighbouring keys share pages).
 pub(crate) async fn upsert(
     conn: &mut SqliteConnection,
-    delta: &HashMap<RollupKey, SalesFigures>,
+    delta: &Delta<'_>,
 ) -> Result<(), StoreError> {
-    let rows: Vec<(&RollupKey, &SalesFigures)> = sorted_rollups(delta).into_iter().collect();
+    let mut rows: Vec<(&RowKey<'_>, &SalesFigures)> = delta.iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
     UPSERT
         .execute(conn, rows, |args, (key, f)| {
-            let (granularity, kind, value) = rollup_key_sql(key);
+            let (granularity, bucket_ms, kind, value) = *key;
             args.add(granularity)?;
-            args.add(key.bucket_ms)?;
+            args.add(bucket_ms)?;
             args.add(kind)?;
-            args.add(value)?;
+            args.add(value.to_owned())?;
             args.add(f.revenue_e4)?;
             args.add(f.units)?;
             args.add(f.transactions)?;
@@ -433,16 +476,12 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
         let event = crate::store::event_from_row(store.identity(), row)?;
         if let EventBody::Transaction(tx) = &event.body {
             transactions += 1;
-            for (key, f) in storesync_protocol::rollup::rollup_rows(tx, tz) {
-                if !stored(&key) {
-                    continue;
+            for_each_rollup_row(tx, tz, |granularity, bucket_ms, dimension, f| {
+                if stored(granularity, &dimension) {
+                    let (g, b, k, v) = row_key(granularity, bucket_ms, dimension);
+                    expected.entry((g, b, k, v.to_owned())).or_default().add(&f);
                 }
-                let (g, k, v) = rollup_key_sql(&key);
-                expected
-                    .entry((g, key.bucket_ms, k, v))
-                    .or_default()
-                    .add(&f);
-            }
+            });
         }
     }
     let stored = sqlx::query(

@@ -40,7 +40,7 @@
 //! [`WriterHandle::submit`] fails at once with [`StoreError::Busy`] (HTTP 503), so memory
 //! stays bounded under overload and clients retry.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -49,11 +49,10 @@ use sqlx::{Arguments, Connection, Row, SqliteConnection};
 use storesync_protocol::domain::{AlertKind, AlertState, Severity};
 use storesync_protocol::ids::AlertId;
 use storesync_protocol::inventory::{Movement, OnHand};
-use storesync_protocol::rollup::{Dimension, Granularity, RollupKey, SalesFigures};
 use storesync_protocol::validate::FieldError;
 use storesync_protocol::{
-    Alert, Epoch, Event, EventBody, EventClass, EventTime, ScanEvent, Sealer, SeqNo, Sku,
-    StockAdjustment, Transaction,
+    Alert, EncodedBody, Epoch, Event, EventBody, EventClass, EventTime, ScanEvent, Sealer, SeqNo,
+    Sku, StockAdjustment, Transaction,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -416,6 +415,21 @@ async fn load_dedupe(conn: &mut SqliteConnection) -> Result<KeyMap, StoreError> 
     Ok(map)
 }
 
+/// A sealed event on its way to the log: its body's postcard bytes (the `body` column) and,
+/// for a record, its dedupe key and content tag.
+struct Sealed {
+    event: Event,
+    body: Vec<u8>,
+    key: Option<(i64, i64)>,
+}
+
+impl Sealed {
+    fn new(sealer: &mut Sealer, body: EncodedBody, key: Option<(i64, i64)>) -> Sealed {
+        let (event, body) = sealer.seal_encoded(body);
+        Sealed { event, body, key }
+    }
+}
+
 struct Pending {
     reply: Reply<Vec<Outcome>>,
     outcomes: Vec<Option<Outcome>>,
@@ -521,9 +535,8 @@ impl Writer {
         let sealer_backup = self.sealer.clone();
         let mut new_keys: Vec<i64> = Vec::new();
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        let mut events: Vec<(Event, Option<(i64, i64)>)> = Vec::new();
+        let mut events: Vec<Sealed> = Vec::with_capacity(batch.iter().map(|b| b.0.len()).sum());
         let mut dead: Vec<DeadRow> = Vec::new();
-        let mut rollup_delta: HashMap<RollupKey, SalesFigures> = HashMap::new();
         let mut movements: Vec<Movement> = Vec::new();
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut resolved_letters: Vec<i64> = Vec::new();
@@ -574,7 +587,7 @@ impl Writer {
                 let (field, id) = record.id_field();
                 let key = dedupe_key(field, id);
                 let id_text = id.to_owned();
-                let body = record.into_body();
+                let body = EncodedBody::new(record.into_body());
                 let tag = content_tag(&body.content_hash());
                 match self.dedupe.get(&key) {
                     Some(known) if *known == tag => {
@@ -611,12 +624,7 @@ impl Writer {
                     None => {
                         self.dedupe.insert(key, tag);
                         new_keys.push(key);
-                        if let EventBody::Transaction(tx) = &body {
-                            for (k, figures) in storesync_protocol::rollup::rollup_rows(tx, &tz) {
-                                if rollup::stored(&k) {
-                                    rollup_delta.entry(k).or_default().add(&figures);
-                                }
-                            }
+                        if let EventBody::Transaction(tx) = body.body() {
                             for item in &tx.items {
                                 if self.settings.doc_rules.is_unknown_sku(item.sku.as_str()) {
                                     candidates.push(alerts::unknown_sku_candidate(
@@ -632,24 +640,31 @@ impl Writer {
                                 *seen = (*seen).max(at);
                             }
                         }
-                        movements.extend(storesync_protocol::inventory::movements(&body));
-                        let event = self.sealer.seal(body);
+                        movements.extend(storesync_protocol::inventory::movements(body.body()));
+                        let event = Sealed::new(&mut self.sealer, body, Some((key, tag)));
                         if let Some(letter) = resubmit_of {
                             resolved_letters.push(letter);
                         }
                         accepted_total += 1;
+                        let sealed = &event.event.key;
                         outcomes.push(Some(Outcome::Accepted {
-                            epoch: event.key.stream.epoch.0.to_string(),
-                            class: event.key.stream.class.as_str(),
-                            seq: event.key.seq.0,
+                            epoch: sealed.stream.epoch.0.to_string(),
+                            class: sealed.stream.class.as_str(),
+                            seq: sealed.seq.0,
                         }));
-                        events.push((event, Some((key, tag))));
+                        events.push(event);
                     }
                 }
             }
             pending.push(Pending { reply, outcomes });
         }
 
+        let mut rollup_delta = rollup::Delta::new();
+        for sealed in &events {
+            if let EventBody::Transaction(tx) = &sealed.event.body {
+                rollup::add_transaction(&mut rollup_delta, tx, &tz);
+            }
+        }
         let on_hand_backup: HashMap<Sku, Option<OnHand>> = movements
             .iter()
             .map(|m| (m.sku.clone(), self.on_hand.get(&m.sku).copied()))
@@ -657,7 +672,7 @@ impl Writer {
         let result = self
             .commit_batch(
                 now_ms,
-                &mut events,
+                &events,
                 &mut dead,
                 &rollup_delta,
                 movements,
@@ -741,9 +756,9 @@ impl Writer {
     async fn commit_batch(
         &mut self,
         now_ms: i64,
-        events: &mut Vec<(Event, Option<(i64, i64)>)>,
+        events: &[Sealed],
         dead: &mut [DeadRow],
-        rollup_delta: &HashMap<RollupKey, SalesFigures>,
+        rollup_delta: &rollup::Delta<'_>,
         movements: Vec<Movement>,
         mut candidates: Vec<Candidate>,
         resolved_letters: &[i64],
@@ -798,6 +813,7 @@ impl Writer {
             alerts::milestone_candidates(&mut tx, &settings, rollup_delta, &self.day_revenue)
                 .await?;
         candidates.extend(milestones);
+        let mut alert_events = Vec::new();
         let raised = persist_candidates(
             &mut tx,
             &mut self.sealer,
@@ -805,12 +821,12 @@ impl Writer {
             &settings,
             candidates,
             now_ms,
-            events,
+            &mut alert_events,
         )
         .await?;
         write_batch(
             &mut tx,
-            events,
+            events.iter().chain(&alert_events),
             rollup_delta,
             &changed,
             &self.sealer,
@@ -881,8 +897,12 @@ impl Writer {
             .bind(alert_id.to_owned())
             .execute(&mut *tx)
             .await?;
-            let events = vec![(self.sealer.seal(EventBody::Alert(alert.clone())), None)];
-            write_batch(&mut tx, &events, &HashMap::new(), &[], &self.sealer, now_ms).await?;
+            let events = vec![Sealed::new(
+                &mut self.sealer,
+                EncodedBody::new(EventBody::Alert(alert.clone())),
+                None,
+            )];
+            write_events(&mut tx, &events, &self.sealer, now_ms).await?;
             tx.commit().await?;
             Ok::<(), StoreError>(())
         }
@@ -927,7 +947,7 @@ impl Writer {
                     &mut events,
                 )
                 .await?;
-                write_batch(&mut tx, &events, &HashMap::new(), &[], &self.sealer, now_ms).await?;
+                write_events(&mut tx, &events, &self.sealer, now_ms).await?;
                 tx.commit().await?;
                 Ok::<Vec<AlertView>, StoreError>(raised)
             }
@@ -1023,7 +1043,7 @@ async fn persist_candidates(
     settings: &Settings,
     candidates: Vec<Candidate>,
     now_ms: i64,
-    events: &mut Vec<(Event, Option<(i64, i64)>)>,
+    events: &mut Vec<Sealed>,
 ) -> Result<Vec<AlertView>, StoreError> {
     let cooldown_ms = settings.config.alerts.cooldown_minutes * 60_000;
     let mut raised = Vec::new();
@@ -1043,7 +1063,11 @@ async fn persist_candidates(
         alerts::insert(tx, &alert, now_ms).await?;
         cooldown.insert(key, now_ms);
         let view = AlertView::from_alert(&alert, None);
-        events.push((sealer.seal(EventBody::Alert(alert)), None));
+        events.push(Sealed::new(
+            sealer,
+            EncodedBody::new(EventBody::Alert(alert)),
+            None,
+        ));
         raised.push(view);
     }
     Ok(raised)
@@ -1125,33 +1149,41 @@ fn to_json<T: Serialize>(rows: &T, what: &str) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|e| StoreError::Identity(format!("encode {what}: {e}")))
 }
 
+/// [`write_batch`] of events alone (alerts raised or changed outside an ingest batch).
+async fn write_events(
+    conn: &mut SqliteConnection,
+    events: &[Sealed],
+    sealer: &Sealer,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    write_batch(conn, events, &rollup::Delta::new(), &[], sealer, now_ms).await
+}
+
 /// Writes `events`, the rollup increments, the on-hand cells and the sealer's heads (see
 /// [`EVENTS`], [`WRITE_BATCH`] and [`rollup::upsert`]).
-async fn write_batch(
+async fn write_batch<'e>(
     conn: &mut SqliteConnection,
-    events: &[(Event, Option<(i64, i64)>)],
-    rollup_delta: &HashMap<RollupKey, SalesFigures>,
+    events: impl IntoIterator<Item = &'e Sealed>,
+    rollup_delta: &rollup::Delta<'_>,
     on_hand: &[(Sku, OnHand)],
     sealer: &Sealer,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    /// An event, its dedupe key and content tag, and when it was recorded.
-    type EventRow<'a> = (&'a Event, Option<(i64, i64)>, i64);
-    let event_rows: Vec<EventRow<'_>> = events
-        .iter()
-        .map(|(event, key)| (event, *key, now_ms))
-        .collect();
+    /// A sealed event and when it was recorded.
+    type EventRow<'a> = (&'a Sealed, i64);
+    let event_rows: Vec<EventRow<'_>> = events.into_iter().map(|e| (e, now_ms)).collect();
     EVENTS
-        .execute(conn, event_rows, |args, (event, key, recorded_ms)| {
+        .execute(conn, event_rows, |args, (sealed, recorded_ms)| {
+            let event = &sealed.event;
             args.add(epoch_sql(event.key.stream.epoch))?;
             args.add(event.key.stream.class as i64)?;
             args.add(i64::try_from(event.key.seq.0).unwrap_or(i64::MAX))?;
             args.add(event.prev.0.to_vec())?;
             args.add(event.content_hash.0.to_vec())?;
-            args.add(postcard::to_allocvec(&event.body)?)?;
+            args.add(sealed.body.clone())?;
             args.add(recorded_ms)?;
-            args.add(key.map(|k| k.0))?;
-            args.add(key.map(|k| k.1))
+            args.add(sealed.key.map(|k| k.0))?;
+            args.add(sealed.key.map(|k| k.1))
         })
         .await?;
     let on_hand_rows: Vec<(&str, i64, Option<i64>)> = on_hand
@@ -1178,28 +1210,4 @@ async fn write_batch(
         .execute(&mut *conn)
         .await?;
     rollup::upsert(conn, rollup_delta).await
-}
-
-/// Keys of rollup rows as stored: `(granularity, dim_kind, dim_value)`.
-pub(crate) fn rollup_key_sql(key: &RollupKey) -> (i64, i64, String) {
-    let granularity = match key.granularity {
-        Granularity::Minute => 0,
-        Granularity::Hour => 1,
-        Granularity::Day => 2,
-        Granularity::Week => 3,
-    };
-    let (kind, value) = match &key.dimension {
-        Dimension::Store => (0, String::new()),
-        Dimension::Item(sku) => (1, sku.as_str().to_owned()),
-        Dimension::Payment(p) => (2, p.clone()),
-        Dimension::Register(r) => (3, r.as_str().to_owned()),
-    };
-    (granularity, kind, value)
-}
-
-/// Sorted copy for deterministic statements.
-pub(crate) fn sorted_rollups(
-    delta: &HashMap<RollupKey, SalesFigures>,
-) -> BTreeMap<&RollupKey, &SalesFigures> {
-    delta.iter().collect()
 }

@@ -194,9 +194,16 @@ impl ScanPurpose {
 }
 
 /// A GTIN (8, 12, 13 or 14 digits) whose check digit is valid.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Gtin(String);
+
+/// Serialized as its digits, without the copy `into = "String"` would make.
+impl Serialize for Gtin {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Why a text is not a GTIN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -164,13 +164,57 @@ impl EventBody {
     /// The content hash: BLAKE3 over a domain tag and the body's postcard bytes, which are
     /// deterministic for these types (no maps with unordered iteration).
     pub fn content_hash(&self) -> Hash {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"storesync/content/v1\0");
-        // Encoding into a Vec cannot fail for these types: every field is serializable and
-        // no length exceeds postcard's varint range.
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
-        hasher.update(&bytes);
-        Hash(*hasher.finalize().as_bytes())
+        content_hash_of(&self.encode())
+    }
+
+    /// The body's postcard bytes. Encoding into a Vec cannot fail for these types: every
+    /// field is serializable and no length exceeds postcard's varint range.
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+fn content_hash_of(bytes: &[u8]) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"storesync/content/v1\0");
+    hasher.update(bytes);
+    Hash(*hasher.finalize().as_bytes())
+}
+
+/// A body with its postcard bytes and its content hash, both computed once: a store that
+/// keeps the bytes and seals the body needs no second encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBody {
+    body: EventBody,
+    bytes: Vec<u8>,
+    content_hash: Hash,
+}
+
+impl EncodedBody {
+    /// Encodes and hashes `body`.
+    pub fn new(body: EventBody) -> EncodedBody {
+        let bytes = body.encode();
+        let content_hash = content_hash_of(&bytes);
+        EncodedBody {
+            body,
+            bytes,
+            content_hash,
+        }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &EventBody {
+        &self.body
+    }
+
+    /// Its postcard bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Its content hash ([`EventBody::content_hash`]).
+    pub fn content_hash(&self) -> Hash {
+        self.content_hash
     }
 }
 
@@ -305,6 +349,16 @@ impl Sealer {
 
     /// Assigns the next key of the body's class, links it and advances the head.
     pub fn seal(&mut self, body: EventBody) -> Event {
+        self.seal_encoded(EncodedBody::new(body)).0
+    }
+
+    /// [`Sealer::seal`] of a body already encoded; also returns the body's bytes.
+    pub fn seal_encoded(&mut self, encoded: EncodedBody) -> (Event, Vec<u8>) {
+        let EncodedBody {
+            body,
+            bytes,
+            content_hash,
+        } = encoded;
         let class = body.class();
         let head = &mut self.heads[class.index()];
         let key = EventKey {
@@ -317,7 +371,6 @@ impl Sealer {
             },
             seq: head.seq.next(),
         };
-        let content_hash = body.content_hash();
         let prev = head.hash;
         let event = Event {
             key,
@@ -329,7 +382,7 @@ impl Sealer {
             seq: event.key.seq,
             hash: event.chain_hash(),
         };
-        event
+        (event, bytes)
     }
 }
 

@@ -51,8 +51,8 @@ pub mod wire;
 
 pub use domain::{Alert, LineItem, ScanEvent, StockAdjustment, Transaction, TransactionKind};
 pub use event::{
-    Epoch, Event, EventBody, EventClass, EventKey, Hash, Sealer, SeqNo, StreamHead, StreamId,
-    verify_run,
+    EncodedBody, Epoch, Event, EventBody, EventClass, EventKey, Hash, Sealer, SeqNo, StreamHead,
+    StreamId, verify_run,
 };
 pub use ids::{DeviceId, RegisterId, Sku, StoreId, TenantId, TransactionId};
 pub use money::Money;

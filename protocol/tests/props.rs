@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use storesync_protocol::domain::{
     Gtin, LineItem, ScanEvent, ScanPurpose, Transaction, TransactionKind, gs1_check_digit,
 };
-use storesync_protocol::event::{Epoch, Event, EventBody, Hash, Sealer, SeqNo, StreamHead};
+use storesync_protocol::event::{
+    EncodedBody, Epoch, Event, EventBody, Hash, Sealer, SeqNo, StreamHead,
+};
 use storesync_protocol::ids::{
     DeviceId, RegisterId, ScanId, Sku, StoreId, TenantId, TransactionId,
 };
@@ -372,6 +374,26 @@ proptest! {
             Ok(_) => prop_assert!(false, "corrupting {} with {} was accepted", field, bad),
             Err(rejection) => prop_assert!(rejection.names(field), "{}: {}", field, rejection),
         }
+    }
+
+    #[test]
+    fn sealing_an_encoded_body_is_sealing_the_body(bodies in proptest::collection::vec(body(), 1..6)) {
+        let sealer = || Sealer::new(
+            TenantId::new("t").unwrap(),
+            StoreId::new("s1").unwrap(),
+            DeviceId::new("d").unwrap(),
+            Epoch(7),
+            [Hash::ZERO; 3],
+        );
+        let (mut plain, mut encoded) = (sealer(), sealer());
+        for body in bodies {
+            let expected = plain.seal(body.clone());
+            let (event, bytes) = encoded.seal_encoded(EncodedBody::new(body.clone()));
+            prop_assert_eq!(&event, &expected);
+            prop_assert!(event.content_ok());
+            prop_assert_eq!(postcard::from_bytes::<EventBody>(&bytes).unwrap(), body);
+        }
+        prop_assert_eq!(plain.heads(), encoded.heads());
     }
 
     #[test]
