@@ -3,10 +3,13 @@
 //! - **Store not syncing** ([`AlertKind::StoreNotSyncing`]): no device of a store has been in
 //!   contact (handshake, heartbeat or committed batch) for
 //!   [`FleetOptions::not_syncing_after_ms`]. A connected device's contact is recorded about
-//!   every 5 to 10 s (heartbeats, throttled), so the limit must be well above that. Checked by [`check_not_syncing`],
-//!   which the sync server runs every [`FleetOptions::check_interval`]; a store whose
-//!   devices never made contact is not judged. The alert clears when the store's device
-//!   connects again (at the handshake) or when a check finds a recent contact.
+//!   every 5 to 10 s (heartbeats, throttled), so the limit must be well above that.
+//!   Checked by [`check_not_syncing`], which the sync server runs every
+//!   [`FleetOptions::check_interval`]. A store none of whose devices ever made contact is
+//!   judged from its first enrollment: a device enrolled (holding a certificate neither
+//!   revoked nor expired) longer ago than the limit that never synced raises the same
+//!   alert; a store with no enrolled device is not judged. The alert clears when the
+//!   store's device connects (at the handshake) or when a check finds a recent contact.
 //! - **Clock skew** ([`AlertKind::ClockSkew`]): the skew a device's hello showed at the
 //!   handshake is beyond [`FleetOptions::clock_skew_max_ms`]. Raised or cleared by
 //!   [`on_connected`] at every handshake of the device.
@@ -96,7 +99,7 @@ fn fleet_alert(
 /// What one not-syncing check did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckReport {
-    /// Stores judged (those with at least one device contact).
+    /// Stores judged (those with a device contact or an enrolled device).
     pub stores: usize,
     /// Alerts raised or reopened.
     pub raised: usize,
@@ -105,7 +108,8 @@ pub struct CheckReport {
 }
 
 /// Raises or clears the not-syncing alert of every store of `tenant` whose devices have
-/// made contact, judging by the newest contact of any of its devices.
+/// made contact, judging by the newest contact of any of its devices, and raises it for a
+/// store whose enrolled devices never made contact, judging by its first enrollment.
 pub async fn check_not_syncing(
     store: &dyn Store,
     tenant: &TenantId,
@@ -120,10 +124,52 @@ pub async fn check_not_syncing(
             *entry = (*entry).max(seen);
         }
     }
+    // Stores never heard from: their first enrollment still valid, and by which device.
+    let mut enrolled: BTreeMap<StoreId, (UnixMillis, DeviceId)> = BTreeMap::new();
+    for e in store.pki().enrolled_devices(tenant, now_ms).await? {
+        if newest.contains_key(&e.store) {
+            continue;
+        }
+        let entry = enrolled
+            .entry(e.store)
+            .or_insert((e.issued_ms, e.device.clone()));
+        if e.issued_ms < entry.0 {
+            *entry = (e.issued_ms, e.device);
+        }
+    }
     let mut report = CheckReport {
-        stores: newest.len(),
+        stores: newest.len() + enrolled.len(),
         ..CheckReport::default()
     };
+    for (store_id, (enrolled_ms, device)) in enrolled {
+        let waiting_ms = now_ms.saturating_sub(enrolled_ms);
+        if waiting_ms <= options.not_syncing_after_ms {
+            continue;
+        }
+        let alert = fleet_alert(
+            not_syncing_id(&store_id)?,
+            AlertKind::StoreNotSyncing,
+            &store_id,
+            store_id.as_str(),
+            now_ms,
+            format!(
+                "store {store_id} has never synced: device {device} was enrolled {} minutes ago",
+                waiting_ms / 60_000
+            ),
+            vec![
+                ("enrolled_ms".into(), enrolled_ms),
+                ("limit_ms".into(), options.not_syncing_after_ms),
+            ],
+        );
+        if store
+            .fleet()
+            .fleet_alert_raise(tenant, &alert, now_ms)
+            .await?
+        {
+            tracing::warn!(%tenant, store = %store_id, %device, waiting_ms, "fleet: enrolled store never synced");
+            report.raised += 1;
+        }
+    }
     for (store_id, last_seen_ms) in newest {
         let alert_id = not_syncing_id(&store_id)?;
         let silent_ms = now_ms.saturating_sub(last_seen_ms);

@@ -1062,9 +1062,119 @@ async fn pg_gated_run_never_starves_its_predecessor_of_a_connection() {
     assert_eq!(second_done.unwrap().inserted, 1);
 }
 
+/// A store whose enrolled device never synced is reported once it has been enrolled
+/// longer than the limit, judged by its first certificate still valid; revoked or expired
+/// certificates do not count, and the device's first contact resolves the alert.
+async fn enrolled_store_that_never_synced_is_not_syncing(store: Arc<dyn Store>) {
+    use storesync_hub::fleet::{self, FleetOptions};
+    use storesync_hub::store::pki::DeviceCertRecord;
+    setup_tenant(
+        &*store,
+        "acme",
+        &[
+            ("s1", "north", "UTC"),
+            ("s2", "south", "UTC"),
+            ("s3", "east", "UTC"),
+        ],
+    )
+    .await;
+    setup_tenant(&*store, "other", &[("s1", "west", "UTC")]).await;
+    let acme = tenant("acme");
+    let options = FleetOptions {
+        not_syncing_after_ms: 60_000,
+        ..FleetOptions::default()
+    };
+    let cert = |store: &str, device: &str, not_after_ms: i64| DeviceCertRecord {
+        store: store_id(store),
+        device: DeviceId::new(device).unwrap(),
+        not_after_ms,
+        revoked_ms: None,
+        cert_hash: vec![7; 32],
+    };
+    let pki = store.pki();
+    // s1: enrolled at T0, then renewed; s2: its only certificate is revoked; s3: expired.
+    pki.device_cert_insert(&acme, b"serial-1", &cert("s1", "d1", T0 + 1_000_000), T0)
+        .await
+        .unwrap();
+    pki.device_cert_insert(
+        &acme,
+        b"serial-1b",
+        &cert("s1", "d1", T0 + 2_000_000),
+        T0 + 50_000,
+    )
+    .await
+    .unwrap();
+    pki.device_cert_insert(&acme, b"serial-2", &cert("s2", "d2", T0 + 1_000_000), T0)
+        .await
+        .unwrap();
+    pki.device_revoke(&acme, &DeviceId::new("d2").unwrap(), T0 + 1_000)
+        .await
+        .unwrap();
+    pki.device_cert_insert(&acme, b"serial-3", &cert("s3", "d3", T0 + 30_000), T0)
+        .await
+        .unwrap();
+
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 59_000)
+        .await
+        .unwrap();
+    assert_eq!((report.stores, report.raised), (1, 0), "within the limit");
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 61_000)
+        .await
+        .unwrap();
+    assert_eq!((report.stores, report.raised), (1, 1));
+    let id = fleet::not_syncing_id(&store_id("s1")).unwrap();
+    let alert = store.alert(&acme, &id).await.unwrap().unwrap().alert;
+    assert_eq!(
+        (alert.kind.as_str(), alert.state),
+        ("store_not_syncing", AlertState::Open)
+    );
+    assert!(alert.message.contains("never synced"), "{}", alert.message);
+    assert!(alert.facts.contains(&("enrolled_ms".to_owned(), T0)));
+    for other in ["s2", "s3"] {
+        let other = fleet::not_syncing_id(&store_id(other)).unwrap();
+        assert!(store.alert(&acme, &other).await.unwrap().is_none());
+    }
+    // Another tenant sees nothing of it, and its check judges none of acme's stores.
+    assert!(store.alert(&tenant("other"), &id).await.unwrap().is_none());
+    let report = fleet::check_not_syncing(&*store, &tenant("other"), &options, T0 + 61_000)
+        .await
+        .unwrap();
+    assert_eq!((report.stores, report.raised), (0, 0));
+
+    // The device's first contact resolves it, and from then on contact is what counts.
+    let d1 = DeviceId::new("d1").unwrap();
+    let contact = storesync_hub::store::DeviceContact {
+        now_ms: T0 + 70_000,
+        backlog: 0,
+        clock_skew_ms: 0,
+    };
+    store
+        .record_contact(&acme, &store_id("s1"), &d1, &contact)
+        .await
+        .unwrap();
+    fleet::on_connected(
+        &*store,
+        &acme,
+        &store_id("s1"),
+        &d1,
+        0,
+        &options,
+        T0 + 70_000,
+    )
+    .await
+    .unwrap();
+    let alert = store.alert(&acme, &id).await.unwrap().unwrap().alert;
+    assert_eq!(alert.state, AlertState::Resolved);
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 100_000)
+        .await
+        .unwrap();
+    assert_eq!((report.stores, report.raised), (1, 0));
+}
+
 on_both_backends!(
     gated_runs_commit_in_order,
     fleet_alerts_dedupe_clear_and_reopen,
+    enrolled_store_that_never_synced_is_not_syncing,
     documents_merge_serially_and_stay_per_tenant,
     ingest_then_replay_changes_nothing,
     heads_and_chain_hashes,

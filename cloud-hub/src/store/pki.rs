@@ -127,6 +127,42 @@ pub trait PkiStore: Send + Sync {
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<(Vec<u8>, DeviceCertRecord)>, StoreError>;
+
+    /// Every device holding a certificate that is neither revoked nor expired at `now_ms`,
+    /// with when its first such certificate was issued (its enrollment).
+    async fn enrolled_devices(
+        &self,
+        tenant: &TenantId,
+        now_ms: i64,
+    ) -> Result<Vec<Enrollment>, StoreError>;
+}
+
+/// A device enrolled with a certificate that is still valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    /// Store it binds.
+    pub store: StoreId,
+    /// Device.
+    pub device: DeviceId,
+    /// When its oldest valid certificate was issued, Unix ms.
+    pub issued_ms: i64,
+}
+
+/// The SQL of [`PkiStore::enrolled_devices`]; `$1` tenant, `$2` now.
+pub(crate) const ENROLLED_DEVICES: &str = "SELECT store_id, device_id, min(issued_ms) FROM device_certs \
+     WHERE tenant_id = $1 AND revoked_ms IS NULL AND not_after_ms > $2 GROUP BY store_id, device_id";
+
+pub(crate) fn enrollment(
+    store: &str,
+    device: &str,
+    issued_ms: i64,
+) -> Result<Enrollment, StoreError> {
+    Ok(Enrollment {
+        store: StoreId::new(store).map_err(|e| StoreError::Corrupt(format!("store id: {e}")))?,
+        device: DeviceId::new(device)
+            .map_err(|e| StoreError::Corrupt(format!("device id: {e}")))?,
+        issued_ms,
+    })
 }
 
 pub(crate) fn record(

@@ -5,7 +5,9 @@ use storesync_protocol::ids::{DeviceId, StoreId, TenantId};
 
 use super::PgStore;
 use crate::store::StoreError;
-use crate::store::pki::{DeviceCertRecord, PkiStore, record};
+use crate::store::pki::{
+    DeviceCertRecord, ENROLLED_DEVICES, Enrollment, PkiStore, enrollment, record,
+};
 
 #[async_trait]
 impl PkiStore for PgStore {
@@ -155,6 +157,23 @@ impl PkiStore for PgStore {
             )
             .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn enrolled_devices(
+        &self,
+        tenant: &TenantId,
+        now_ms: i64,
+    ) -> Result<Vec<Enrollment>, StoreError> {
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                ENROLLED_DEVICES,
+                &[&tenant.as_str(), &now_ms],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| enrollment(row.get(0), row.get(1), row.get(2)))
+            .collect()
     }
 
     async fn device_certs(

@@ -6,7 +6,9 @@ use storesync_protocol::ids::{DeviceId, StoreId, TenantId};
 
 use super::SqliteStore;
 use crate::store::StoreError;
-use crate::store::pki::{DeviceCertRecord, PkiStore, record};
+use crate::store::pki::{
+    DeviceCertRecord, ENROLLED_DEVICES, Enrollment, PkiStore, enrollment, record,
+};
 
 #[async_trait]
 impl PkiStore for SqliteStore {
@@ -176,6 +178,25 @@ impl PkiStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn enrolled_devices(
+        &self,
+        tenant: &TenantId,
+        now_ms: i64,
+    ) -> Result<Vec<Enrollment>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(ENROLLED_DEVICES.replace('$', "?")))
+            .bind(tenant.as_str())
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let store: String = row.get(0);
+                let device: String = row.get(1);
+                enrollment(&store, &device, row.get(2))
+            })
+            .collect()
     }
 
     async fn device_certs(
