@@ -146,26 +146,12 @@ pub async fn check_not_syncing(
         if waiting_ms <= options.not_syncing_after_ms {
             continue;
         }
-        let alert = fleet_alert(
-            not_syncing_id(&store_id)?,
-            AlertKind::StoreNotSyncing,
-            &store_id,
-            store_id.as_str(),
-            now_ms,
-            format!(
-                "store {store_id} has never synced: device {device} was enrolled {} minutes ago",
-                waiting_ms / 60_000
-            ),
-            vec![
-                ("enrolled_ms".into(), enrolled_ms),
-                ("limit_ms".into(), options.not_syncing_after_ms),
-            ],
+        let message = format!(
+            "store {store_id} has never synced: device {device} was enrolled {} minutes ago",
+            waiting_ms / 60_000
         );
-        if store
-            .fleet()
-            .fleet_alert_raise(tenant, &alert, now_ms)
-            .await?
-        {
+        let facts = ("enrolled_ms", enrolled_ms);
+        if raise_not_syncing(store, tenant, &store_id, options, now_ms, message, facts).await? {
             tracing::warn!(%tenant, store = %store_id, %device, waiting_ms, "fleet: enrolled store never synced");
             report.raised += 1;
         }
@@ -174,26 +160,12 @@ pub async fn check_not_syncing(
         let alert_id = not_syncing_id(&store_id)?;
         let silent_ms = now_ms.saturating_sub(last_seen_ms);
         if silent_ms > options.not_syncing_after_ms {
-            let alert = fleet_alert(
-                alert_id,
-                AlertKind::StoreNotSyncing,
-                &store_id,
-                store_id.as_str(),
-                now_ms,
-                format!(
-                    "store {store_id} has not synced for {} minutes",
-                    silent_ms / 60_000
-                ),
-                vec![
-                    ("last_seen_ms".into(), last_seen_ms),
-                    ("limit_ms".into(), options.not_syncing_after_ms),
-                ],
+            let message = format!(
+                "store {store_id} has not synced for {} minutes",
+                silent_ms / 60_000
             );
-            if store
-                .fleet()
-                .fleet_alert_raise(tenant, &alert, now_ms)
-                .await?
-            {
+            let facts = ("last_seen_ms", last_seen_ms);
+            if raise_not_syncing(store, tenant, &store_id, options, now_ms, message, facts).await? {
                 tracing::warn!(%tenant, store = %store_id, silent_ms, "fleet: store not syncing");
                 report.raised += 1;
             }
@@ -206,6 +178,35 @@ pub async fn check_not_syncing(
         }
     }
     Ok(report)
+}
+
+/// Raises (or keeps) a store's not-syncing alert with `message` and the fact that made it
+/// fire beside the limit; true if it was raised or reopened now.
+async fn raise_not_syncing(
+    store: &dyn Store,
+    tenant: &TenantId,
+    store_id: &StoreId,
+    options: &FleetOptions,
+    now_ms: UnixMillis,
+    message: String,
+    (fact, value): (&str, i64),
+) -> Result<bool, StoreError> {
+    let alert = fleet_alert(
+        not_syncing_id(store_id)?,
+        AlertKind::StoreNotSyncing,
+        store_id,
+        store_id.as_str(),
+        now_ms,
+        message,
+        vec![
+            (fact.to_owned(), value),
+            ("limit_ms".into(), options.not_syncing_after_ms),
+        ],
+    );
+    store
+        .fleet()
+        .fleet_alert_raise(tenant, &alert, now_ms)
+        .await
 }
 
 /// At a device's handshake: its store syncs again (its not-syncing alert clears), and its

@@ -157,12 +157,20 @@ pub(crate) fn enrollment(
     device: &str,
     issued_ms: i64,
 ) -> Result<Enrollment, StoreError> {
+    let (store, device) = ids(store, device)?;
     Ok(Enrollment {
-        store: StoreId::new(store).map_err(|e| StoreError::Corrupt(format!("store id: {e}")))?,
-        device: DeviceId::new(device)
-            .map_err(|e| StoreError::Corrupt(format!("device id: {e}")))?,
+        store,
+        device,
         issued_ms,
     })
+}
+
+/// A stored row's store and device ids.
+fn ids(store: &str, device: &str) -> Result<(StoreId, DeviceId), StoreError> {
+    Ok((
+        StoreId::new(store).map_err(|e| StoreError::Corrupt(format!("store id: {e}")))?,
+        DeviceId::new(device).map_err(|e| StoreError::Corrupt(format!("device id: {e}")))?,
+    ))
 }
 
 pub(crate) fn record(
@@ -172,10 +180,10 @@ pub(crate) fn record(
     revoked_ms: Option<i64>,
     cert_hash: Vec<u8>,
 ) -> Result<DeviceCertRecord, StoreError> {
+    let (store, device) = ids(store, device)?;
     Ok(DeviceCertRecord {
-        store: StoreId::new(store).map_err(|e| StoreError::Corrupt(format!("store id: {e}")))?,
-        device: DeviceId::new(device)
-            .map_err(|e| StoreError::Corrupt(format!("device id: {e}")))?,
+        store,
+        device,
         not_after_ms,
         revoked_ms,
         cert_hash,
