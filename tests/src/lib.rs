@@ -24,23 +24,29 @@ pub fn bin_dir() -> PathBuf {
 /// The path of a workspace binary, built first when it is missing or older than the
 /// sources it is made from (a targeted `cargo test -p storesync-tests` would otherwise
 /// run a stale hub or agent after their code changed). The build is the same command CI
-/// runs before the tests, so there it finds nothing to do.
+/// runs before the tests, so there it finds nothing to do; benchmarks, which run from the
+/// release directory, get release binaries.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let path = bin_dir().join(name);
+    let dir = bin_dir();
+    let path = dir.join(name);
     if binary_is_stale(&path) {
         BUILT.get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut args = vec![
+                "build",
+                "-p",
+                "storesync-hub",
+                "-p",
+                "storesync-edge",
+                "-p",
+                "storesync-sim",
+            ];
+            if dir.file_name().is_some_and(|d| d == "release") {
+                args.push("--release");
+            }
             let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "storesync-hub",
-                    "-p",
-                    "storesync-edge",
-                    "-p",
-                    "storesync-sim",
-                ])
+                .args(args)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .unwrap();
