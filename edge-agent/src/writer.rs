@@ -634,10 +634,15 @@ impl Writer {
                                 }
                             }
                             if let Some(register) = &tx.register_id {
+                                // Most transactions' register is already in the map: no
+                                // key is allocated for those.
                                 let at = tx.timestamp.unix_ms();
-                                let seen =
-                                    registers.entry(register.as_str().to_owned()).or_insert(at);
-                                *seen = (*seen).max(at);
+                                match registers.get_mut(register.as_str()) {
+                                    Some(seen) => *seen = (*seen).max(at),
+                                    None => {
+                                        registers.insert(register.as_str().to_owned(), at);
+                                    }
+                                }
                             }
                         }
                         movements.extend(storesync_protocol::inventory::movements(body.body()));
