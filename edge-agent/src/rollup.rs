@@ -85,28 +85,24 @@ static UPSERT: values::Shape = values::Shape::new(
     10,
 );
 
-/// Adds `delta` to the stored rows, in key order (neighbouring keys share pages).
-pub(crate) async fn upsert(
-    conn: &mut SqliteConnection,
-    delta: &Delta<'_>,
-) -> Result<(), StoreError> {
+/// Adds to `batch` the upserts that add `delta` to the stored rows, in key order
+/// (neighbouring keys share pages).
+pub(crate) fn upsert(batch: &mut values::Batch, delta: &Delta<'_>) -> Result<(), StoreError> {
     let mut rows: Vec<(&RowKey<'_>, &SalesFigures)> = delta.iter().collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    UPSERT
-        .execute(conn, rows, |args, (key, f)| {
-            let (granularity, bucket_ms, kind, value) = *key;
-            args.add(granularity)?;
-            args.add(bucket_ms)?;
-            args.add(kind)?;
-            args.add(value.to_owned())?;
-            args.add(f.revenue_e4)?;
-            args.add(f.units)?;
-            args.add(f.transactions)?;
-            args.add(f.refunds)?;
-            args.add(f.refund_amount_e4)?;
-            args.add(f.voids)
-        })
-        .await
+    UPSERT.push(batch, rows, |args, (key, f)| {
+        let (granularity, bucket_ms, kind, value) = *key;
+        args.add(granularity)?;
+        args.add(bucket_ms)?;
+        args.add(kind)?;
+        args.add(value.to_owned())?;
+        args.add(f.revenue_e4)?;
+        args.add(f.units)?;
+        args.add(f.transactions)?;
+        args.add(f.refunds)?;
+        args.add(f.refund_amount_e4)?;
+        args.add(f.voids)
+    })
 }
 
 /// The newest minute bucket per register since `since_ms`.

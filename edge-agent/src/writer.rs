@@ -22,11 +22,11 @@
 //!
 //! # Cost of a commit
 //!
-//! A commit makes five or six calls to the connection's thread in the common case:
-//! `BEGIN`, the sealed events as one bound multi-row insert ([`EVENTS`], see [`values`]),
-//! one multi-statement execution ([`WRITE_BATCH`]: on-hand cells and stream heads, each
-//! table's rows as one JSON array), the rollup increments summed per key as one or two
-//! bound multi-row upserts and `COMMIT`. Dead letters,
+//! A commit makes three calls to the connection's thread in the common case: `BEGIN`, one
+//! [`values::Batch`] and `COMMIT`. The batch holds the sealed events as bound multi-row
+//! inserts ([`EVENTS`], see [`values`]), the on-hand cells and stream heads
+//! ([`WRITE_BATCH`], each table's rows as one JSON array) and the rollup increments summed
+//! per key as bound multi-row upserts. Dead letters,
 //! resubmissions, alerts and refolds add statements only when a batch has them. The
 //! rollup upserts are most of a small commit's work: the items of 64 transactions rarely
 //! share a row, so each adds its own (which is why only hour rows are stored by item, see
@@ -1177,20 +1177,19 @@ async fn write_batch<'e>(
     /// A sealed event and when it was recorded.
     type EventRow<'a> = (&'a Sealed, i64);
     let event_rows: Vec<EventRow<'_>> = events.into_iter().map(|e| (e, now_ms)).collect();
-    EVENTS
-        .execute(conn, event_rows, |args, (sealed, recorded_ms)| {
-            let event = &sealed.event;
-            args.add(epoch_sql(event.key.stream.epoch))?;
-            args.add(event.key.stream.class as i64)?;
-            args.add(i64::try_from(event.key.seq.0).unwrap_or(i64::MAX))?;
-            args.add(event.prev.0.to_vec())?;
-            args.add(event.content_hash.0.to_vec())?;
-            args.add(sealed.body.clone())?;
-            args.add(recorded_ms)?;
-            args.add(sealed.key.map(|k| k.0))?;
-            args.add(sealed.key.map(|k| k.1))
-        })
-        .await?;
+    let mut batch = values::Batch::default();
+    EVENTS.push(&mut batch, event_rows, |args, (sealed, recorded_ms)| {
+        let event = &sealed.event;
+        args.add(epoch_sql(event.key.stream.epoch))?;
+        args.add(event.key.stream.class as i64)?;
+        args.add(i64::try_from(event.key.seq.0).unwrap_or(i64::MAX))?;
+        args.add(event.prev.0.to_vec())?;
+        args.add(event.content_hash.0.to_vec())?;
+        args.add(sealed.body.clone())?;
+        args.add(recorded_ms)?;
+        args.add(sealed.key.map(|k| k.0))?;
+        args.add(sealed.key.map(|k| k.1))
+    })?;
     let on_hand_rows: Vec<(&str, i64, Option<i64>)> = on_hand
         .iter()
         .map(|(sku, cell)| (sku.as_str(), cell.quantity, cell.last_count_ms))
@@ -1208,11 +1207,10 @@ async fn write_batch<'e>(
             )
         })
         .collect();
-    sqlx::query(WRITE_BATCH)
-        .bind(now_ms)
-        .bind(to_json(&on_hand_rows, "on-hand cells")?)
-        .bind(to_json(&head_rows, "stream heads")?)
-        .execute(&mut *conn)
-        .await?;
-    rollup::upsert(conn, rollup_delta).await
+    batch.push_sql(WRITE_BATCH);
+    batch.bind(now_ms)?;
+    batch.bind(to_json(&on_hand_rows, "on-hand cells")?)?;
+    batch.bind(to_json(&head_rows, "stream heads")?)?;
+    rollup::upsert(&mut batch, rollup_delta)?;
+    batch.execute(conn).await
 }
