@@ -298,32 +298,20 @@ async fn migration_to_v3_moves_store_rows_and_keeps_every_figure() {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
 
-    let mut served_rows = BTreeMap::new();
-    for g in Granularity::STORED {
-        for dim in [
-            DimKind::Store,
-            DimKind::Item,
-            DimKind::Payment,
-            DimKind::Register,
-        ] {
-            for r in store
-                .rollups(&tenant("acme"), &every_bucket(g, dim, true, true))
-                .await
-                .unwrap()
-            {
-                served_rows.insert(
-                    (
-                        granularity_code(g),
-                        dim as i16,
-                        r.store_id.unwrap().as_str().to_owned(),
-                        r.value,
-                        r.bucket_ms,
-                    ),
-                    r.figures,
-                );
-            }
-        }
-    }
+    let served_rows: BTreeMap<_, _> = served_rollups(&store, "acme", true)
+        .await
+        .into_iter()
+        .map(|(g, dim, r)| {
+            let key = (
+                granularity_code(g),
+                dim as i16,
+                r.store_id.unwrap().as_str().to_owned(),
+                r.value,
+                r.bucket_ms,
+            );
+            (key, r.figures)
+        })
+        .collect();
     assert_eq!(served_rows, rows);
     let placed = placement(&admin).await;
     let store_level = rows.keys().filter(|k| k.1 == 0).count() as i64;

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use storesync_hub::store::{AlertQuery, CommitGate, DimKind, Store, StoreError, granularity_code};
+use storesync_hub::store::{AlertQuery, CommitGate, Store, StoreError, granularity_code};
 use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
 use storesync_protocol::event::{EventBody, SeqNo};
 use storesync_protocol::ids::{AlertId, DeviceId};
 use storesync_protocol::inventory::{fold, movements};
-use storesync_protocol::rollup::{Granularity, SalesFigures};
+use storesync_protocol::rollup::SalesFigures;
 
 fn all_rollups(
     store: &str,
@@ -40,27 +40,16 @@ async fn stored_rollups(
     store: &dyn Store,
     tenant_name: &str,
 ) -> BTreeMap<(i16, i64, i16, String), SalesFigures> {
-    let mut out = BTreeMap::new();
-    for g in Granularity::STORED {
-        for dim in [
-            DimKind::Store,
-            DimKind::Item,
-            DimKind::Payment,
-            DimKind::Register,
-        ] {
-            let rows = store
-                .rollups(&tenant(tenant_name), &every_bucket(g, dim, false, true))
-                .await
-                .unwrap();
-            for r in rows {
-                out.insert(
-                    (granularity_code(g), r.bucket_ms, dim as i16, r.value),
-                    r.figures,
-                );
-            }
-        }
-    }
-    out
+    served_rollups(store, tenant_name, false)
+        .await
+        .into_iter()
+        .map(|(g, dim, r)| {
+            (
+                (granularity_code(g), r.bucket_ms, dim as i16, r.value),
+                r.figures,
+            )
+        })
+        .collect()
 }
 
 fn sample_bodies(store: &str) -> Vec<EventBody> {
@@ -784,21 +773,7 @@ async fn fleet_alerts_dedupe_clear_and_reopen(store: Arc<dyn Store>) {
     assert!(store.alert(&tenant("other"), &id).await.unwrap().is_none());
 
     // s1's device connects: the alert resolves by the hub; a later silence reopens it.
-    store
-        .record_contact(&acme, &store_id("s1"), &d1, &contact(T0 + 90_000))
-        .await
-        .unwrap();
-    fleet::on_connected(
-        &*store,
-        &acme,
-        &store_id("s1"),
-        &d1,
-        0,
-        &options,
-        T0 + 90_000,
-    )
-    .await
-    .unwrap();
+    handshake(&*store, "s1", &d1, &options, T0 + 90_000).await;
     let record = store.alert(&acme, &id).await.unwrap().unwrap();
     assert_eq!(
         (record.alert.state, record.alert.changed_by.as_deref()),
@@ -1062,6 +1037,38 @@ async fn pg_gated_run_never_starves_its_predecessor_of_a_connection() {
     assert_eq!(second_done.unwrap().inserted, 1);
 }
 
+/// What the sync server does at a handshake of acme's `device` of `store_name` without
+/// clock skew: records the contact, then runs the fleet hook.
+async fn handshake(
+    store: &dyn Store,
+    store_name: &str,
+    device: &DeviceId,
+    options: &storesync_hub::fleet::FleetOptions,
+    now_ms: i64,
+) {
+    let acme = tenant("acme");
+    let contact = storesync_hub::store::DeviceContact {
+        now_ms,
+        backlog: 0,
+        clock_skew_ms: 0,
+    };
+    store
+        .record_contact(&acme, &store_id(store_name), device, &contact)
+        .await
+        .unwrap();
+    storesync_hub::fleet::on_connected(
+        store,
+        &acme,
+        &store_id(store_name),
+        device,
+        0,
+        options,
+        now_ms,
+    )
+    .await
+    .unwrap();
+}
+
 /// A store whose enrolled device never synced is reported once it has been enrolled
 /// longer than the limit, judged by its first certificate still valid; revoked or expired
 /// certificates do not count, and the device's first contact resolves the alert.
@@ -1143,26 +1150,7 @@ async fn enrolled_store_that_never_synced_is_not_syncing(store: Arc<dyn Store>) 
 
     // The device's first contact resolves it, and from then on contact is what counts.
     let d1 = DeviceId::new("d1").unwrap();
-    let contact = storesync_hub::store::DeviceContact {
-        now_ms: T0 + 70_000,
-        backlog: 0,
-        clock_skew_ms: 0,
-    };
-    store
-        .record_contact(&acme, &store_id("s1"), &d1, &contact)
-        .await
-        .unwrap();
-    fleet::on_connected(
-        &*store,
-        &acme,
-        &store_id("s1"),
-        &d1,
-        0,
-        &options,
-        T0 + 70_000,
-    )
-    .await
-    .unwrap();
+    handshake(&*store, "s1", &d1, &options, T0 + 70_000).await;
     let alert = store.alert(&acme, &id).await.unwrap().unwrap().alert;
     assert_eq!(alert.state, AlertState::Resolved);
     let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 100_000)

@@ -227,6 +227,31 @@ pub fn every_bucket(
     }
 }
 
+/// Every rollup row `store` serves for `tenant`, at every stored granularity and dimension,
+/// every bucket apart, by store when `by_store`.
+pub async fn served_rollups(
+    store: &dyn Store,
+    tenant: &str,
+    by_store: bool,
+) -> Vec<(Granularity, DimKind, storesync_hub::store::RollupRow)> {
+    let tenant = storesync_protocol::ids::TenantId::new(tenant).unwrap();
+    let mut out = Vec::new();
+    for g in Granularity::STORED {
+        for dim in [
+            DimKind::Store,
+            DimKind::Item,
+            DimKind::Payment,
+            DimKind::Register,
+        ] {
+            let query = every_bucket(g, dim, by_store, true);
+            for row in store.rollups(&tenant, &query).await.unwrap() {
+                out.push((g, dim, row));
+            }
+        }
+    }
+    out
+}
+
 /// The protocol's own rollup rows of `bodies`' transactions, with their store, for the
 /// (granularity, dimension) pairs the hub keeps: minute rows by store and payment only.
 pub fn kept_rollup_rows(bodies: &[EventBody], tz: &str) -> Vec<(StoreId, RollupKey, SalesFigures)> {
