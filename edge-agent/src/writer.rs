@@ -1118,12 +1118,13 @@ pub fn event_time(settings: &Settings, now_ms: i64) -> EventTime {
 
 /// On-hand cells and the sealer's heads, as one multi-statement execution, each table's
 /// rows as one JSON array. The SQL never changes with the number of rows, so SQLite
-/// prepares it once per connection, and both tables cost one call to the connection's
-/// thread. Blobs travel as hex; `jsonb_each` hands each row over as JSONB, so reading its
-/// columns does not parse the row's text again. Parameters are anonymous and bound in
-/// order of appearance across the statements (sqlx binds numbered parameters wrongly when
-/// a statement skips a number). Events and rollup increments, the most rows and bytes by
-/// far, go as bound values instead ([`EVENTS`], [`rollup::upsert`]): no hex, no JSON.
+/// prepares it once per connection; it travels in the commit's one [`values::Batch`] with
+/// the events and rollup upserts. Blobs travel as hex; `jsonb_each` hands each row over as
+/// JSONB, so reading its columns does not parse the row's text again. Parameters are
+/// anonymous and bound in order of appearance across the statements (sqlx binds numbered
+/// parameters wrongly when a statement skips a number). Events and rollup increments, the
+/// most rows and bytes by far, go as bound values instead ([`EVENTS`], [`rollup::upsert`]):
+/// no hex, no JSON.
 const WRITE_BATCH: &str = "\
 INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) \
   SELECT value->>0, value->>1, value->>2, ? FROM jsonb_each(?) WHERE true \
