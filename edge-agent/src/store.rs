@@ -8,9 +8,18 @@
 //!
 //! The database is in WAL mode with `synchronous=FULL`: a commit is on disk (the WAL is
 //! fsynced) before any caller hears "accepted". The WAL is kept bounded by
-//! `wal_autocheckpoint`, `journal_size_limit`, an explicit `wal_checkpoint(TRUNCATE)` on
-//! every writer tick, and by API reads that are cut off after `limits.read_timeout_ms`, so a
-//! dashboard cannot pin an old snapshot for long.
+//! `wal_autocheckpoint`, `journal_size_limit`, a passive `wal_checkpoint` on every writer
+//! tick, and by API reads that are cut off after `limits.read_timeout_ms`, so a dashboard
+//! cannot pin an old snapshot for long.
+//!
+//! The WAL file keeps its size between checkpoints: once checkpointed, SQLite writes it
+//! again from the start, over blocks the file already has. A commit that instead appends
+//! to the file makes its fsync also commit the file system's journal (the new size and
+//! blocks), about twice the cost, and those journal commits queue behind every other
+//! writer's on the disk. So before the agent opens the database it extends the WAL with
+//! zeros to [`WAL_PRESIZE_BYTES`] (SQLite reads zeros as the end of the log), and the
+//! tick's checkpoint never truncates it. `journal_size_limit` still cuts a
+//! WAL that grew behind a long reader back down when it is next reset.
 //!
 //! # Identity
 //!
@@ -243,6 +252,44 @@ fn connect_options(path: &Path, settings: &Settings) -> SqliteConnectOptions {
     options
 }
 
+/// The size the WAL file is given before SQLite opens the database: the
+/// `wal_autocheckpoint` span (1,000 pages of 4 KiB and their frame headers) and room for
+/// the commit that crosses it.
+pub const WAL_PRESIZE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Extends the WAL of `db_path` with zeros to `WAL_PRESIZE_BYTES` (creating it when there
+/// is none), so commits overwrite blocks instead of growing the file. SQLite's recovery
+/// reads frames up to the first whose salt and checksum do not follow, so zeros read as
+/// the end of the log: frames a crash left stay as they are. Only called with the data
+/// directory's lock held and no connection open. A failure (a full disk) leaves SQLite to
+/// grow the file as usual.
+fn presize_wal(db_path: &Path) {
+    use std::io::Write as _;
+    let mut wal = db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&wal)?;
+        let mut missing = WAL_PRESIZE_BYTES.saturating_sub(file.metadata()?.len());
+        if missing == 0 {
+            return Ok(());
+        }
+        let zeros = vec![0u8; 1024 * 1024];
+        while missing > 0 {
+            let n = missing.min(zeros.len() as u64);
+            file.write_all(&zeros[..n as usize])?;
+            missing -= n;
+        }
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        tracing::warn!(error = %e, path = %wal.display(), "could not pre-size the WAL");
+    }
+}
+
 /// Opens (creating when needed) the store of `settings`, holding `lock`.
 pub async fn open(
     settings: &Settings,
@@ -251,6 +298,7 @@ pub async fn open(
     now_ms: i64,
 ) -> Result<Opened, StoreError> {
     let db_path = settings.db_path();
+    presize_wal(&db_path);
     let mut conn = SqliteConnection::connect_with(&connect_options(&db_path, settings)).await?;
     sqlx::migrate!("./migrations")
         .run(&mut conn)

@@ -971,15 +971,18 @@ impl Writer {
             }
         }
         if self.commits_since_checkpoint > 0 {
-            // TRUNCATE resets the WAL to zero bytes when no reader pins it; otherwise it
-            // checkpoints what it can and the next tick tries again.
-            match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            // PASSIVE copies what no reader still needs into the database without waiting
+            // for readers (the writer would stall behind them) and leaves the WAL file its
+            // size (see `store`): the next commit writes it from the start once every frame
+            // is copied. What a reader still pins, the next tick copies.
+            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&mut self.conn)
                 .await
             {
                 Ok(row) => {
-                    let busy: i64 = row.get(0);
-                    if busy == 0 {
+                    let (busy, frames, copied): (i64, i64, i64) =
+                        (row.get(0), row.get(1), row.get(2));
+                    if busy == 0 && copied >= frames {
                         self.commits_since_checkpoint = 0;
                     }
                 }

@@ -54,7 +54,7 @@ pub fn sale_json(store: &str, n: u64, at_ms: i64) -> serde_json::Value {
     let items: Vec<serde_json::Value> = (0..3u64)
         .map(|i| {
             serde_json::json!({
-                "itemId": format!("sku-{}", (n * 7 + i * 13) % 500),
+                "itemId": format!("sku-{}", (n * 7 + i * 13) % SKUS),
                 "quantity": 1 + (n + i) % 3,
                 "price": 2.5,
             })
@@ -70,6 +70,28 @@ pub fn sale_json(store: &str, n: u64, at_ms: i64) -> serde_json::Value {
         "paymentMethod": if n.is_multiple_of(3) { "cash" } else { "card" },
         "registerId": format!("r{}", n % 4),
     })
+}
+
+/// The SKUs [`sale_json`] names: `sku-0` to `sku-499`.
+pub const SKUS: u64 = 500;
+
+/// Stock adjustments (a JSON array) giving `store` 1,000 units of each of [`SKUS`].
+pub fn opening_stock(store: &str, at_ms: i64) -> serde_json::Value {
+    let timestamp = jiff::Timestamp::from_millisecond(at_ms)
+        .unwrap()
+        .to_string();
+    (0..SKUS)
+        .map(|n| {
+            serde_json::json!({
+                "adjustmentId": format!("{store}-open-{n}"),
+                "storeId": store,
+                "sku": format!("sku-{n}"),
+                "delta": 1000,
+                "reason": "opening stock",
+                "timestamp": timestamp,
+            })
+        })
+        .collect()
 }
 
 /// An agent's data directory, not running.
