@@ -104,14 +104,15 @@
 //! writer's 64×1 path 36,909-38,169/s (0.31-0.33×) before, 35,966-42,263/s (0.35-0.37×)
 //! after.
 //!
-//! Why the 64×1 path stays below 0.5× is not the rollups: with the rollup upserts, or the
-//! on-hand cells, left out of the commit (a temporary switch, two runs each, alternating),
-//! it ran at 32,380 / 29,717 and 26,300 / 32,091 transactions/s against 35,082 / 27,639
-//! with both, and the 1×1,000 path did not move either. In a profile of the 64×1 phase
-//! the SQLite thread spends a third of its time in the kernel (futex waits and wake-ups of
-//! the hand-offs between it and the writer task, and the WAL's fsync) and under a tenth in
-//! SQLite's VDBE; the writer task's thread is mostly allocation. Per commit of about 50
-//! records it is hand-offs and an fsync, where the baseline pays the same fsync for 64.
+//! Why the 64×1 path stays below 0.5×: the rollup rows. With the rollup upserts left out
+//! of the commit (a temporary switch, two runs each, alternating) it ran at 49,996 and
+//! 41,399 transactions/s with 17.8 and 21.4 µs CPU each, against 39,797 and 26,812 with
+//! 23.4 and 32.4 µs; the 1×1,000 path hardly moved (100,866 / 112,994 against 109,026 /
+//! 79,774), and leaving out the on-hand cells moved neither. A commit of about 50
+//! single-record requests upserts about 170 rollup rows (each sale's three items by hour,
+//! and store, payment and register by minute, hour and day), more than three per record,
+//! where a commit of 1,000 shares them out. Even without any rollup the path would be at
+//! about 0.45-0.5× of its baseline.
 //!
 //! The transactions now sell stock the store has (500 opening adjustments before the
 //! clock): before, every SKU went out of stock on its first sale. Same command, load
