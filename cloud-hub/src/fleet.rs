@@ -9,7 +9,9 @@
 //!   judged from its first enrollment: a device enrolled (holding a certificate neither
 //!   revoked nor expired) longer ago than the limit that never synced raises the same
 //!   alert; a store with no enrolled device is not judged. The alert clears when the
-//!   store's device connects (at the handshake) or when a check finds a recent contact.
+//!   store's device connects (at the handshake) or when a check no longer finds the
+//!   condition: a recent contact, or a store no longer judged (its only device revoked or
+//!   expired before it ever synced). A check clears with one statement for the tenant.
 //! - **Clock skew** ([`AlertKind::ClockSkew`]): the skew a device's hello showed at the
 //!   handshake is beyond [`FleetOptions::clock_skew_max_ms`]. Raised or cleared by
 //!   [`on_connected`] at every handshake of the device.
@@ -22,7 +24,7 @@
 //! tenant's `alerts` table, so the alerts API, its role rules (a store manager sees only
 //! assigned stores) and the live stream show them like any other alert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use storesync_protocol::domain::{Alert, AlertKind, AlertState, Severity};
@@ -141,11 +143,14 @@ pub async fn check_not_syncing(
         stores: newest.len() + enrolled.len(),
         ..CheckReport::default()
     };
+    // Stores whose condition holds now; every other store's alert clears.
+    let mut failing: BTreeSet<StoreId> = BTreeSet::new();
     for (store_id, (enrolled_ms, device)) in enrolled {
         let waiting_ms = now_ms.saturating_sub(enrolled_ms);
         if waiting_ms <= options.not_syncing_after_ms {
             continue;
         }
+        failing.insert(store_id.clone());
         let message = format!(
             "store {store_id} has never synced: device {device} was enrolled {} minutes ago",
             waiting_ms / 60_000
@@ -157,9 +162,9 @@ pub async fn check_not_syncing(
         }
     }
     for (store_id, last_seen_ms) in newest {
-        let alert_id = not_syncing_id(&store_id)?;
         let silent_ms = now_ms.saturating_sub(last_seen_ms);
         if silent_ms > options.not_syncing_after_ms {
+            failing.insert(store_id.clone());
             let message = format!(
                 "store {store_id} has not synced for {} minutes",
                 silent_ms / 60_000
@@ -169,14 +174,21 @@ pub async fn check_not_syncing(
                 tracing::warn!(%tenant, store = %store_id, silent_ms, "fleet: store not syncing");
                 report.raised += 1;
             }
-        } else if store
-            .fleet()
-            .fleet_alert_clear(tenant, &alert_id, now_ms)
-            .await?
-        {
-            report.cleared += 1;
         }
     }
+    // Synced recently, or no longer judged (its only device revoked or expired before it
+    // ever synced, or enrolled anew within the limit): one statement for the tenant.
+    let clear = store
+        .stores(tenant)
+        .await?
+        .into_iter()
+        .filter(|s| !failing.contains(&s.store_id))
+        .map(|s| not_syncing_id(&s.store_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    report.cleared = store
+        .fleet()
+        .fleet_alerts_clear(tenant, &clear, now_ms)
+        .await?;
     Ok(report)
 }
 
@@ -222,7 +234,7 @@ pub async fn on_connected(
 ) -> Result<(), StoreError> {
     let fleet = store.fleet();
     fleet
-        .fleet_alert_clear(tenant, &not_syncing_id(store_id)?, now_ms)
+        .fleet_alerts_clear(tenant, &[not_syncing_id(store_id)?], now_ms)
         .await?;
     let alert_id = clock_skew_id(device)?;
     if skew_ms.saturating_abs() > options.clock_skew_max_ms {
@@ -246,7 +258,9 @@ pub async fn on_connected(
             tracing::warn!(%tenant, store = %store_id, %device, skew_ms, "fleet: device clock skew beyond the limit");
         }
     } else {
-        fleet.fleet_alert_clear(tenant, &alert_id, now_ms).await?;
+        fleet
+            .fleet_alerts_clear(tenant, &[alert_id], now_ms)
+            .await?;
     }
     Ok(())
 }

@@ -1072,9 +1072,38 @@ async fn handshake(
 /// A store whose enrolled device never synced is reported once it has been enrolled
 /// longer than the limit, judged by its first certificate still valid; revoked or expired
 /// certificates do not count, and the device's first contact resolves the alert.
+/// Fleet checks with a one-minute not-syncing limit.
+fn fleet_options() -> storesync_hub::fleet::FleetOptions {
+    storesync_hub::fleet::FleetOptions {
+        not_syncing_after_ms: 60_000,
+        ..storesync_hub::fleet::FleetOptions::default()
+    }
+}
+
+/// Records a certificate of `(store, device, not after)`, not revoked, issued at `at_ms`.
+async fn enroll(
+    store: &dyn Store,
+    tenant: &storesync_protocol::ids::TenantId,
+    (store_name, device, not_after_ms): (&str, &str, i64),
+    at_ms: i64,
+) {
+    let cert = storesync_hub::store::pki::DeviceCertRecord {
+        store: store_id(store_name),
+        device: DeviceId::new(device).unwrap(),
+        not_after_ms,
+        revoked_ms: None,
+        cert_hash: vec![7; 32],
+    };
+    let serial = format!("serial-{device}-{at_ms}");
+    store
+        .pki()
+        .device_cert_insert(tenant, serial.as_bytes(), &cert, at_ms)
+        .await
+        .unwrap();
+}
+
 async fn enrolled_store_that_never_synced_is_not_syncing(store: Arc<dyn Store>) {
-    use storesync_hub::fleet::{self, FleetOptions};
-    use storesync_hub::store::pki::DeviceCertRecord;
+    use storesync_hub::fleet;
     setup_tenant(
         &*store,
         "acme",
@@ -1087,39 +1116,16 @@ async fn enrolled_store_that_never_synced_is_not_syncing(store: Arc<dyn Store>) 
     .await;
     setup_tenant(&*store, "other", &[("s1", "west", "UTC")]).await;
     let acme = tenant("acme");
-    let options = FleetOptions {
-        not_syncing_after_ms: 60_000,
-        ..FleetOptions::default()
-    };
-    let cert = |store: &str, device: &str, not_after_ms: i64| DeviceCertRecord {
-        store: store_id(store),
-        device: DeviceId::new(device).unwrap(),
-        not_after_ms,
-        revoked_ms: None,
-        cert_hash: vec![7; 32],
-    };
+    let options = fleet_options();
     let pki = store.pki();
     // s1: enrolled at T0, then renewed; s2: its only certificate is revoked; s3: expired.
-    pki.device_cert_insert(&acme, b"serial-1", &cert("s1", "d1", T0 + 1_000_000), T0)
-        .await
-        .unwrap();
-    pki.device_cert_insert(
-        &acme,
-        b"serial-1b",
-        &cert("s1", "d1", T0 + 2_000_000),
-        T0 + 50_000,
-    )
-    .await
-    .unwrap();
-    pki.device_cert_insert(&acme, b"serial-2", &cert("s2", "d2", T0 + 1_000_000), T0)
-        .await
-        .unwrap();
+    enroll(&*store, &acme, ("s1", "d1", T0 + 1_000_000), T0).await;
+    enroll(&*store, &acme, ("s1", "d1", T0 + 2_000_000), T0 + 50_000).await;
+    enroll(&*store, &acme, ("s2", "d2", T0 + 1_000_000), T0).await;
     pki.device_revoke(&acme, &DeviceId::new("d2").unwrap(), T0 + 1_000)
         .await
         .unwrap();
-    pki.device_cert_insert(&acme, b"serial-3", &cert("s3", "d3", T0 + 30_000), T0)
-        .await
-        .unwrap();
+    enroll(&*store, &acme, ("s3", "d3", T0 + 30_000), T0).await;
 
     let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 59_000)
         .await
@@ -1159,10 +1165,70 @@ async fn enrolled_store_that_never_synced_is_not_syncing(store: Arc<dyn Store>) 
     assert_eq!((report.stores, report.raised), (1, 0));
 }
 
+async fn never_synced_alert_clears_when_the_store_is_no_longer_judged(store: Arc<dyn Store>) {
+    use storesync_hub::fleet;
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "UTC"), ("s2", "south", "UTC")],
+    )
+    .await;
+    let acme = tenant("acme");
+    let options = fleet_options();
+    let pki = store.pki();
+    // s1's device will be revoked, s2's certificate expires at T0 + 70 s; neither syncs.
+    enroll(&*store, &acme, ("s1", "d1", T0 + 1_000_000), T0).await;
+    enroll(&*store, &acme, ("s2", "d2", T0 + 70_000), T0).await;
+    let state = |id: &'static str| {
+        let store = Arc::clone(&store);
+        let acme = acme.clone();
+        async move {
+            let id = fleet::not_syncing_id(&store_id(id)).unwrap();
+            store.alert(&acme, &id).await.unwrap().unwrap().alert.state
+        }
+    };
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 61_000)
+        .await
+        .unwrap();
+    assert_eq!((report.raised, report.cleared), (2, 0));
+
+    // Revoked before it ever synced: no longer judged, its alert resolves.
+    pki.device_revoke(&acme, &DeviceId::new("d1").unwrap(), T0 + 62_000)
+        .await
+        .unwrap();
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 63_000)
+        .await
+        .unwrap();
+    assert_eq!((report.raised, report.cleared), (0, 1));
+    assert_eq!(state("s1").await, AlertState::Resolved);
+    assert_eq!(state("s2").await, AlertState::Open);
+
+    // Expired before it ever synced: the same.
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 71_000)
+        .await
+        .unwrap();
+    assert_eq!((report.raised, report.cleared), (0, 1));
+    assert_eq!(state("s2").await, AlertState::Resolved);
+
+    // A new device for s1 is judged from its own enrollment: within the limit nothing is
+    // raised, past it the alert reopens.
+    enroll(&*store, &acme, ("s1", "d1b", T0 + 1_000_000), T0 + 72_000).await;
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 100_000)
+        .await
+        .unwrap();
+    assert_eq!((report.raised, report.cleared), (0, 0));
+    let report = fleet::check_not_syncing(&*store, &acme, &options, T0 + 133_000)
+        .await
+        .unwrap();
+    assert_eq!((report.raised, report.cleared), (1, 0));
+    assert_eq!(state("s1").await, AlertState::Open);
+}
+
 on_both_backends!(
     gated_runs_commit_in_order,
     fleet_alerts_dedupe_clear_and_reopen,
     enrolled_store_that_never_synced_is_not_syncing,
+    never_synced_alert_clears_when_the_store_is_no_longer_judged,
     documents_merge_serially_and_stay_per_tenant,
     ingest_then_replay_changes_nothing,
     heads_and_chain_hashes,

@@ -31,12 +31,12 @@ pub trait FleetAlertStore: Send + Sync {
         now_ms: UnixMillis,
     ) -> Result<bool, StoreError>;
 
-    /// Resolves the alert (by [`HUB_ACTOR`]) unless it is resolved or absent. Whether it
-    /// changed.
-    async fn fleet_alert_clear(
+    /// Resolves the alerts of `alert_ids` (by [`HUB_ACTOR`]) that are neither resolved nor
+    /// absent, in one statement. How many changed.
+    async fn fleet_alerts_clear(
         &self,
         tenant: &TenantId,
-        alert_id: &AlertId,
+        alert_ids: &[AlertId],
         now_ms: UnixMillis,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<usize, StoreError>;
 }

@@ -66,37 +66,31 @@ impl FleetAlertStore for PgStore {
         Ok(changed)
     }
 
-    async fn fleet_alert_clear(
+    async fn fleet_alerts_clear(
         &self,
         tenant: &TenantId,
-        alert_id: &AlertId,
+        alert_ids: &[AlertId],
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<usize, StoreError> {
+        if alert_ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = alert_ids.iter().map(AlertId::as_str).collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(&tenant_sql(tenant.as_str())).await?;
         let resolved = alert_state_rank(AlertState::Resolved);
-        let row = tx
-            .query_opt(
+        let rows = tx
+            .query(
                 "UPDATE alerts SET state = $3, changed_by = $4, updated_ms = $5 \
-                 WHERE tenant_id = $1 AND alert_id = $2 AND state < $3 RETURNING store_id",
-                &[
-                    &tenant.as_str(),
-                    &alert_id.as_str(),
-                    &resolved,
-                    &HUB_ACTOR,
-                    &now,
-                ],
+                 WHERE tenant_id = $1 AND alert_id = ANY($2) AND state < $3 RETURNING alert_id, store_id",
+                &[&tenant.as_str(), &ids, &resolved, &HUB_ACTOR, &now],
             )
             .await?;
-        if let Some(row) = &row {
-            notify(
-                &tx,
-                &Change::alert(tenant.as_str(), alert_id.as_str(), row.get(0)),
-            )
-            .await?;
+        for row in &rows {
+            notify(&tx, &Change::alert(tenant.as_str(), row.get(0), row.get(1))).await?;
         }
         tx.commit().await?;
-        Ok(row.is_some())
+        Ok(rows.len())
     }
 }

@@ -67,34 +67,38 @@ impl FleetAlertStore for SqliteStore {
         Ok(changed)
     }
 
-    async fn fleet_alert_clear(
+    async fn fleet_alerts_clear(
         &self,
         tenant: &TenantId,
-        alert_id: &AlertId,
+        alert_ids: &[AlertId],
         now: UnixMillis,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<usize, StoreError> {
+        if alert_ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = alert_ids.iter().map(AlertId::as_str).collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let resolved = alert_state_rank(AlertState::Resolved);
         let (guard, mut tx) = self.begin_write().await?;
-        let row = sqlx::query(
+        let rows = sqlx::query(
             "UPDATE alerts SET state = ?, changed_by = ?, updated_ms = ? \
-             WHERE tenant_id = ? AND alert_id = ? AND state < ? RETURNING store_id",
+             WHERE tenant_id = ? AND alert_id IN (SELECT value FROM json_each(?)) AND state < ? \
+             RETURNING alert_id, store_id",
         )
         .bind(resolved)
         .bind(HUB_ACTOR)
         .bind(now)
         .bind(tenant.as_str())
-        .bind(alert_id.as_str())
+        .bind(ids)
         .bind(resolved)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         drop(guard);
-        match row {
-            Some(row) => {
-                self.announce(tenant, alert_id.as_str(), row.try_get(0)?);
-                Ok(true)
-            }
-            None => Ok(false),
+        for row in &rows {
+            let alert_id: String = row.try_get(0)?;
+            self.announce(tenant, &alert_id, row.try_get(1)?);
         }
+        Ok(rows.len())
     }
 }
