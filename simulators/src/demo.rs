@@ -20,6 +20,7 @@ use crate::bridge::Bridge;
 use crate::chain::{Chain, ChainConfig, Record, local_date};
 use crate::drive::{Counts, Route, TransactionPath};
 use crate::http;
+use crate::ports;
 use crate::progress::{Progress, Task};
 
 /// The demo tenant.
@@ -179,12 +180,18 @@ impl Layout {
             );
         }
         let layout = Layout {
-            hub_http: free_tcp_port()?,
-            hub_sync: free_udp_port()?,
+            hub_http: ports::free_tcp_port()?,
+            hub_sync: ports::free_udp_port()?,
             agents: chain
                 .stores()
                 .iter()
-                .map(|s| Ok((s.id.clone(), free_tcp_port()?, free_tcp_port()?)))
+                .map(|s| {
+                    Ok((
+                        s.id.clone(),
+                        ports::free_tcp_port()?,
+                        ports::free_tcp_port()?,
+                    ))
+                })
                 .collect::<anyhow::Result<_>>()?,
         };
         let v = json!({
@@ -199,18 +206,6 @@ impl Layout {
         std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
         Ok(layout)
     }
-}
-
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn free_udp_port() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Finds `storesync-hub` and `storesync-edge`. When launched by cargo (`cargo run`), or
@@ -271,6 +266,7 @@ fn run_tool(cmd: &mut Command) -> anyhow::Result<String> {
 struct Proc {
     name: String,
     child: Child,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -289,7 +285,15 @@ impl Proc {
         Ok(Proc {
             name: name.to_owned(),
             child,
+            log: log.to_owned(),
         })
+    }
+
+    /// The last lines of the process's log, for an error that needs them.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
     }
 
     fn pid(&self) -> u32 {
@@ -330,7 +334,12 @@ fn wait_healthy(addr: &str, proc: &mut Proc) -> anyhow::Result<()> {
     let until = Instant::now() + START_TIMEOUT;
     while Instant::now() < until {
         if let Ok(Some(status)) = proc.child.try_wait() {
-            bail!("{} exited during start ({status}); see its log", proc.name);
+            bail!(
+                "{} exited during start ({status}); the end of its log ({}):\n{}",
+                proc.name,
+                proc.log.display(),
+                proc.log_tail()
+            );
         }
         if let Ok(r) = http::request(addr, "GET", "/healthz", &[], &[], Duration::from_secs(2)) {
             if r.status == 200 {

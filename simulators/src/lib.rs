@@ -33,4 +33,5 @@ pub mod drive;
 pub mod faultproxy;
 pub mod http;
 pub mod load;
+pub mod ports;
 pub mod progress;

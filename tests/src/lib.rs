@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)] // Test support: a failed unwrap is a failed test.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -89,22 +89,15 @@ fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
         .max()
 }
 
-/// A TCP port free at the time of asking.
+/// A TCP port free at the time of asking, below the ephemeral range
+/// ([`storesync_sim::ports`]).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    storesync_sim::ports::free_tcp_port().unwrap()
 }
 
-/// A UDP port free at the time of asking.
+/// A UDP port free at the time of asking, below the ephemeral range.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    storesync_sim::ports::free_udp_port().unwrap()
 }
 
 /// A child process killed (SIGKILL) when dropped.
