@@ -308,6 +308,10 @@ fn outcomes_body(outcomes: &[Outcome]) -> OutcomesBody<'_> {
     }
 }
 
+/// Bodies up to this size (a POS's few transactions) are parsed where they arrive;
+/// larger ones on a blocking thread.
+const PARSE_INLINE_BYTES_MAX: usize = 64 * 1024;
+
 async fn ingest_body(
     state: &AppState,
     headers: &HeaderMap,
@@ -319,21 +323,34 @@ async fn ingest_body(
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(AppError::BadRequest("$".into(), "the body is empty".into()));
     }
+    let bytes_len = bytes.len();
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let now = ingest::now_ms();
-    let settings = &state.settings;
-    let ctx = ingest::context(now, &settings.record_limits, &settings.store);
-    let submissions = ingest::json::parse_body(
-        &bytes,
-        content_type,
-        kind,
-        &ctx,
-        settings.config.limits.records_per_request_max,
-        "http",
-    )
-    .map_err(|e| match e {
+    let settings = Arc::clone(&state.settings);
+    let parse = move || {
+        let ctx = ingest::context(now, &settings.record_limits, &settings.store);
+        ingest::json::parse_body(
+            &bytes,
+            content_type.as_deref(),
+            kind,
+            &ctx,
+            settings.config.limits.records_per_request_max,
+            "http",
+        )
+    };
+    // The agent runs on one thread: a large body is parsed on a blocking thread so the
+    // requests behind it (a POS waiting for its ack) are not held up.
+    let parsed = if bytes_len > PARSE_INLINE_BYTES_MAX {
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| AppError::Internal(format!("parsing the body: {e}")))?
+    } else {
+        parse()
+    };
+    let submissions = parsed.map_err(|e| match e {
         InputError::TooMany { .. } => AppError::TooLarge(e.to_string()),
         InputError::Malformed { field, reason } => AppError::BadRequest(field, reason),
     })?;
