@@ -269,10 +269,15 @@ fn presize_wal(db_path: &Path) {
     wal.push("-wal");
     let wal = PathBuf::from(wal);
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&wal)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        // A WAL SQLite creates gets the database file's permissions; so does this one.
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(db_path) {
+            use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+            options.mode(meta.permissions().mode() & 0o777);
+        }
+        let mut file = options.open(&wal)?;
         let mut missing = WAL_PRESIZE_BYTES.saturating_sub(file.metadata()?.len());
         if missing == 0 {
             return Ok(());

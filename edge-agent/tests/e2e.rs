@@ -908,4 +908,16 @@ fn the_wal_is_allocated_before_the_first_commit_and_keeps_its_size() {
     let (_, rollups) = agent.get("/api/v1/rollups?granularity=day");
     assert_eq!(rollups["rows"][0]["transactions"], 200, "{rollups}");
     assert_eq!(agent.get("/healthz").0, 200);
+
+    // The WAL holds the same data as the database: it gets the database file's permissions.
+    use std::os::unix::fs::PermissionsExt as _;
+    assert!(agent.terminate());
+    let db = agent.dir.join("edge.db");
+    let wal = agent.dir.join("edge.db-wal");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _ = std::fs::remove_file(&wal);
+    agent.restart();
+    assert_eq!(wal_bytes(&agent), PRESIZED);
+    let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
 }
