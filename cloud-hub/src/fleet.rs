@@ -143,38 +143,41 @@ pub async fn check_not_syncing(
         stores: newest.len() + enrolled.len(),
         ..CheckReport::default()
     };
-    // Stores whose condition holds now; every other store's alert clears.
+    // Each judged store from its newest contact or, never heard from, its first enrollment;
+    // those whose condition holds now raise, every other store's alert clears.
+    let judged = newest
+        .into_iter()
+        .map(|(store_id, seen_ms)| (store_id, seen_ms, None))
+        .chain(
+            enrolled
+                .into_iter()
+                .map(|(store_id, (enrolled_ms, device))| (store_id, enrolled_ms, Some(device))),
+        );
     let mut failing: BTreeSet<StoreId> = BTreeSet::new();
-    for (store_id, (enrolled_ms, device)) in enrolled {
-        let waiting_ms = now_ms.saturating_sub(enrolled_ms);
+    for (store_id, since_ms, never_synced) in judged {
+        let waiting_ms = now_ms.saturating_sub(since_ms);
         if waiting_ms <= options.not_syncing_after_ms {
             continue;
         }
-        failing.insert(store_id.clone());
-        let message = format!(
-            "store {store_id} has never synced: device {device} was enrolled {} minutes ago",
-            waiting_ms / 60_000
-        );
-        let facts = ("enrolled_ms", enrolled_ms);
+        let minutes = waiting_ms / 60_000;
+        let (message, fact) = match &never_synced {
+            Some(device) => (
+                format!(
+                    "store {store_id} has never synced: device {device} was enrolled {minutes} minutes ago"
+                ),
+                "enrolled_ms",
+            ),
+            None => (
+                format!("store {store_id} has not synced for {minutes} minutes"),
+                "last_seen_ms",
+            ),
+        };
+        let facts = (fact, since_ms);
         if raise_not_syncing(store, tenant, &store_id, options, now_ms, message, facts).await? {
-            tracing::warn!(%tenant, store = %store_id, %device, waiting_ms, "fleet: enrolled store never synced");
+            tracing::warn!(%tenant, store = %store_id, device = ?never_synced, waiting_ms, "fleet: store not syncing");
             report.raised += 1;
         }
-    }
-    for (store_id, last_seen_ms) in newest {
-        let silent_ms = now_ms.saturating_sub(last_seen_ms);
-        if silent_ms > options.not_syncing_after_ms {
-            failing.insert(store_id.clone());
-            let message = format!(
-                "store {store_id} has not synced for {} minutes",
-                silent_ms / 60_000
-            );
-            let facts = ("last_seen_ms", last_seen_ms);
-            if raise_not_syncing(store, tenant, &store_id, options, now_ms, message, facts).await? {
-                tracing::warn!(%tenant, store = %store_id, silent_ms, "fleet: store not syncing");
-                report.raised += 1;
-            }
-        }
+        failing.insert(store_id);
     }
     // Synced recently, or no longer judged (its only device revoked or expired before it
     // ever synced, or enrolled anew within the limit): one statement for the tenant.
