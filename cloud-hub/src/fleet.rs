@@ -16,6 +16,10 @@
 //!   handshake is beyond [`FleetOptions::clock_skew_max_ms`]. Raised or cleared by
 //!   [`on_connected`] at every handshake of the device.
 //!
+//! - **Sync alarms** ([`on_alarm`]): a device's chain that does not verify, a hub behind
+//!   what a device saw acknowledged, a device claiming another identity; raised when the
+//!   session reports them and left for someone to resolve.
+//!
 //! Each alert has one stable id per subject and condition ([`not_syncing_id`],
 //! [`clock_skew_id`]), and the store raises it with an upsert
 //! ([`FleetAlertStore`](crate::store::fleet::FleetAlertStore)): raising it again while the
@@ -28,7 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use storesync_protocol::domain::{Alert, AlertKind, AlertState, Severity};
+use storesync_protocol::event::StreamId;
 use storesync_protocol::ids::{AlertId, DeviceId, StoreId, TenantId};
+use storesync_protocol::session::Alarm;
 use storesync_protocol::time::{EventTime, UnixMillis};
 
 use crate::store::{Store, StoreError};
@@ -265,6 +271,98 @@ pub async fn on_connected(
             .fleet_alerts_clear(tenant, &[alert_id], now_ms)
             .await?;
     }
+    Ok(())
+}
+
+/// Turns a sync session's alarm into an alert of the device's store, so it reaches the
+/// alerts API and the live stream instead of the log alone. One stable id per device,
+/// stream and kind of alarm: a device that keeps re-sending what the hub refuses raises it
+/// once; it stays until someone resolves it.
+///
+/// - a broken chain ([`Alarm::ChainBroken`]) and a hub behind what the device saw
+///   acknowledged ([`Alarm::HubBehind`]: its database was restored or failed over, the
+///   device re-sends) are [`AlertKind::JournalIntegrity`];
+/// - a device claiming another identity than its certificate's ([`Alarm::Identity`]) is
+///   [`AlertKind::ChainAnomaly`];
+/// - conflicts ([`Alarm::Conflict`]) raise their own alert per event at the commit; the
+///   other alarms are the agent's.
+pub async fn on_alarm(
+    store: &dyn Store,
+    tenant: &TenantId,
+    store_id: &StoreId,
+    device: &DeviceId,
+    alarm: &Alarm,
+    now_ms: UnixMillis,
+) -> Result<(), StoreError> {
+    let stream_subject = |stream: &StreamId| {
+        format!(
+            "{}-{}-{}",
+            stream.device,
+            stream.epoch.0,
+            stream.class.as_str()
+        )
+    };
+    let (alert_id, kind, severity, subject, message, facts) = match alarm {
+        Alarm::ChainBroken { stream, error } => {
+            let subject = stream_subject(stream);
+            (
+                stable_id("hub-chain-", &subject)?,
+                AlertKind::JournalIntegrity,
+                Severity::Critical,
+                subject,
+                format!(
+                    "the {} events of device {device} do not verify ({error}); the hub refused the batch and the stream waits",
+                    stream.class.as_str()
+                ),
+                Vec::new(),
+            )
+        }
+        Alarm::HubBehind {
+            stream,
+            acked,
+            committed,
+        } => {
+            let subject = stream_subject(stream);
+            (
+                stable_id("hub-behind-", &subject)?,
+                AlertKind::JournalIntegrity,
+                Severity::Warning,
+                subject,
+                format!(
+                    "the hub holds the {} events of device {device} up to {} but acknowledged {} (its database was restored or failed over); the device sends them again",
+                    stream.class.as_str(),
+                    committed.0,
+                    acked.0
+                ),
+                vec![
+                    (
+                        "acked_seq".into(),
+                        i64::try_from(acked.0).unwrap_or(i64::MAX),
+                    ),
+                    (
+                        "committed_seq".into(),
+                        i64::try_from(committed.0).unwrap_or(i64::MAX),
+                    ),
+                ],
+            )
+        }
+        Alarm::Identity(claim) => (
+            stable_id("hub-identity-", device.as_str())?,
+            AlertKind::ChainAnomaly,
+            Severity::Critical,
+            device.as_str().to_owned(),
+            format!("device {device} claimed an identity other than its certificate's: {claim}"),
+            Vec::new(),
+        ),
+        // Conflicts raise their alert per event at the commit; the rest are the agent's.
+        _ => return Ok(()),
+    };
+    let mut alert = fleet_alert(alert_id, kind, store_id, &subject, now_ms, message, facts);
+    alert.severity = severity;
+    store
+        .fleet()
+        .fleet_alert_raise(tenant, &alert, now_ms)
+        .await?;
     Ok(())
 }
 

@@ -1224,11 +1224,92 @@ async fn never_synced_alert_clears_when_the_store_is_no_longer_judged(store: Arc
     assert_eq!(state("s1").await, AlertState::Open);
 }
 
+/// A session's alarms become alerts of the device's store, one per device, stream and kind
+/// of alarm however often they repeat; conflicts are left to the commit's own alerts.
+async fn sync_alarms_become_alerts_once(store: Arc<dyn Store>) {
+    use storesync_hub::fleet;
+    use storesync_protocol::event::{ChainError, Epoch, EventClass, StreamId};
+    use storesync_protocol::session::Alarm;
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let acme = tenant("acme");
+    let device = DeviceId::new("d1").unwrap();
+    let stream = StreamId {
+        tenant: acme.clone(),
+        store: store_id("s1"),
+        device: device.clone(),
+        epoch: Epoch(7),
+        class: EventClass::Sales,
+    };
+    let alarms = [
+        Alarm::ChainBroken {
+            stream: stream.clone(),
+            error: ChainError::Link { seq: SeqNo(12) },
+        },
+        Alarm::HubBehind {
+            stream: stream.clone(),
+            acked: SeqNo(900),
+            committed: SeqNo(300),
+        },
+        Alarm::Identity("store s2".into()),
+        Alarm::Conflict { keys: Vec::new() },
+    ];
+    for at in [T0, T0 + 1_000] {
+        for alarm in &alarms {
+            fleet::on_alarm(&*store, &acme, &store_id("s1"), &device, alarm, at)
+                .await
+                .unwrap();
+        }
+    }
+    let listed = store
+        .alerts(
+            &acme,
+            &AlertQuery {
+                limit: 10,
+                ..AlertQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut kinds: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|a| (a.alert.kind.as_str(), a.alert.severity.as_str()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("chain_anomaly", "critical"),
+            ("journal_integrity", "critical"),
+            ("journal_integrity", "warning"),
+        ]
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|a| a.alert.store_id == store_id("s1") && a.alert.state == AlertState::Open)
+    );
+    let behind = listed
+        .iter()
+        .find(|a| a.alert.severity.as_str() == "warning")
+        .unwrap();
+    assert!(
+        behind.alert.message.contains("up to 300"),
+        "{:?}",
+        behind.alert
+    );
+    assert!(
+        behind.alert.facts.contains(&("acked_seq".to_owned(), 900)),
+        "{:?}",
+        behind.alert
+    );
+}
+
 on_both_backends!(
     gated_runs_commit_in_order,
     fleet_alerts_dedupe_clear_and_reopen,
     enrolled_store_that_never_synced_is_not_syncing,
     never_synced_alert_clears_when_the_store_is_no_longer_judged,
+    sync_alarms_become_alerts_once,
     documents_merge_serially_and_stay_per_tenant,
     ingest_then_replay_changes_nothing,
     heads_and_chain_hashes,

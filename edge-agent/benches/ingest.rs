@@ -652,7 +652,12 @@ fn main() {
     };
     let half = |part: &str| only.is_none_or(|o| o == "internal" || o == part);
     let tmp = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The agent runs its writer on a single-threaded runtime (`src/main.rs`): so do the
+    // internal path's callers and writer here, and the baselines beside them.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!(
         "storesync-edge ingest benchmark: {transactions} transactions of 3 items, random UUIDv4 ids, WAL + synchronous=FULL, medians of {runs} runs"
     );

@@ -22,17 +22,17 @@
 //!
 //! # Cost of a commit
 //!
-//! A commit makes three calls to the connection's thread in the common case: `BEGIN`, one
-//! [`values::Batch`] and `COMMIT`. The batch holds the sealed events as bound multi-row
-//! inserts ([`EVENTS`], see [`values`]), the on-hand cells and stream heads
-//! ([`WRITE_BATCH`], each table's rows as one JSON array) and the rollup increments summed
-//! per key as bound multi-row upserts. Dead letters,
-//! resubmissions, alerts and refolds add statements only when a batch has them. The
-//! rollup upserts are most of a small commit's work: the items of 64 transactions rarely
-//! share a row, so each adds its own (which is why only hour rows are stored by item, see
-//! [`crate::rollup`]). Throughput is therefore set by how many records wait per commit:
-//! the writer yields once before draining the queue so callers answered by the previous
-//! commit can join the next one.
+//! A commit makes one call to the connection's thread in the common case: one
+//! [`values::Batch`] from `BEGIN IMMEDIATE` to `COMMIT` (sqlx's own `begin` and `commit`
+//! are a handshake each). The batch holds the sealed events as bound multi-row inserts
+//! ([`EVENTS`], see [`values`]), the on-hand cells and stream heads ([`WRITE_BATCH`], each
+//! table's rows as one JSON array) and the rollup increments summed per key as bound
+//! multi-row upserts. Dead letters, resubmissions and alerts begin the transaction earlier,
+//! with a call of their own, only when a batch has them. The rollup upserts are most of a
+//! small commit's work: the items of 64 transactions rarely share a row, so each adds its
+//! own (which is why only hour rows are stored by item, see [`crate::rollup`]). Throughput
+//! is therefore set by how many records wait per commit: the writer yields once before
+//! draining the queue so callers answered by the previous commit can join the next one.
 //!
 //! # Overflow policy
 //!
@@ -197,6 +197,11 @@ enum Command {
     Tick {
         now_ms: i64,
     },
+    Raise {
+        candidate: Candidate,
+        now_ms: i64,
+        reply: Reply<Vec<AlertView>>,
+    },
 }
 
 /// The sending side of the writer; cheap to clone.
@@ -216,6 +221,7 @@ impl std::fmt::Debug for Command {
             Command::MarkAcked { .. } => "MarkAcked",
             Command::Prune { .. } => "Prune",
             Command::Tick { .. } => "Tick",
+            Command::Raise { .. } => "Raise",
         })
     }
 }
@@ -298,6 +304,21 @@ impl WriterHandle {
         self.call(|reply| Command::Prune { now_ms, reply }).await
     }
 
+    /// Raises an alert found outside ingest (a sync alarm): stored, sealed for the hub and
+    /// pushed live, unless one of its kind and subject is cooling down. The alerts raised.
+    pub(crate) async fn raise(
+        &self,
+        candidate: Candidate,
+        now_ms: i64,
+    ) -> Result<Vec<AlertView>, StoreError> {
+        self.call(|reply| Command::Raise {
+            candidate,
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
     /// Periodic work: time-based alerts, WAL checkpoint, pruning.
     pub async fn tick(&self, now_ms: i64) -> Result<(), StoreError> {
         // A tick is advisory: dropped when the queue is full.
@@ -358,6 +379,10 @@ struct Writer {
     metrics: Arc<Metrics>,
     commits_since_checkpoint: u64,
     day_revenue: alerts::DayRevenue,
+    /// A disk-full alert raised (and pushed live) but not stored yet: the full disk that
+    /// raised it may refuse it too. Each tick tries again, so it reaches the alert list
+    /// and the hub once there is room.
+    disk_full_unstored: Option<Alert>,
 }
 
 /// Starts the writer on `conn`; it runs until every [`WriterHandle`] is dropped, then
@@ -394,6 +419,7 @@ pub async fn spawn(
         metrics,
         commits_since_checkpoint: 0,
         day_revenue: alerts::DayRevenue::new(),
+        disk_full_unstored: None,
     };
     let task = tokio::spawn(writer.run(rx));
     let completed = Arc::new(watch::Sender::new(0));
@@ -526,6 +552,13 @@ impl Writer {
                 let _ = reply.send(result);
             }
             Command::Tick { now_ms } => self.tick(now_ms).await,
+            Command::Raise {
+                candidate,
+                now_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.store_candidates(vec![candidate], now_ms).await);
+            }
         }
     }
 
@@ -757,8 +790,45 @@ impl Writer {
         }
     }
 
+    /// Commits a batch in one transaction, begun and ended by SQL statements rather than
+    /// sqlx's `begin`/`commit` (each of those is a handshake with the connection's thread:
+    /// command, answer and acknowledgement). What is only read (a refold, a day's revenue)
+    /// needs no transaction, this connection being the only writer; the transaction begins
+    /// at the first other write, and in the common case, where the final batch is the only
+    /// write, `BEGIN IMMEDIATE`, the batch and `COMMIT` are one call. On failure the
+    /// transaction is rolled back and nothing of the batch is recorded.
     #[allow(clippy::too_many_arguments)]
     async fn commit_batch(
+        &mut self,
+        now_ms: i64,
+        events: &[Sealed],
+        dead: &mut [DeadRow],
+        rollup_delta: &rollup::Delta<'_>,
+        movements: Vec<Movement>,
+        candidates: Vec<Candidate>,
+        resolved_letters: &[i64],
+    ) -> Result<(Vec<AlertView>, Vec<(i64, i64)>), StoreError> {
+        let result = self
+            .commit_batch_statements(
+                now_ms,
+                events,
+                dead,
+                rollup_delta,
+                movements,
+                candidates,
+                resolved_letters,
+            )
+            .await;
+        if result.is_err() {
+            // SQLite may have rolled back already (a full disk, an I/O error); then this
+            // fails with "no transaction is active", which is what is wanted.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_batch_statements(
         &mut self,
         now_ms: i64,
         events: &[Sealed],
@@ -768,7 +838,12 @@ impl Writer {
         mut candidates: Vec<Candidate>,
         resolved_letters: &[i64],
     ) -> Result<(Vec<AlertView>, Vec<(i64, i64)>), StoreError> {
-        let mut tx = self.conn.begin().await?;
+        let mut begun = false;
+        if !dead.is_empty() || !resolved_letters.is_empty() {
+            begin_immediate(&mut self.conn).await?;
+            begun = true;
+        }
+        let tx = &mut self.conn;
         for row in dead.iter_mut() {
             let reason = serde_json::to_string(&row.errors).unwrap_or_else(|_| "[]".into());
             let id: i64 = sqlx::query(
@@ -795,7 +870,7 @@ impl Writer {
         }
         // Inventory: apply the batch's movements to the cached cells, refold the SKUs
         // whose movements arrived older than their last count.
-        let changed = inventory::apply(&mut tx, &mut self.on_hand, movements).await?;
+        let changed = inventory::apply(tx, &mut self.on_hand, movements).await?;
         let settings = Arc::clone(&self.settings);
         let cooldown_ms = settings.config.alerts.cooldown_minutes * 60_000;
         for (sku, cell) in &changed {
@@ -815,12 +890,15 @@ impl Writer {
             }
         }
         let (milestones, day_revenue) =
-            alerts::milestone_candidates(&mut tx, &settings, rollup_delta, &self.day_revenue)
-                .await?;
+            alerts::milestone_candidates(tx, &settings, rollup_delta, &self.day_revenue).await?;
         candidates.extend(milestones);
+        if !candidates.is_empty() && !begun {
+            begin_immediate(tx).await?;
+            begun = true;
+        }
         let mut alert_events = Vec::new();
         let raised = persist_candidates(
-            &mut tx,
+            tx,
             &mut self.sealer,
             &mut self.cooldown,
             &settings,
@@ -829,16 +907,20 @@ impl Writer {
             &mut alert_events,
         )
         .await?;
-        write_batch(
-            &mut tx,
+        let mut batch = values::Batch::default();
+        if !begun {
+            batch.push_sql("BEGIN IMMEDIATE");
+        }
+        push_writes(
+            &mut batch,
             events.iter().chain(&alert_events),
             rollup_delta,
             &changed,
             &self.sealer,
             now_ms,
-        )
-        .await?;
-        tx.commit().await?;
+        )?;
+        batch.push_sql("COMMIT");
+        batch.execute(tx).await?;
         Ok((raised, day_revenue))
     }
 
@@ -863,19 +945,37 @@ impl Writer {
         }
         self.cooldown.insert(key, now_ms);
         let alert = make_alert(&self.settings, candidate, now_ms);
-        let view = AlertView::from_alert(&alert, None);
-        // Storing it may fail for the very reason it is raised; it is pushed live anyway.
+        let _ = self.alerts_tx.send(AlertView::from_alert(&alert, None));
+        self.disk_full_unstored = Some(alert);
+        self.store_disk_full(now_ms).await;
+    }
+
+    /// Stores the unstored disk-full alert and seals it for the hub, as any other alert.
+    async fn store_disk_full(&mut self, now_ms: i64) {
+        let Some(alert) = self.disk_full_unstored.clone() else {
+            return;
+        };
+        let backup = self.sealer.clone();
         let stored = async {
+            let sealed = Sealed::new(
+                &mut self.sealer,
+                EncodedBody::new(EventBody::Alert(alert.clone())),
+                None,
+            );
             let mut tx = self.conn.begin().await?;
             alerts::insert(&mut tx, &alert, now_ms).await?;
+            write_events(&mut tx, std::slice::from_ref(&sealed), &self.sealer, now_ms).await?;
             tx.commit().await?;
             Ok::<(), StoreError>(())
         }
         .await;
-        if let Err(e) = stored {
-            tracing::warn!(error = %e, "the disk-full alert could not be stored");
+        match stored {
+            Ok(()) => self.disk_full_unstored = None,
+            Err(e) => {
+                self.sealer = backup;
+                tracing::warn!(error = %e, "the disk-full alert could not be stored yet");
+            }
         }
-        let _ = self.alerts_tx.send(view);
     }
 
     async fn set_alert_state(
@@ -922,6 +1022,7 @@ impl Writer {
     }
 
     async fn tick(&mut self, now_ms: i64) {
+        self.store_disk_full(now_ms).await;
         let settings = Arc::clone(&self.settings);
         let mut candidates = Vec::new();
         match alerts::periodic_candidates(
@@ -936,39 +1037,10 @@ impl Writer {
             Ok(found) => candidates = found,
             Err(e) => tracing::warn!(error = %e, "alert evaluation failed"),
         }
-        if !candidates.is_empty() {
-            let backup = self.sealer.clone();
-            let cooldown_backup = self.cooldown.clone();
-            let result = async {
-                let mut tx = self.conn.begin().await?;
-                let mut events = Vec::new();
-                let raised = persist_candidates(
-                    &mut tx,
-                    &mut self.sealer,
-                    &mut self.cooldown,
-                    &settings,
-                    candidates,
-                    now_ms,
-                    &mut events,
-                )
-                .await?;
-                write_events(&mut tx, &events, &self.sealer, now_ms).await?;
-                tx.commit().await?;
-                Ok::<Vec<AlertView>, StoreError>(raised)
-            }
-            .await;
-            match result {
-                Ok(raised) => {
-                    for alert in raised {
-                        let _ = self.alerts_tx.send(alert);
-                    }
-                }
-                Err(e) => {
-                    self.sealer = backup;
-                    self.cooldown = cooldown_backup;
-                    tracing::warn!(error = %e, "storing periodic alerts failed");
-                }
-            }
+        if !candidates.is_empty()
+            && let Err(e) = self.store_candidates(candidates, now_ms).await
+        {
+            tracing::warn!(error = %e, "storing periodic alerts failed");
         }
         if self.commits_since_checkpoint > 0 {
             // PASSIVE copies what no reader still needs into the database without waiting
@@ -992,6 +1064,48 @@ impl Writer {
         if let Err(e) = self.prune(now_ms).await {
             tracing::warn!(error = %e, "pruning failed");
         }
+    }
+
+    /// Stores the alerts of `candidates` that are not cooling down, seals them for the hub
+    /// and pushes them live, in one transaction: on failure nothing changed.
+    async fn store_candidates(
+        &mut self,
+        candidates: Vec<Candidate>,
+        now_ms: i64,
+    ) -> Result<Vec<AlertView>, StoreError> {
+        let settings = Arc::clone(&self.settings);
+        let backup = self.sealer.clone();
+        let cooldown_backup = self.cooldown.clone();
+        let result = async {
+            let mut tx = self.conn.begin().await?;
+            let mut events = Vec::new();
+            let raised = persist_candidates(
+                &mut tx,
+                &mut self.sealer,
+                &mut self.cooldown,
+                &settings,
+                candidates,
+                now_ms,
+                &mut events,
+            )
+            .await?;
+            write_events(&mut tx, &events, &self.sealer, now_ms).await?;
+            tx.commit().await?;
+            Ok::<Vec<AlertView>, StoreError>(raised)
+        }
+        .await;
+        match &result {
+            Ok(raised) => {
+                for alert in raised {
+                    let _ = self.alerts_tx.send(alert.clone());
+                }
+            }
+            Err(_) => {
+                self.sealer = backup;
+                self.cooldown = cooldown_backup;
+            }
+        }
+        result
     }
 
     async fn prune(&mut self, now_ms: i64) -> Result<PruneReport, StoreError> {
@@ -1158,20 +1272,30 @@ fn to_json<T: Serialize>(rows: &T, what: &str) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|e| StoreError::Identity(format!("encode {what}: {e}")))
 }
 
-/// [`write_batch`] of events alone (alerts raised or changed outside an ingest batch).
+/// Writes events alone (alerts raised or changed outside an ingest batch), with the
+/// sealer's heads.
 async fn write_events(
     conn: &mut SqliteConnection,
     events: &[Sealed],
     sealer: &Sealer,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    write_batch(conn, events, &rollup::Delta::new(), &[], sealer, now_ms).await
+    let mut batch = values::Batch::default();
+    push_writes(
+        &mut batch,
+        events,
+        &rollup::Delta::new(),
+        &[],
+        sealer,
+        now_ms,
+    )?;
+    batch.execute(conn).await
 }
 
-/// Writes `events`, the rollup increments, the on-hand cells and the sealer's heads (see
-/// [`EVENTS`], [`WRITE_BATCH`] and [`rollup::upsert`]).
-async fn write_batch<'e>(
-    conn: &mut SqliteConnection,
+/// Adds to `batch` the writes of `events`, the rollup increments, the on-hand cells and the
+/// sealer's heads (see [`EVENTS`], [`WRITE_BATCH`] and [`rollup::upsert`]).
+fn push_writes<'e>(
+    batch: &mut values::Batch,
     events: impl IntoIterator<Item = &'e Sealed>,
     rollup_delta: &rollup::Delta<'_>,
     on_hand: &[(Sku, OnHand)],
@@ -1181,8 +1305,7 @@ async fn write_batch<'e>(
     /// A sealed event and when it was recorded.
     type EventRow<'a> = (&'a Sealed, i64);
     let event_rows: Vec<EventRow<'_>> = events.into_iter().map(|e| (e, now_ms)).collect();
-    let mut batch = values::Batch::default();
-    EVENTS.push(&mut batch, event_rows, |args, (sealed, recorded_ms)| {
+    EVENTS.push(batch, event_rows, |args, (sealed, recorded_ms)| {
         let event = &sealed.event;
         args.add(epoch_sql(event.key.stream.epoch))?;
         args.add(event.key.stream.class as i64)?;
@@ -1215,6 +1338,11 @@ async fn write_batch<'e>(
     batch.bind(now_ms)?;
     batch.bind(to_json(&on_hand_rows, "on-hand cells")?)?;
     batch.bind(to_json(&head_rows, "stream heads")?)?;
-    rollup::upsert(&mut batch, rollup_delta)?;
-    batch.execute(conn).await
+    rollup::upsert(batch, rollup_delta)
+}
+
+/// Begins the writer's transaction, taking the database's write lock at once.
+async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
+    Ok(())
 }

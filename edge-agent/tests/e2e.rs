@@ -875,6 +875,21 @@ fn full_disk_answers_503_and_keeps_the_database_intact() {
     assert_eq!(agent.get("/healthz").0, 200);
     let (_, rollups) = agent.get("/api/v1/rollups?granularity=day");
     assert_eq!(rollups["rows"][0]["transactions"], accepted, "{rollups}");
+    let (_, alerts) = agent.get("/api/v1/alerts");
+    let alerts = alerts["alerts"].as_array().unwrap().clone();
+    assert!(
+        alerts.iter().any(|a| a["kind"] == "disk_full"),
+        "{alerts:?}"
+    );
+    // Every alert, the disk-full one included, is sealed for the hub.
+    let (_, outbox) = agent.get("/api/v1/outbox");
+    let telemetry = outbox["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["class"] == "telemetry")
+        .map(|s| s["head"].clone());
+    assert_eq!(telemetry, Some(json!(alerts.len())), "{outbox}");
     assert!(agent.terminate());
     let out = std::process::Command::new("sqlite3")
         .arg(agent.dir.join("edge.db"))

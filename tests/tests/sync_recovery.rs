@@ -483,6 +483,40 @@ fn hub_restored_from_an_older_backup_gets_the_agents_acknowledged_events_again()
         edge_logs(&edge).contains("HubBehind"),
         "the agent raised the hub-behind alarm"
     );
+    // The agent's alarm is an alert of its own too, in the store's alert list.
+    let (_, alerts) = edge_api(&edge, "GET", "/api/v1/alerts?limit=1000", "");
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "journal_integrity"
+                && a["subject"].as_str().unwrap().ends_with(":sales")
+                && a["severity"] == "warning"),
+        "the agent's hub-behind alert: {alerts}"
+    );
+    // The hub's own alarm is an alert of the store, not a log line alone: one per stream
+    // the restore set back (the sales below, and the alerts the agent had sent).
+    let (_, alerts) = hub_api(&hub, &token, "GET", "/api/v1/alerts?limit=1000", "");
+    let sales_behind: Vec<&serde_json::Value> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["kind"] == "journal_integrity" && a["subject"].as_str().unwrap().ends_with("-sales")
+        })
+        .collect();
+    assert_eq!(
+        sales_behind.len(),
+        1,
+        "one hub-behind alert for the sales: {alerts}"
+    );
+    assert_eq!(sales_behind[0]["storeId"], "s1", "{alerts}");
+    assert_eq!(
+        sales_behind[0]["facts"],
+        serde_json::json!([{"name": "acked_seq", "value": 800}, {"name": "committed_seq", "value": 300}]),
+        "{alerts}"
+    );
     let (_, doc) = hub_api(&hub, &token, "GET", "/api/v1/stores/s1/document", "");
     assert_eq!(
         doc["alerts"][&acked]["state"], "acknowledged",

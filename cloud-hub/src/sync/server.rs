@@ -837,7 +837,21 @@ async fn sync_connection(connection: &quinn::Connection, shared: &Shared) -> Res
                             last_contact = Instant::now();
                         }
                     }
-                    HubAction::Alarm(alarm) => report_alarm(&identity, &alarm),
+                    HubAction::Alarm(alarm) => {
+                        report_alarm(&identity, &alarm);
+                        if let Err(e) = crate::fleet::on_alarm(
+                            &*store,
+                            &identity.tenant,
+                            &identity.store,
+                            &identity.device,
+                            &alarm,
+                            now_ms(),
+                        )
+                        .await
+                        {
+                            tracing::warn!(error = %e, "sync: storing the alarm's alert failed");
+                        }
+                    }
                     HubAction::Closed(reason) => {
                         while let Some(frame) = session.poll_transmit() {
                             let _ = send.write_all(&frame).await;

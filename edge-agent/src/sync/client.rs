@@ -14,6 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use storesync_protocol::domain::{AlertKind, Severity};
+use storesync_protocol::event::{SeqNo, StreamId};
+use storesync_protocol::session::Alarm;
 use storesync_protocol::session::{
     CloseReason, EdgeAction, EdgeSession, EdgeSnapshot, EdgeStreamState, SessionConfig,
     reconnect_delay_ms,
@@ -23,6 +26,7 @@ use tokio::sync::watch;
 
 use super::enroll::{self, EnrollError};
 use super::{ALPN_SYNC, COMPRESS_MIN_BYTES, Enrollment, HUB_SERVER_NAME, Paths, tls};
+use crate::alerts::Candidate;
 use crate::store::Store;
 use crate::writer::WriterHandle;
 
@@ -97,6 +101,72 @@ pub struct SyncContext {
     pub options: SyncOptions,
     /// The replicated documents.
     pub docs: crate::docs::Docs,
+}
+
+/// The store's own alert for a sync alarm, so the manager sees it in the alert list (and
+/// the hub in its telemetry) and not in the log alone; `None` for alarms the hub raises
+/// itself. Its subject names the stream, so a reconnect that finds the same condition is
+/// inside the alert's cool-down.
+fn alarm_candidate(alarm: &Alarm) -> Option<Candidate> {
+    let stream_subject =
+        |stream: &StreamId| format!("sync:{}:{}", stream.epoch.0, stream.class.as_str());
+    let seq = |seq: SeqNo| i64::try_from(seq.0).unwrap_or(i64::MAX);
+    let (severity, subject, message, facts) = match alarm {
+        Alarm::OutboxMissing { stream, from } => (
+            Severity::Critical,
+            stream_subject(stream),
+            format!(
+                "the hub needs {} events from {} that this store no longer holds; that stream cannot sync",
+                stream.class.as_str(),
+                from.0
+            ),
+            vec![("from_seq".to_owned(), seq(*from))],
+        ),
+        Alarm::EdgeBehind {
+            stream,
+            recorded,
+            committed,
+        } => (
+            Severity::Critical,
+            stream_subject(stream),
+            format!(
+                "the hub holds {} {} events of this store's epoch, more than the {} recorded here: the data directory went back in time without a new epoch (restore backups with `storesync-edge restore`)",
+                committed.0,
+                stream.class.as_str(),
+                recorded.0
+            ),
+            vec![
+                ("recorded_seq".to_owned(), seq(*recorded)),
+                ("committed_seq".to_owned(), seq(*committed)),
+            ],
+        ),
+        Alarm::HubBehind {
+            stream,
+            acked,
+            committed,
+        } => (
+            Severity::Warning,
+            stream_subject(stream),
+            format!(
+                "the hub had lost {} events it had acknowledged (it holds {} of {}); they are sent again",
+                stream.class.as_str(),
+                committed.0,
+                acked.0
+            ),
+            vec![
+                ("acked_seq".to_owned(), seq(*acked)),
+                ("committed_seq".to_owned(), seq(*committed)),
+            ],
+        ),
+        _ => return None,
+    };
+    Some(Candidate {
+        kind: AlertKind::JournalIntegrity,
+        severity,
+        subject,
+        message,
+        facts,
+    })
 }
 
 fn now_ms() -> i64 {
@@ -338,6 +408,11 @@ async fn connect_once(
                     EdgeAction::Alarm(alarm) => {
                         tracing::error!(?alarm, "sync: alarm");
                         status.send_modify(|s| s.alarms += 1);
+                        if let Some(candidate) = alarm_candidate(&alarm)
+                            && let Err(e) = ctx.writer.raise(candidate, now_ms()).await
+                        {
+                            tracing::warn!(error = %e, "sync: storing the alarm's alert failed");
+                        }
                     }
                     EdgeAction::DocSync(message) => match ctx.docs.receive(message).await {
                         Ok(answers) => {
