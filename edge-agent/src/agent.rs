@@ -290,10 +290,11 @@ pub async fn run(
             session: storesync_protocol::session::SessionConfig {
                 batch_len_max: settings.config.sync.batch_len_max.max(1),
                 window_batches_max: settings.config.sync.window_batches_max.max(1),
-                // The hub sends a heartbeat every 5 s. Three missed ones end the session, and a
-                // fresh connection recovers faster than a QUIC connection whose retransmission
-                // timer backed off through a partition.
-                idle_timeout_ms: 15_000,
+                // The hub sends a heartbeat every 5 s. Three missed ones (by default) end the
+                // session, and a fresh connection recovers faster than a QUIC connection whose
+                // retransmission timer backed off through a partition.
+                idle_timeout_ms: i64::try_from(settings.config.sync.session_idle_ms)
+                    .unwrap_or(15_000),
                 ..Default::default()
             },
             bandwidth_bytes_per_s_max: (settings.config.sync.bandwidth_bytes_per_s_max > 0)

@@ -96,6 +96,9 @@ pub struct SyncConfig {
     pub window_batches_max: usize,
     /// Longest delay between reconnect attempts, in milliseconds.
     pub reconnect_delay_ms_max: u64,
+    /// A session that hears nothing from the hub for this long ends and the agent
+    /// reconnects, in milliseconds (the hub sends a heartbeat every 5 s).
+    pub session_idle_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -105,6 +108,7 @@ impl Default for SyncConfig {
             batch_len_max: 1024,
             window_batches_max: 8,
             reconnect_delay_ms_max: 60_000,
+            session_idle_ms: 15_000,
         }
     }
 }
@@ -483,6 +487,12 @@ pub fn check(mut config: Config, base: &Path) -> Result<Settings, ConfigError> {
     if l.batch_records_max > 20_000 {
         return Err(invalid("limits.batch_records_max", "must be at most 20000"));
     }
+    if !(6_000..=600_000).contains(&config.sync.session_idle_ms) {
+        return Err(invalid(
+            "sync.session_idle_ms",
+            "must be between 6000 and 600000 (the hub's heartbeat comes every 5 s)",
+        ));
+    }
     if !(0..=24 * 3_600_000).contains(&l.future_skew_max_ms) {
         return Err(invalid(
             "limits.future_skew_max_ms",
@@ -628,6 +638,9 @@ bandwidth_bytes_per_s_max = 0
 batch_len_max = 1024
 window_batches_max = 8
 reconnect_delay_ms_max = 60000
+# Nothing heard from the hub for this long (it sends a heartbeat every 5 s): the session
+# ends and the agent reconnects. Between 6000 and 600000.
+session_idle_ms = 15000
 
 [retention]
 # Days an event is kept after the hub acknowledged it (unacknowledged: forever).
@@ -713,6 +726,11 @@ mod tests {
                 "auth.public_key_file",
             ),
             ("items_max = 500", "items_max = 0", "limits.items_max"),
+            (
+                "session_idle_ms = 15000",
+                "session_idle_ms = 4000",
+                "sync.session_idle_ms",
+            ),
         ] {
             let text = base.replacen(from, to, 1);
             let config: Config = toml::from_str(&text).unwrap();

@@ -85,6 +85,18 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// Every log file of the agent's starts, concatenated.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("edge-") && name.ends_with(".log") {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+
     /// Starts `run` and waits until the API answers; each start logs to a new file.
     pub fn start(&mut self) {
         let mut cmd = Command::new(binary("storesync-edge"));

@@ -1,15 +1,16 @@
 //! Sync end to end over a bad network: the agent reaches the hub only through the UDP fault
 //! proxy, which loses 20% of datagrams, duplicates 5% and delays each by up to 200 ms
 //! (reordering them) in both directions. Sales are posted in rounds while the faults are on,
-//! with a partition of about 8 s in the middle (shorter than QUIC's 30 s idle timeout) and a
-//! kill -9 of the agent right after a round; once the network heals, the hub's committed
+//! with a partition of 25 s in the middle (longer than the agent's session, shortened to 11 s
+//! as time is compressed here, so the agent reconnects through the faulty link) and a kill -9
+//! of the agent right after a round; once the network heals, the hub's committed
 //! set must equal what the agent accepted (count and checksum, `storesync_tests::verify`),
 //! the hub's series the agent's rollups, and the store document's heads on both sides.
 //!
-//! After the partition the live connection usually recovers, but not at once: QUIC's probe
-//! timeout doubles through the partition, so the first probe after it can come seconds
-//! later and can itself be lost. When nothing gets through for 30 s the sessions' idle
-//! timeout ends the connection and the agent reconnects; the bounded waits allow for that.
+//! The partition outlasts the session: the agent's session ends, its reconnect attempts
+//! fail until the link heals, and the next one succeeds through the faults (the test checks
+//! the agent connected again). The hub's side of the old connection ends at its own idle
+//! timeout.
 //!
 //! The seed of the fault decisions is printed; `STORESYNC_FAULT_SEED=N` replays the
 //! network's decisions (not the endpoints' timing).
@@ -56,6 +57,18 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
 
     let root = tempfile::tempdir().unwrap();
     let (mut hub, mut edge): (Hub, Edge) = setup(root.path());
+    // Time compressed: a session ends after 11 s without a word from the hub (two missed
+    // heartbeats) instead of 15, and reconnect attempts are at most 3 s apart instead of a
+    // minute, so the 25 s partition below outlasts the session as a partition of hours
+    // would outlast the default settings.
+    let text = std::fs::read_to_string(&edge.config).unwrap();
+    let text = text
+        .replace("session_idle_ms = 15000", "session_idle_ms = 11000")
+        .replace(
+            "reconnect_delay_ms_max = 60000",
+            "reconnect_delay_ms_max = 3000",
+        );
+    std::fs::write(&edge.config, text).unwrap();
     hub.start();
     enroll_ok(&hub, &edge);
     let token = admin_token(&hub);
@@ -121,18 +134,27 @@ fn sync_converges_through_loss_duplication_jitter_partition_and_kill9() {
         (hub_api(&hub, &token, "POST", &path, "").0 == 200).then_some(())
     });
 
-    // Round 2 is cut by a partition of 8 s while it streams; round 3 is posted into it.
+    // Round 2 is cut by a partition of 25 s while it streams; round 3 is posted into it.
+    // The session ends during it; the agent reconnects, through the still faulty link,
+    // once it heals.
     post(&edge, 500);
     std::thread::sleep(Duration::from_millis(200));
+    let sessions = |edge: &Edge| edge.logs().matches("sync: connected").count();
+    let before = sessions(&edge);
     proxy.set_partitioned(true);
     let at_partition = hub.db_counts().0;
     let expected = post(&edge, 200);
     let path = format!("/api/v1/alerts/{}/resolve", alerts[1]);
     assert_eq!(edge_api(&edge, "POST", &path, "").0, 200);
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(25));
     proxy.set_partitioned(false);
     eprintln!("partition: {at_partition} at the hub when it started");
     delivered_under_faults("rounds 2 and 3 after the partition", expected, &proxy);
+    assert!(
+        sessions(&edge) > before,
+        "the agent reconnected after the partition ({})",
+        report(&proxy)
+    );
 
     // Round 4: the agent is killed while it streams, restarted, and takes round 5.
     post(&edge, 500);

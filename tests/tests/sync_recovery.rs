@@ -120,18 +120,6 @@ fn alert_state_at_edge(edge: &Edge, id: &str) -> serde_json::Value {
     doc["store"]["alerts"][id]["state"].clone()
 }
 
-/// Every log file of the agent's starts, concatenated.
-fn edge_logs(edge: &Edge) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(&edge.dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with("edge-") && name.ends_with(".log") {
-            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-    }
-    text
-}
-
 /// Sales 0..300 posted at the agent and counted at the hub.
 fn first_sales(edge: &Edge, db: &HubDb) {
     post_sales(edge, 0..300);
@@ -480,7 +468,7 @@ fn hub_restored_from_an_older_backup_gets_the_agents_acknowledged_events_again()
     );
     assert_eq!(set.count, 900, "every sale once at the hub");
     assert!(
-        edge_logs(&edge).contains("HubBehind"),
+        edge.logs().contains("HubBehind"),
         "the agent raised the hub-behind alarm"
     );
     // The agent's alarm is an alert of its own too, in the store's alert list.
