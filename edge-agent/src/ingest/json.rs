@@ -6,6 +6,7 @@
 //! rejected record.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use storesync_protocol::validate::{
     Context, FieldError, Rejection, adjustment_from_json, parse_json, scan_from_json,
     transaction_from_json,
@@ -57,9 +58,9 @@ pub fn parse_body(
     }
     match first {
         Some(b'[') => {
-            let values: Vec<Value> = match serde_json::from_slice(body) {
-                Ok(Value::Array(values)) => values,
-                Ok(_) => Vec::new(),
+            // Elements as the bytes that arrived: a rejected one is kept exactly as sent.
+            let elements: Vec<&RawValue> = match serde_json::from_slice(body) {
+                Ok(elements) => elements,
                 Err(e) => {
                     let errors = vec![FieldError {
                         field: "$".into(),
@@ -68,31 +69,31 @@ pub fn parse_body(
                     return Ok(vec![submission(source, kind, body.to_vec(), Err(errors))]);
                 }
             };
-            if values.len() > records_max {
+            if elements.len() > records_max {
                 return Err(InputError::TooMany {
                     what: "array",
-                    count: values.len(),
+                    count: elements.len(),
                     limit_name: "records_per_request_max",
                     limit: records_max,
                 });
             }
-            Ok(values
-                .iter()
-                .map(|value| {
-                    let raw = serde_json::to_vec(value).unwrap_or_default();
-                    let parsed = if raw.len() > ctx.limits.record_bytes_max {
-                        Err(vec![FieldError {
+            Ok(elements
+                .into_iter()
+                .map(|element| {
+                    let raw = element.get().as_bytes();
+                    if raw.len() > ctx.limits.record_bytes_max {
+                        let errors = vec![FieldError {
                             field: "$".into(),
                             reason: format!(
                                 "record is {} bytes, more than record_bytes_max = {}",
                                 raw.len(),
                                 ctx.limits.record_bytes_max
                             ),
-                        }])
+                        }];
+                        submission(source, kind, raw.to_vec(), Err(errors))
                     } else {
-                        validate(value, kind, ctx)
-                    };
-                    submission(source, kind, raw, parsed)
+                        one(raw, kind, ctx, source)
+                    }
                 })
                 .collect())
         }
