@@ -5,6 +5,12 @@
 //! does not even parse) is refused before any signature check. `exp` is required, `nbf` is
 //! checked when present, both with an explicit leeway.
 //!
+//! Tenancy: the hub's own tokens name their tenant in the `tenant` claim. An external
+//! identity provider is configured for exactly one tenant ([`VerifyKey::tenant`]), and its
+//! tokens are that tenant's: a token it signed without a `tenant` claim gets the provider's
+//! tenant, and one whose claim names any other tenant is refused (401), whatever its role. A
+//! provider can therefore never speak for a tenant it was not configured for.
+//!
 //! The hub's issuer signs with an Ed25519 key kept in a PEM file (created by `init`). Edge
 //! agents verify managers' tokens offline with the tenant's public key, which admins fetch
 //! from `GET /api/v1/auth/signing-key` or `storesync-hub signing-key`.
@@ -60,8 +66,10 @@ pub struct Claims {
     /// Issued at.
     #[serde(default)]
     pub iat: u64,
-    /// Tenant.
-    pub tenant: String,
+    /// Tenant. The hub's own tokens always carry it; an external provider's may leave it
+    /// out (the provider's configured tenant is then used, see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Role (`admin`, `analyst`, `store_manager`).
     pub role: String,
     /// Assigned stores (store managers).
@@ -95,6 +103,9 @@ pub struct VerifyKey {
     pub issuer: String,
     /// Expected audience.
     pub audience: String,
+    /// The one tenant tokens verified with this key may act for (an external provider's
+    /// key); `None` for the hub's own keys, whose tokens name their tenant.
+    pub tenant: Option<TenantId>,
 }
 
 /// Verifies bearer tokens against a set of pinned keys.
@@ -172,7 +183,12 @@ impl Verifier {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => {
                     let exp = data.claims.exp;
-                    return caller_of(data.claims).map(|c| (c, exp));
+                    // A refused tenant is not final: the same provider may be configured
+                    // (with the same key) for another tenant too.
+                    match caller_of(data.claims, key.tenant.as_ref()) {
+                        Ok(caller) => return Ok((caller, exp)),
+                        Err(e) => last = e,
+                    }
                 }
                 Err(e) => last = AuthError::Invalid(e.to_string()),
             }
@@ -181,10 +197,24 @@ impl Verifier {
     }
 }
 
-fn caller_of(claims: Claims) -> Result<Caller, AuthError> {
+/// The caller a verified token speaks for. `bound` is the tenant of the key that verified
+/// it (an external provider's), which the token's own claim may only repeat.
+fn caller_of(claims: Claims, bound: Option<&TenantId>) -> Result<Caller, AuthError> {
+    let tenant = match (bound, claims.tenant) {
+        (None, Some(claimed)) => {
+            TenantId::new(claimed).map_err(|e| AuthError::Invalid(format!("tenant: {e}")))?
+        }
+        (None, None) => return Err(AuthError::Invalid("tenant: missing".into())),
+        (Some(bound), None) => bound.clone(),
+        (Some(bound), Some(claimed)) if claimed == bound.as_str() => bound.clone(),
+        (Some(bound), Some(_)) => {
+            return Err(AuthError::Invalid(format!(
+                "tenant: the issuer speaks only for tenant {bound}"
+            )));
+        }
+    };
     Ok(Caller {
-        tenant: TenantId::new(claims.tenant)
-            .map_err(|e| AuthError::Invalid(format!("tenant: {e}")))?,
+        tenant,
         role: Role::parse(&claims.role)
             .ok_or_else(|| AuthError::Invalid(format!("role {:?}", claims.role)))?,
         stores: claims
@@ -291,6 +321,7 @@ impl Issuer {
                 .map_err(|e| AuthError::Key(e.to_string()))?,
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
+            tenant: None,
         })
     }
 
@@ -336,7 +367,7 @@ impl Issuer {
             exp: now_s + ttl_s,
             nbf: Some(now_s),
             iat: now_s,
-            tenant: caller.tenant.as_str().to_owned(),
+            tenant: Some(caller.tenant.as_str().to_owned()),
             role: caller.role.as_str().to_owned(),
             stores: caller
                 .stores
@@ -382,12 +413,14 @@ pub fn key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, Auth
     .map_err(|e| AuthError::Key(e.to_string()))
 }
 
-/// Keys from a JWKS document; each key's algorithm is pinned from its `alg` (or, without
-/// one, from its key type) and only RS256 and EdDSA keys are kept.
+/// Keys from a JWKS document of the provider `issuer` for `tenant`; each key's algorithm is
+/// pinned from its `alg` (or, without one, from its key type) and only RS256 and EdDSA keys
+/// are kept.
 pub fn keys_from_jwks(
     json: &str,
     issuer: &str,
     audience: &str,
+    tenant: &TenantId,
 ) -> Result<Vec<VerifyKey>, AuthError> {
     let set: JwkSet =
         serde_json::from_str(json).map_err(|e| AuthError::Key(format!("JWKS: {e}")))?;
@@ -406,6 +439,7 @@ pub fn keys_from_jwks(
             key: DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Key(e.to_string()))?,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            tenant: Some(tenant.clone()),
         });
     }
     Ok(keys)

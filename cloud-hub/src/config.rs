@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use storesync_protocol::ids::TenantId;
 
 use crate::auth::HashCost;
 
@@ -44,13 +45,26 @@ fn default_pool() -> usize {
     32
 }
 
-/// An external identity provider's keys.
+/// A tenant id, refused with the field's name and the id rule it breaks.
+fn tenant_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<TenantId, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    TenantId::new(text.as_str())
+        .map_err(|e| serde::de::Error::custom(format!("tenant {text:?}: {e}")))
+}
+
+/// An external identity provider's keys, and the one tenant it speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExternalIssuer {
     /// Expected `iss`.
     pub issuer: String,
     /// Expected `aud`.
     pub audience: String,
+    /// The tenant this provider's tokens act for (required). A token of this provider whose
+    /// `tenant` claim names another tenant is refused; one without the claim is this
+    /// tenant's. A provider serving several tenants is configured once per tenant (with a
+    /// distinct audience, or tokens that name their tenant).
+    #[serde(deserialize_with = "tenant_id")]
+    pub tenant: TenantId,
     /// `RS256` or `EdDSA` for `pem`/`pem_path` keys (JWKS keys carry their own).
     #[serde(default)]
     pub algorithm: Option<String>,
@@ -425,14 +439,19 @@ signing_key_path = "signing-key.pem"
 access_ttl_s = 900
 refresh_ttl_s = 2592000
 leeway_s = 30
-# External identity providers (RS256 or EdDSA, pinned per key):
+# External identity providers (RS256 or EdDSA, pinned per key). Each speaks for one
+# tenant (required): its tokens act for that tenant only; a token whose "tenant" claim
+# names another one is refused, a token without the claim is this tenant's. Configure a
+# provider once per tenant it serves.
 # [[auth.external]]
 # issuer = "https://login.example.com/"
 # audience = "storesync"
+# tenant = "acme"
 # jwks_path = "idp-jwks.json"        # or jwks_url = "http://127.0.0.1:9000/jwks.json"
 # [[auth.external]]
 # issuer = "corp-sso"
 # audience = "storesync"
+# tenant = "acme"
 # algorithm = "RS256"
 # pem_path = "corp-sso.pem"
 
@@ -508,6 +527,45 @@ mod tests {
             config
                 .apply_env(|n| (n == "STORESYNC_HUB_LISTEN").then(|| "nope".into()))
                 .is_err()
+        );
+    }
+
+    /// An external provider must name the tenant it speaks for; the error names the field.
+    #[test]
+    fn external_issuers_name_their_tenant() {
+        let with = |tenant_line: &str| {
+            let text = format!(
+                "[store]\nbackend = \"sqlite\"\npath = \"hub.db\"\n\
+                 [[auth.external]]\nissuer = \"corp-sso\"\naudience = \"storesync\"\n\
+                 {tenant_line}\nalgorithm = \"RS256\"\npem_path = \"sso.pem\"\n"
+            );
+            toml::from_str::<Config>(&text).map_err(|e| e.to_string())
+        };
+        let config = with("tenant = \"acme\"").unwrap();
+        assert_eq!(config.auth.external[0].tenant.as_str(), "acme");
+        for line in ["", "tenant = \"\"", "tenant = \"two words\""] {
+            let error = with(line).unwrap_err();
+            assert!(error.contains("tenant"), "{line:?}: {error}");
+        }
+        // The commented examples of the default configuration are valid as written.
+        let text = default_config_text();
+        let examples: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[auth.external]]"))
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let config: Config = toml::from_str(&format!(
+            "[store]\nbackend = \"sqlite\"\npath = \"x\"\n{examples}"
+        ))
+        .unwrap();
+        assert_eq!(config.auth.external.len(), 2);
+        assert!(
+            config
+                .auth
+                .external
+                .iter()
+                .all(|e| e.tenant.as_str() == "acme")
         );
     }
 }

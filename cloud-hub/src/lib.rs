@@ -10,7 +10,8 @@
 //!   with short-lived tickets), tokens, saved views ([`api::views`]) — with its route table
 //!   ([`api::routes::ROUTES`]) that drives authorization and OpenAPI; every other `GET`
 //!   serves the built web UI ([`api::ui`]).
-//! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA),
+//! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA;
+//!   an external identity provider's tokens act only for the tenant it is configured for),
 //!   argon2 secrets, rotating refresh tokens.
 //! - [`fleet`]: alerts only the hub can raise — a store that stopped syncing (a periodic
 //!   check) and a device clock far off the hub's (at the handshake) — deduplicated by a

@@ -74,11 +74,21 @@ pub async fn state_with_store(config: &Config, store: Arc<dyn Store>) -> anyhow:
         if let Some(path) = &idp.jwks_path {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            external.extend(auth::keys_from_jwks(&text, &idp.issuer, &idp.audience)?);
+            external.extend(auth::keys_from_jwks(
+                &text,
+                &idp.issuer,
+                &idp.audience,
+                &idp.tenant,
+            )?);
         }
         if let Some(url) = &idp.jwks_url {
             let text = auth::fetch_jwks(url).await?;
-            external.extend(auth::keys_from_jwks(&text, &idp.issuer, &idp.audience)?);
+            external.extend(auth::keys_from_jwks(
+                &text,
+                &idp.issuer,
+                &idp.audience,
+                &idp.tenant,
+            )?);
         }
         let pem = match (&idp.pem, &idp.pem_path) {
             (Some(pem), _) => Some(pem.clone()),
@@ -96,6 +106,7 @@ pub async fn state_with_store(config: &Config, store: Arc<dyn Store>) -> anyhow:
                 key: auth::key_from_pem(algorithm, &pem)?,
                 issuer: idp.issuer.clone(),
                 audience: idp.audience.clone(),
+                tenant: Some(idp.tenant.clone()),
             });
         }
     }

@@ -127,6 +127,7 @@ async fn hub_with(store: Arc<dyn Store>, limits: LimitsConfig) -> Hub {
         key: auth::key_from_pem(jsonwebtoken::Algorithm::RS256, rsa_public).unwrap(),
         issuer: "corp-sso".into(),
         audience: "storesync".into(),
+        tenant: Some(tenant("acme")),
     }];
     let verifier = AppState::verifier_for(&issuer, external, 5).unwrap();
     let auth_config = AuthConfig {
@@ -1162,4 +1163,54 @@ async fn admin_adds_users_and_inventory_folds() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// An identity provider speaks for the one tenant it is configured for (`corp-sso`:
+/// acme): a token it signs for another tenant is refused, one without a tenant claim is its
+/// tenant's, and the hub's own tokens still name their tenant.
+#[tokio::test]
+async fn external_tokens_are_bound_to_their_providers_tenant() {
+    let hub = hub().await;
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-test-private.pem"))
+            .unwrap();
+    let now = storesync_hub::store::now_ms() / 1000;
+    let sign = |tenant: Option<&str>| {
+        let mut claims = serde_json::json!({"iss": "corp-sso", "aud": "storesync", "sub": "sso-admin", "exp": now + 300, "role": "admin"});
+        if let Some(tenant) = tenant {
+            claims["tenant"] = Value::from(tenant);
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    for other in ["globex", "not a tenant"] {
+        let (status, body) = call(&hub.router, "GET", "/api/v1/me", Some(&sign(Some(other)))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "tenant {other}: {body}");
+        let (status, _) = call(
+            &hub.router,
+            "GET",
+            "/api/v1/alerts",
+            Some(&sign(Some(other))),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "tenant {other}");
+    }
+    for tenant in [Some("acme"), None] {
+        let (status, me) = call(&hub.router, "GET", "/api/v1/me", Some(&sign(tenant))).await;
+        assert_eq!(status, StatusCode::OK, "{tenant:?}: {me}");
+        assert_eq!(
+            (me["tenant"].as_str(), me["role"].as_str()),
+            (Some("acme"), Some("admin"))
+        );
+    }
+    let globex = token(&hub, "globex", Role::Admin, &[]);
+    let (status, me) = call(&hub.router, "GET", "/api/v1/me", Some(&globex)).await;
+    assert_eq!(
+        (status, me["tenant"].as_str()),
+        (StatusCode::OK, Some("globex"))
+    );
 }
