@@ -71,13 +71,17 @@ pub struct ExternalIssuer {
     /// Inline PEM public key.
     #[serde(default)]
     pub pem: Option<String>,
-    /// PEM public key file.
+    /// PEM public key file (read at start).
     #[serde(default)]
     pub pem_path: Option<PathBuf>,
-    /// JWKS file.
+    /// JWKS file (read at start).
     #[serde(default)]
     pub jwks_path: Option<PathBuf>,
-    /// JWKS URL (plain http, e.g. a local sidecar).
+    /// JWKS URL, plain `http://` only (the hub has no TLS client for it: put a local
+    /// sidecar or proxy in front of an `https://` JWKS, or use `jwks_path`). Fetched at
+    /// start, every [`AuthConfig::jwks_refresh_s`], and when a token names a key the set
+    /// does not hold (at most every [`AuthConfig::jwks_refetch_min_s`]); a failed fetch keeps
+    /// the last good keys, and the hub starts without them when the URL is unreachable.
     #[serde(default)]
     pub jwks_url: Option<String>,
 }
@@ -102,6 +106,11 @@ pub struct AuthConfig {
     pub hash_cost: HashCost,
     /// External identity providers.
     pub external: Vec<ExternalIssuer>,
+    /// How often keys from a `jwks_url` are fetched again, in seconds (at least 1).
+    pub jwks_refresh_s: u64,
+    /// Least time between two fetches of one provider's JWKS prompted by tokens naming a
+    /// key it does not hold, in seconds.
+    pub jwks_refetch_min_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -115,6 +124,8 @@ impl Default for AuthConfig {
             leeway_s: 30,
             hash_cost: HashCost::default(),
             external: Vec::new(),
+            jwks_refresh_s: 600,
+            jwks_refetch_min_s: 30,
         }
     }
 }
@@ -443,6 +454,13 @@ leeway_s = 30
 # tenant (required): its tokens act for that tenant only; a token whose "tenant" claim
 # names another one is refused, a token without the claim is this tenant's. Configure a
 # provider once per tenant it serves.
+# Keys are pinned from a PEM or a JWKS file (read at start), or fetched from a JWKS URL:
+# plain http:// only (put a local sidecar or proxy in front of an https:// JWKS), fetched
+# at start, every jwks_refresh_s, and when a token names a key the set lacks (at most every
+# jwks_refetch_min_s). A failed fetch keeps the last good keys; if the URL is unreachable
+# at start the hub starts anyway and refuses that provider's tokens until a fetch succeeds.
+jwks_refresh_s = 600
+jwks_refetch_min_s = 30
 # [[auth.external]]
 # issuer = "https://login.example.com/"
 # audience = "storesync"

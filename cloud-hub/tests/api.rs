@@ -1214,3 +1214,181 @@ async fn external_tokens_are_bound_to_their_providers_tenant() {
         (StatusCode::OK, Some("globex"))
     );
 }
+
+/// A JWKS endpoint for tests: serves `keys` (503 while `None`) and counts fetches.
+struct JwksServer {
+    url: String,
+    keys: Arc<std::sync::Mutex<Option<Vec<Value>>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start() -> JwksServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let keys: Arc<std::sync::Mutex<Option<Vec<Value>>>> = Arc::default();
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let current = served.lock().unwrap().clone();
+                let response = match current {
+                    Some(keys) => {
+                        let body = serde_json::json!({ "keys": keys }).to_string();
+                        format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                    None => "HTTP/1.0 503 Service Unavailable\r\n\r\n".to_owned(),
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        JwksServer { url, keys, fetches }
+    }
+
+    fn publish(&self, keys: Option<&[&Issuer]>) {
+        *self.keys.lock().unwrap() = keys.map(|k| k.iter().map(|i| i.public_jwk()).collect());
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A hub configured like `storesync-hub serve` with one provider, `idp` for acme, whose
+/// keys come from `jwks.url`.
+async fn hub_with_jwks(jwks: &JwksServer, refresh_s: u64, refetch_min_s: u64) -> Router {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\nbackend = \"sqlite\"\npath = \"hub.db\"\n\
+         [auth]\nsigning_key_path = \"{}\"\njwks_refresh_s = {refresh_s}\njwks_refetch_min_s = {refetch_min_s}\n\
+         [[auth.external]]\nissuer = \"idp\"\naudience = \"storesync\"\ntenant = \"acme\"\njwks_url = \"{}\"\n",
+        dir.path().join("signing-key.pem").display(),
+        jwks.url
+    );
+    let config: storesync_hub::config::Config = toml::from_str(&text).unwrap();
+    let state = storesync_hub::server::state_with_store(&config, sqlite_store("jwks").await)
+        .await
+        .expect("the hub starts whether the provider answers or not");
+    app(state)
+}
+
+/// A provider's key: tokens it signs name it by `kid`.
+fn idp_key() -> Issuer {
+    Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "idp",
+        "storesync",
+    )
+    .unwrap()
+}
+
+async fn me_status(router: &Router, key: &Issuer) -> StatusCode {
+    let caller = Caller {
+        tenant: tenant("acme"),
+        subject: "sso-user".into(),
+        role: Role::Analyst,
+        stores: vec![],
+    };
+    let now = (storesync_hub::store::now_ms() / 1000) as u64;
+    let token = key.issue(&caller, now, 300).unwrap();
+    call(router, "GET", "/api/v1/me", Some(&token)).await.0
+}
+
+/// The hub starts while the provider's JWKS is unreachable, picks up its keys once they are
+/// published and again after it rotates them, fetches for an unknown key id at most once per
+/// `jwks_refetch_min_s`, and keeps its last good keys while the provider is down.
+#[tokio::test]
+async fn jwks_keys_are_fetched_again_for_unknown_key_ids() {
+    let jwks = JwksServer::start().await;
+    let (a, b, c) = (idp_key(), idp_key(), idp_key());
+    let refetch_min = Duration::from_millis(2100);
+    let router = hub_with_jwks(&jwks, 3600, 2).await;
+    assert_eq!(jwks.fetches(), 1, "fetched at start, and failed");
+    assert_eq!(me_status(&router, &a).await, StatusCode::UNAUTHORIZED);
+
+    jwks.publish(Some(&[&a]));
+    tokio::time::sleep(refetch_min).await;
+    assert_eq!(me_status(&router, &a).await, StatusCode::OK);
+    let fetched = jwks.fetches();
+    assert_eq!(me_status(&router, &a).await, StatusCode::OK);
+    // Unknown key ids right after a fetch: no fetch, however many tokens ask.
+    for _ in 0..3 {
+        assert_eq!(me_status(&router, &b).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        jwks.fetches(),
+        fetched,
+        "at most one fetch per jwks_refetch_min_s"
+    );
+
+    // The provider rotates to b.
+    jwks.publish(Some(&[&b]));
+    tokio::time::sleep(refetch_min).await;
+    assert_eq!(me_status(&router, &b).await, StatusCode::OK);
+    assert_eq!(jwks.fetches(), fetched + 1);
+    assert_eq!(
+        me_status(&router, &a).await,
+        StatusCode::UNAUTHORIZED,
+        "a was retired"
+    );
+
+    // The provider goes down: a token naming a new key asks in vain, b still works.
+    jwks.publish(None);
+    tokio::time::sleep(refetch_min).await;
+    assert_eq!(me_status(&router, &c).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(jwks.fetches(), fetched + 2);
+    assert_eq!(
+        me_status(&router, &b).await,
+        StatusCode::OK,
+        "last good keys kept"
+    );
+
+    // A token of another issuer never makes the hub fetch this provider's keys.
+    tokio::time::sleep(refetch_min).await;
+    let other = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "elsewhere",
+        "storesync",
+    )
+    .unwrap();
+    assert_eq!(me_status(&router, &other).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(jwks.fetches(), fetched + 2);
+}
+
+/// Keys are fetched again every `jwks_refresh_s` without any token asking.
+#[tokio::test]
+async fn jwks_keys_refresh_periodically() {
+    let jwks = JwksServer::start().await;
+    let (a, b) = (idp_key(), idp_key());
+    jwks.publish(Some(&[&a]));
+    // Fetches prompted by unknown key ids are held off for an hour: only the period fetches.
+    let router = hub_with_jwks(&jwks, 1, 3600).await;
+    assert_eq!(me_status(&router, &a).await, StatusCode::OK);
+    jwks.publish(Some(&[&b]));
+    let start = jwks.fetches();
+    let mut waited = 0;
+    while jwks.fetches() < start + 1 && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    // The fetch may be counted before its answer is applied.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(me_status(&router, &b).await, StatusCode::OK);
+    assert_eq!(me_status(&router, &a).await, StatusCode::UNAUTHORIZED);
+}

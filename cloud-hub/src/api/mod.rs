@@ -459,8 +459,8 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 let credential = credential(req.headers(), req.uri().query(), allow_ticket)
                     .ok_or(AppError::Unauthorized)?;
                 let verified = match &credential {
-                    Credential::Bearer(token) => state.inner.verifier.verify(token),
-                    Credential::Ticket(ticket) => state.inner.tickets.verify(ticket),
+                    Credential::Bearer(token) => state.inner.verifier.verify(token).await,
+                    Credential::Ticket(ticket) => state.inner.tickets.verify(ticket).await,
                 };
                 let caller = verified.map_err(|e| {
                     tracing::debug!(error = %e, "token refused");
