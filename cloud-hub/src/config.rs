@@ -146,8 +146,12 @@ pub struct LimitsConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest page of a list.
     pub page_len_max: u32,
-    /// Most points a series may have.
+    /// Most points a series may have: its groups × buckets (by item or payment method
+    /// there are many groups).
     pub series_points_max: u64,
+    /// Most rollup rows one series may read where several make one point (weeks are summed
+    /// from days by store, regions from stores, categories from items).
+    pub series_rows_max: u64,
     /// Most live-stream connections.
     pub live_connections_max: usize,
     /// Most dashboard responses computed at once (cache misses); the others wait their
@@ -166,6 +170,7 @@ impl Default for LimitsConfig {
             trusted_proxies: Vec::new(),
             page_len_max: 1000,
             series_points_max: 100_000,
+            series_rows_max: 1_000_000,
             live_connections_max: 10_000,
             dashboard_queries_max: 0,
         }
@@ -481,6 +486,11 @@ rate_burst = 100
 # Only these peers' X-Forwarded-For headers are believed.
 trusted_proxies = []
 page_len_max = 1000
+# A sales series has at most series_points_max points (groups × buckets) and reads at most
+# series_rows_max rollup rows where it sums several into one point (weeks, regions,
+# categories); more is refused with "too many points".
+series_points_max = 100000
+series_rows_max = 1000000
 # Dashboard responses computed at once; more wait. 0: twice the CPU cores.
 dashboard_queries_max = 0
 

@@ -1392,3 +1392,143 @@ async fn jwks_keys_refresh_periodically() {
     assert_eq!(me_status(&router, &b).await, StatusCode::OK);
     assert_eq!(me_status(&router, &a).await, StatusCode::UNAUTHORIZED);
 }
+
+/// `from`/`to` at the ends of i64 (or anywhere a date cannot be written) are refused by
+/// name, on every route that takes them, instead of overflowing the range arithmetic.
+#[tokio::test]
+async fn extreme_ranges_are_refused_by_name() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let (min, max) = (i64::MIN, i64::MAX);
+    for (route, query, field) in [
+        ("sales/series", format!("from={min}&to={max}"), "from:"),
+        ("sales/series", format!("from={min}&to=0"), "from:"),
+        ("sales/series", format!("from=0&to={max}"), "to:"),
+        ("sales/series", format!("to={}", min + 1), "to:"),
+        (
+            "sales/series",
+            format!("bucket=week&from={min}&to={max}"),
+            "from:",
+        ),
+        ("sales/series.csv", format!("from={min}&to={max}"), "from:"),
+        ("sales/top-items", format!("from={min}&to={max}"), "from:"),
+        ("sales/basket", format!("from={min}&to={max}"), "from:"),
+        ("sales/basket", format!("to={max}"), "to:"),
+        ("alerts", format!("before={max}"), "before:"),
+    ] {
+        let uri = format!("/api/v1/{route}?{query}");
+        let (status, body) = call(&hub.router, "GET", &uri, Some(&admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(field) && message.contains("out of range"),
+            "{uri}: {message}"
+        );
+    }
+    // The widest range a date can be written for is a range like any other.
+    let widest = format!(
+        "/api/v1/sales/basket?from={}&to={}",
+        jiff::Timestamp::MIN.as_second() * 1000,
+        jiff::Timestamp::MAX.as_second() * 1000
+    );
+    let (status, body) = call(&hub.router, "GET", &widest, Some(&admin)).await;
+    assert_eq!(
+        (status, &body["transactions"]),
+        (StatusCode::OK, &Value::from(4)),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn series_points_are_capped_across_groups() {
+    series_points_capped(sqlite_store("points").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_points_are_capped_across_groups_on_postgres() {
+    series_points_capped(pg_store("t_api_points").await).await;
+}
+
+/// `series_points_max` bounds the points of a whole series (groups × buckets), not only
+/// its buckets, in JSON and CSV alike; a series that sums more rows than it has points
+/// (weeks, regions) is judged by its points, and by `series_rows_max` for what it reads.
+async fn series_points_capped(store: Arc<dyn Store>) {
+    let limits = LimitsConfig {
+        rate_per_s: 10_000.0,
+        rate_burst: 10_000,
+        series_points_max: 2,
+        series_rows_max: 3,
+        ..LimitsConfig::default()
+    };
+    let hub = hub_with(store, limits).await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let two_hours = format!("from={T0}&to={}", T0 + 2 * 3_600_000);
+    let check = |query: String, expected: Result<usize, ()>| {
+        let router = hub.router.clone();
+        let admin = admin.clone();
+        async move {
+            for route in ["series", "series.csv"] {
+                let uri = format!("/api/v1/sales/{route}?{query}");
+                let req = Request::builder()
+                    .uri(&uri)
+                    .header("authorization", format!("Bearer {admin}"))
+                    .body(Body::empty())
+                    .unwrap();
+                let response = router.clone().oneshot(req).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                match expected {
+                    Ok(points) => {
+                        assert_eq!(status, StatusCode::OK, "{uri}: {text}");
+                        let got = if route == "series" {
+                            let body: Value = serde_json::from_str(&text).unwrap();
+                            body["series"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|g| g["points"].as_array().unwrap().len())
+                                .sum()
+                        } else {
+                            text.lines().count() - 1
+                        };
+                        assert_eq!(got, points, "{uri}: {text}");
+                    }
+                    Err(()) => {
+                        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+                        let body: Value = serde_json::from_str(&text).unwrap();
+                        assert!(
+                            body["message"]
+                                .as_str()
+                                .unwrap()
+                                .starts_with("too many points:"),
+                            "{uri}: {text}"
+                        );
+                    }
+                }
+            }
+        }
+    };
+    // Two hourly buckets: one group fits, two stores or three (item, hour) pairs do not.
+    check(format!("bucket=hour&{two_hours}"), Ok(2)).await;
+    check(format!("bucket=hour&group_by=payment&{two_hours}"), Ok(2)).await;
+    check(format!("bucket=hour&group_by=store&{two_hours}"), Err(())).await;
+    check(format!("bucket=hour&group_by=region&{two_hours}"), Err(())).await;
+    check(format!("bucket=hour&group_by=item&{two_hours}"), Err(())).await;
+    // Three (item, hour) rows, all uncategorized: two points.
+    check(format!("bucket=hour&group_by=category&{two_hours}"), Ok(2)).await;
+    // The item filter narrows it to what fits.
+    check(
+        format!("bucket=hour&group_by=item&items=sku-2&{two_hours}"),
+        Ok(1),
+    )
+    .await;
+    // One week from the daily rows of two stores: two rows, one point.
+    let week = format!("from={}&to={}", T0 - 86_400_000, T0 + 86_400_000);
+    check(format!("bucket=week&{week}"), Ok(1)).await;
+    check(format!("bucket=week&group_by=region&{week}"), Ok(2)).await;
+    // By item, a week reads four daily rows (two stores × two items): over the rows cap.
+    check(format!("bucket=week&group_by=item&{week}"), Err(())).await;
+}
