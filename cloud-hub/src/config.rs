@@ -138,7 +138,8 @@ pub struct LimitsConfig {
     pub body_bytes_max: usize,
     /// Time budget of a request (live streams excepted).
     pub request_timeout_ms: u64,
-    /// Sustained requests per second per principal (or address).
+    /// Sustained requests per second per principal, or per client address for public
+    /// routes and requests that fail authentication.
     pub rate_per_s: f64,
     /// Burst per principal (or address).
     pub rate_burst: u32,
@@ -481,6 +482,7 @@ jwks_refetch_min_s = 30
 [limits]
 body_bytes_max = 65536
 request_timeout_ms = 10000
+# Per principal, or per client address for public routes and failed authentication.
 rate_per_s = 50.0
 rate_burst = 100
 # Only these peers' X-Forwarded-For headers are believed.

@@ -1532,3 +1532,93 @@ async fn series_points_capped(store: Arc<dyn Store>) {
     // By item, a week reads four daily rows (two stores × two items): over the rows cap.
     check(format!("bucket=week&group_by=item&{week}"), Err(())).await;
 }
+
+/// Requests that fail authentication (no token, a forged one) spend their address's
+/// budget, so hammering with bad tokens is limited like anything else; other addresses and
+/// valid tokens from the same address are not.
+#[tokio::test]
+async fn failed_authentication_is_rate_limited_by_address() {
+    let store = sqlite_store("auth-limits").await;
+    let hub = hub_with(
+        store,
+        LimitsConfig {
+            rate_per_s: 0.01,
+            rate_burst: 2,
+            ..LimitsConfig::default()
+        },
+    )
+    .await;
+    let from = |ip: &str, token: Option<&str>| {
+        let mut req = Request::builder().uri("/api/v1/me");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        let peer: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let router = hub.router.clone();
+        async move { router.oneshot(req).await.unwrap() }
+    };
+    let forged = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "storesync-hub",
+        "storesync-api",
+    )
+    .unwrap()
+    .issue(
+        &Caller {
+            tenant: tenant("acme"),
+            subject: "mallory".into(),
+            role: Role::Admin,
+            stores: vec![],
+        },
+        (storesync_hub::store::now_ms() / 1000) as u64,
+        300,
+    )
+    .unwrap();
+    let attacker = "203.0.113.7";
+    assert_eq!(
+        from(attacker, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        from(attacker, Some(&forged)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for token in [None, Some(forged.as_str()), Some("garbage")] {
+        let response = from(attacker, token).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{token:?}"
+        );
+        let retry: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+    }
+    assert_eq!(
+        from("198.51.100.1", None).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "another address has its own budget"
+    );
+    let valid = token(&hub, "acme", Role::Analyst, &[]);
+    assert_eq!(
+        from(attacker, Some(&valid)).await.status(),
+        StatusCode::OK,
+        "a valid token is limited by its principal, not the address"
+    );
+    // Requests the role may not make spend the principal's budget too.
+    let max = token(&hub, "acme", Role::StoreManager, &["s1"]);
+    for expected in [
+        StatusCode::FORBIDDEN,
+        StatusCode::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        let (status, _) = call(&hub.router, "GET", "/api/v1/dead-letters", Some(&max)).await;
+        assert_eq!(status, expected);
+    }
+}

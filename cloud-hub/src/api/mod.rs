@@ -425,61 +425,76 @@ fn credential(headers: &HeaderMap, query: Option<&str>, allow_ticket: bool) -> O
     None
 }
 
+/// The rate-limit key of a request's client address (see [`client_address`]).
+fn address_key(req: &Request, trusted_proxies: &[std::net::IpAddr]) -> String {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    match client_address(peer, forwarded, trusted_proxies) {
+        Some(address) => format!("addr:{address}"),
+        None => "addr:unknown".into(),
+    }
+}
+
+/// Takes one request from `key`'s budget.
+fn spend(state: &AppState, key: &str) -> ApiResult<()> {
+    state.inner.limiter.check(key).map_err(|retry| {
+        metrics::global()
+            .rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        AppError::TooManyRequests(retry)
+    })
+}
+
 /// Authentication, authorization by the route table, rate limits and metrics.
+///
+/// Every request spends from one budget before it is answered, refusals included: a
+/// public route's and a failed authentication's (no token, or one that does not verify)
+/// from the client address's, an authenticated request's from its principal's, before
+/// its role is judged. So hammering with missing or forged tokens ends in 429 like any
+/// other flood, while a valid token from the same address keeps its own budget.
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     // Cheap clones (a standard method is a constant, a matched path an `Arc<str>`).
     let method = req.method().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("", |p| p.as_str());
+    let trusted_proxies = &state.inner.limits.trusted_proxies;
     let result = async {
         let spec = routes::find(method.as_str(), route).ok_or(AppError::Forbidden)?;
-        let key = match spec.access {
-            Access::Public => {
-                let peer = req
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip());
-                let forwarded = req
-                    .headers()
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok());
-                let address = client_address(peer, forwarded, &state.inner.limits.trusted_proxies);
-                format!(
-                    "addr:{}",
-                    address
-                        .map(|a| a.to_string())
-                        .unwrap_or_else(|| "unknown".into())
-                )
-            }
-            Access::Roles(roles) => {
-                // Browsers cannot set headers on EventSource or WebSocket: the live streams
-                // also take a short-lived ticket in the query, and only they do.
-                let allow_ticket = method == "GET" && route.starts_with("/api/v1/live/");
-                let credential = credential(req.headers(), req.uri().query(), allow_ticket)
-                    .ok_or(AppError::Unauthorized)?;
-                let verified = match &credential {
-                    Credential::Bearer(token) => state.inner.verifier.verify(token).await,
-                    Credential::Ticket(ticket) => state.inner.tickets.verify(ticket).await,
-                };
-                let caller = verified.map_err(|e| {
-                    tracing::debug!(error = %e, "token refused");
-                    AppError::Unauthorized
-                })?;
-                if !roles.contains(&caller.role) {
-                    return Err(AppError::Forbidden);
-                }
-                let key = format!("principal:{}:{}", caller.tenant, caller.subject);
-                req.extensions_mut().insert(caller);
-                key
+        let roles = match spec.access {
+            Access::Public => return spend(&state, &address_key(&req, trusted_proxies)),
+            Access::Roles(roles) => roles,
+        };
+        // Browsers cannot set headers on EventSource or WebSocket: the live streams also
+        // take a short-lived ticket in the query, and only they do.
+        let allow_ticket = method == "GET" && route.starts_with("/api/v1/live/");
+        let verified = match credential(req.headers(), req.uri().query(), allow_ticket) {
+            None => Err(auth::AuthError::Missing),
+            Some(Credential::Bearer(token)) => state.inner.verifier.verify(&token).await,
+            Some(Credential::Ticket(ticket)) => state.inner.tickets.verify(&ticket).await,
+        };
+        let caller = match verified {
+            Ok(caller) => caller,
+            Err(e) => {
+                tracing::debug!(error = %e, "token refused");
+                spend(&state, &address_key(&req, trusted_proxies))?;
+                return Err(AppError::Unauthorized);
             }
         };
-        state.inner.limiter.check(&key).map_err(|retry| {
-            metrics::global()
-                .rate_limited
-                .fetch_add(1, Ordering::Relaxed);
-            AppError::TooManyRequests(retry)
-        })?;
+        spend(
+            &state,
+            &format!("principal:{}:{}", caller.tenant, caller.subject),
+        )?;
+        if !roles.contains(&caller.role) {
+            return Err(AppError::Forbidden);
+        }
+        req.extensions_mut().insert(caller);
         Ok::<_, AppError>(())
     }
     .await;
