@@ -456,17 +456,18 @@ signing_key_path = "signing-key.pem"
 access_ttl_s = 900
 refresh_ttl_s = 2592000
 leeway_s = 30
+# External identity providers' keys are pinned from a PEM or a JWKS file (read at start)
+# or fetched from a JWKS URL: plain http:// only (put a local sidecar or proxy in front of
+# an https:// JWKS), fetched at start, every jwks_refresh_s, and when a token names a key
+# the set lacks (at most every jwks_refetch_min_s). A failed fetch keeps the last good
+# keys; if the URL is unreachable at start, the hub starts anyway and refuses that
+# provider's tokens until a fetch succeeds.
+jwks_refresh_s = 600
+jwks_refetch_min_s = 30
 # External identity providers (RS256 or EdDSA, pinned per key). Each speaks for one
 # tenant (required): its tokens act for that tenant only; a token whose "tenant" claim
 # names another one is refused, a token without the claim is this tenant's. Configure a
 # provider once per tenant it serves.
-# Keys are pinned from a PEM or a JWKS file (read at start), or fetched from a JWKS URL:
-# plain http:// only (put a local sidecar or proxy in front of an https:// JWKS), fetched
-# at start, every jwks_refresh_s, and when a token names a key the set lacks (at most every
-# jwks_refetch_min_s). A failed fetch keeps the last good keys; if the URL is unreachable
-# at start the hub starts anyway and refuses that provider's tokens until a fetch succeeds.
-jwks_refresh_s = 600
-jwks_refetch_min_s = 30
 # [[auth.external]]
 # issuer = "https://login.example.com/"
 # audience = "storesync"
