@@ -5,6 +5,19 @@
 //! does not even parse) is refused before any signature check. `exp` is required, `nbf` is
 //! checked when present, both with an explicit leeway.
 //!
+//! Tenancy: the hub's own tokens name their tenant in the `tenant` claim. An external
+//! identity provider is configured for exactly one tenant ([`VerifyKey::tenant`]), and its
+//! tokens are that tenant's: a token it signed without a `tenant` claim gets the provider's
+//! tenant, and one whose claim names any other tenant is refused (401), whatever its role. A
+//! provider can therefore never speak for a tenant it was not configured for.
+//!
+//! An external provider's keys come from a PEM, a JWKS file (both read at start) or a JWKS
+//! URL ([`JwksSource`]): fetched at start, again every `auth.jwks_refresh_s`, and when a
+//! token of that issuer names a key the set does not hold (the provider rotated its keys) —
+//! at most once per `auth.jwks_refetch_min_s`, whatever the tokens say. A failed fetch keeps
+//! the last good set; a provider unreachable at start leaves its tokens refused until a
+//! fetch succeeds, and the hub starts anyway.
+//!
 //! The hub's issuer signs with an Ed25519 key kept in a PEM file (created by `init`). Edge
 //! agents verify managers' tokens offline with the tenant's public key, which admins fetch
 //! from `GET /api/v1/auth/signing-key` or `storesync-hub signing-key`.
@@ -14,6 +27,8 @@
 //! revokes its whole family.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -60,8 +75,10 @@ pub struct Claims {
     /// Issued at.
     #[serde(default)]
     pub iat: u64,
-    /// Tenant.
-    pub tenant: String,
+    /// Tenant. The hub's own tokens always carry it; an external provider's may leave it
+    /// out (the provider's configured tenant is then used, see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Role (`admin`, `analyst`, `store_manager`).
     pub role: String,
     /// Assigned stores (store managers).
@@ -95,12 +112,17 @@ pub struct VerifyKey {
     pub issuer: String,
     /// Expected audience.
     pub audience: String,
+    /// The one tenant tokens verified with this key may act for (an external provider's
+    /// key); `None` for the hub's own keys, whose tokens name their tenant.
+    pub tenant: Option<TenantId>,
 }
 
-/// Verifies bearer tokens against a set of pinned keys.
+/// Verifies bearer tokens against a set of pinned keys, and the keys of JWKS sources.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: Vec<VerifyKey>,
+    /// Providers whose keys are fetched, and replaced, at run time.
+    sources: Vec<Arc<JwksSource>>,
     leeway_s: u64,
     /// Tokens whose signature and claims were checked: BLAKE3 of the exact token text →
     /// the caller and the last second (`exp` + leeway) it stays acceptable. A dashboard
@@ -120,14 +142,23 @@ impl Verifier {
     pub fn new(keys: Vec<VerifyKey>, leeway_s: u64) -> Verifier {
         Verifier {
             keys,
+            sources: Vec::new(),
             leeway_s,
-            verified: std::sync::Arc::new(std::sync::Mutex::new(VerifiedMemo::new())),
+            verified: Arc::new(std::sync::Mutex::new(VerifiedMemo::new())),
         }
+    }
+
+    /// The same verifier, also accepting the current keys of `sources`.
+    pub fn with_sources(mut self, sources: Vec<Arc<JwksSource>>) -> Verifier {
+        self.sources = sources;
+        self
     }
 
     /// Checks a token and returns its caller. A token already verified is accepted again
     /// without its signature check while the clock is within its `exp` plus the leeway.
-    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+    /// A token of a JWKS source's issuer that names a key the source does not hold may wait
+    /// for one fetch of the source's keys (see [`JwksSource`]).
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let digest = *blake3::hash(token.as_bytes()).as_bytes();
         let now_s = crate::store::now_ms().max(0) as u64 / 1000;
         {
@@ -140,7 +171,7 @@ impl Verifier {
                 None => {}
             }
         }
-        let (caller, exp) = self.verify_signed(token)?;
+        let (caller, exp) = self.verify_signed(token).await?;
         let mut memo = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if memo.len() >= VERIFIED_MAX {
             memo.clear();
@@ -149,18 +180,46 @@ impl Verifier {
         Ok(caller)
     }
 
-    fn verify_signed(&self, token: &str) -> Result<(Caller, u64), AuthError> {
+    async fn verify_signed(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let candidates = self.keys.iter().filter(|k| {
-            k.algorithm == header.alg
-                && match (&k.kid, &header.kid) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                }
-        });
+        let fetched: Vec<Arc<Vec<VerifyKey>>> = self.sources.iter().map(|s| s.keys()).collect();
+        let keys = self
+            .keys
+            .iter()
+            .chain(fetched.iter().flat_map(|k| k.iter()));
+        let last = match self.verify_with(token, &header, keys) {
+            Ok(verified) => return Ok(verified),
+            Err(e) => e,
+        };
+        // The provider may have rotated its keys: a token of a source's issuer naming a key
+        // the source does not hold asks for one (rate-limited) fetch, then one more try.
+        // The issuer is read unverified only to pick the source.
+        let Some(issuer) = unverified_issuer(token) else {
+            return Err(last);
+        };
+        for (source, keys) in self.sources.iter().zip(&fetched) {
+            if source.issuer != issuer || keys.iter().any(|k| k.accepts(&header)) {
+                continue;
+            }
+            source.refetch_unknown_key().await;
+            let keys = source.keys();
+            if let Ok(verified) = self.verify_with(token, &header, keys.iter()) {
+                return Ok(verified);
+            }
+        }
+        Err(last)
+    }
+
+    /// Checks `token` against those of `keys` its header may name.
+    fn verify_with<'a>(
+        &self,
+        token: &str,
+        header: &Header,
+        keys: impl Iterator<Item = &'a VerifyKey>,
+    ) -> Result<(Caller, u64), AuthError> {
         let mut last = AuthError::Invalid(format!("no key accepts {:?}", header.alg));
-        for key in candidates {
+        for key in keys.filter(|k| k.accepts(header)) {
             let mut validation = Validation::new(key.algorithm);
             validation.algorithms = vec![key.algorithm];
             validation.leeway = self.leeway_s;
@@ -172,7 +231,12 @@ impl Verifier {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => {
                     let exp = data.claims.exp;
-                    return caller_of(data.claims).map(|c| (c, exp));
+                    // A refused tenant is not final: the same provider may be configured
+                    // (with the same key) for another tenant too.
+                    match caller_of(data.claims, key.tenant.as_ref()) {
+                        Ok(caller) => return Ok((caller, exp)),
+                        Err(e) => last = e,
+                    }
                 }
                 Err(e) => last = AuthError::Invalid(e.to_string()),
             }
@@ -181,10 +245,50 @@ impl Verifier {
     }
 }
 
-fn caller_of(claims: Claims) -> Result<Caller, AuthError> {
+impl VerifyKey {
+    /// Whether a token with `header` may be checked with this key: the same algorithm, and
+    /// the same key id when both name one.
+    fn accepts(&self, header: &Header) -> bool {
+        self.algorithm == header.alg
+            && match (&self.kid, &header.kid) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// The `iss` claim of a token, unverified: only to pick which JWKS source to refresh.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Issued {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Issued>(&bytes).ok().map(|c| c.iss)
+}
+
+/// The caller a verified token speaks for. `bound` is the tenant of the key that verified
+/// it (an external provider's), which the token's own claim may only repeat.
+fn caller_of(claims: Claims, bound: Option<&TenantId>) -> Result<Caller, AuthError> {
+    let tenant = match (bound, claims.tenant) {
+        (None, Some(claimed)) => {
+            TenantId::new(claimed).map_err(|e| AuthError::Invalid(format!("tenant: {e}")))?
+        }
+        (None, None) => return Err(AuthError::Invalid("tenant: missing".into())),
+        (Some(bound), None) => bound.clone(),
+        (Some(bound), Some(claimed)) if claimed == bound.as_str() => bound.clone(),
+        (Some(bound), Some(_)) => {
+            return Err(AuthError::Invalid(format!(
+                "tenant: the issuer speaks only for tenant {bound}"
+            )));
+        }
+    };
     Ok(Caller {
-        tenant: TenantId::new(claims.tenant)
-            .map_err(|e| AuthError::Invalid(format!("tenant: {e}")))?,
+        tenant,
         role: Role::parse(&claims.role)
             .ok_or_else(|| AuthError::Invalid(format!("role {:?}", claims.role)))?,
         stores: claims
@@ -291,6 +395,7 @@ impl Issuer {
                 .map_err(|e| AuthError::Key(e.to_string()))?,
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
+            tenant: None,
         })
     }
 
@@ -336,7 +441,7 @@ impl Issuer {
             exp: now_s + ttl_s,
             nbf: Some(now_s),
             iat: now_s,
-            tenant: caller.tenant.as_str().to_owned(),
+            tenant: Some(caller.tenant.as_str().to_owned()),
             role: caller.role.as_str().to_owned(),
             stores: caller
                 .stores
@@ -382,12 +487,14 @@ pub fn key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, Auth
     .map_err(|e| AuthError::Key(e.to_string()))
 }
 
-/// Keys from a JWKS document; each key's algorithm is pinned from its `alg` (or, without
-/// one, from its key type) and only RS256 and EdDSA keys are kept.
+/// Keys from a JWKS document of the provider `issuer` for `tenant`; each key's algorithm is
+/// pinned from its `alg` (or, without one, from its key type) and only RS256 and EdDSA keys
+/// are kept.
 pub fn keys_from_jwks(
     json: &str,
     issuer: &str,
     audience: &str,
+    tenant: &TenantId,
 ) -> Result<Vec<VerifyKey>, AuthError> {
     let set: JwkSet =
         serde_json::from_str(json).map_err(|e| AuthError::Key(format!("JWKS: {e}")))?;
@@ -406,6 +513,7 @@ pub fn keys_from_jwks(
             key: DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Key(e.to_string()))?,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            tenant: Some(tenant.clone()),
         });
     }
     Ok(keys)
@@ -455,6 +563,135 @@ pub async fn fetch_jwks(url: &str) -> Result<String, AuthError> {
         )));
     }
     Ok(body.to_owned())
+}
+
+/// Retry delay of a periodic JWKS fetch that failed (unless the period is shorter).
+const JWKS_RETRY: Duration = Duration::from_secs(30);
+
+/// The keys an identity provider publishes at a JWKS URL, kept current.
+///
+/// [`JwksSource::refresh`] fetches the document and replaces the key set; a failed fetch, or
+/// a document without one usable key, keeps the last good set (and is logged, with the
+/// issuer and URL). [`JwksSource::spawn_refresh`] does that periodically;
+/// [`Verifier::verify`] does it when a token of this issuer names a key the set does not
+/// hold, but never sooner than `refetch_min` after the previous attempt, so tokens with
+/// made-up key ids cannot make the hub hammer the provider. Concurrent requests for a fetch
+/// wait for the one under way.
+#[derive(Debug)]
+pub struct JwksSource {
+    url: String,
+    issuer: String,
+    audience: String,
+    tenant: TenantId,
+    refetch_min: Duration,
+    /// The last good key set, swapped whole.
+    keys: RwLock<Arc<Vec<VerifyKey>>>,
+    /// Held while fetching; when the last fetch was attempted.
+    attempted: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl JwksSource {
+    /// A source of `issuer`'s keys for `tenant` at `url` (`http://` only, see
+    /// [`fetch_jwks`]), holding no key until its first successful [`JwksSource::refresh`].
+    pub fn new(
+        url: &str,
+        issuer: &str,
+        audience: &str,
+        tenant: &TenantId,
+        refetch_min: Duration,
+    ) -> JwksSource {
+        JwksSource {
+            url: url.to_owned(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            tenant: tenant.clone(),
+            refetch_min,
+            keys: RwLock::new(Arc::new(Vec::new())),
+            attempted: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<Vec<VerifyKey>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Fetches the keys now and replaces the set; on failure the last good set stays and
+    /// the error is logged and returned. Returns the number of keys.
+    pub async fn refresh(&self) -> Result<usize, AuthError> {
+        let mut attempted = self.attempted.lock().await;
+        self.fetch(&mut attempted).await
+    }
+
+    /// A fetch on behalf of a token naming a key the set does not hold: skipped when the
+    /// last attempt is less than `refetch_min` old (also when it finished while this call
+    /// waited for it).
+    async fn refetch_unknown_key(&self) {
+        let mut attempted = self.attempted.lock().await;
+        if attempted.is_some_and(|at| at.elapsed() < self.refetch_min) {
+            return;
+        }
+        tracing::info!(issuer = %self.issuer, "a token names a key the JWKS does not hold; fetching it again");
+        let _ = self.fetch(&mut attempted).await;
+    }
+
+    async fn fetch(&self, attempted: &mut Option<Instant>) -> Result<usize, AuthError> {
+        *attempted = Some(Instant::now());
+        let fetched = match fetch_jwks(&self.url).await {
+            Ok(text) => keys_from_jwks(&text, &self.issuer, &self.audience, &self.tenant),
+            Err(e) => Err(e),
+        }
+        .and_then(|keys| {
+            if keys.is_empty() {
+                Err(AuthError::Key("JWKS: no RS256 or EdDSA key".into()))
+            } else {
+                Ok(keys)
+            }
+        });
+        match fetched {
+            Ok(keys) => {
+                let count = keys.len();
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+                tracing::debug!(issuer = %self.issuer, keys = count, "JWKS keys fetched");
+                Ok(count)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    issuer = %self.issuer,
+                    url = %self.url,
+                    error = %e,
+                    kept = self.keys().len(),
+                    "JWKS fetch failed; keeping the last good keys"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Fetches the keys again every `period` (after a failure, within [`JWKS_RETRY`] when
+    /// the period is longer), until the source is dropped.
+    pub fn spawn_refresh(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let period = period.max(Duration::from_secs(1));
+        let retry = period.min(JWKS_RETRY);
+        let source: Weak<JwksSource> = Arc::downgrade(self);
+        let mut delay = if self.keys().is_empty() {
+            retry
+        } else {
+            period
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(delay).await;
+                let Some(source) = source.upgrade() else {
+                    break;
+                };
+                delay = match source.refresh().await {
+                    Ok(_) => period,
+                    Err(_) => retry,
+                };
+            }
+        })
+    }
 }
 
 /// Argon2id cost parameters.
@@ -529,8 +766,8 @@ mod tests {
         crate::store::now_ms() as u64 / 1000
     }
 
-    #[test]
-    fn a_remembered_token_still_expires_and_a_altered_one_is_checked_afresh() {
+    #[tokio::test]
+    async fn a_remembered_token_still_expires_and_a_altered_one_is_checked_afresh() {
         let issuer = Issuer::from_pem(&generate_signing_key_pem().unwrap(), "hub", "api").unwrap();
         let verifier = Verifier::new(vec![issuer.verify_key().unwrap()], 0);
         let caller = Caller {
@@ -540,8 +777,8 @@ mod tests {
             stores: Vec::new(),
         };
         let token = issuer.issue(&caller, now_s(), 1).unwrap();
-        assert_eq!(verifier.verify(&token).unwrap(), caller);
-        assert_eq!(verifier.verify(&token).unwrap(), caller, "remembered");
+        assert_eq!(verifier.verify(&token).await.unwrap(), caller);
+        assert_eq!(verifier.verify(&token).await.unwrap(), caller, "remembered");
         // One character of the signature changed: not the remembered token.
         let mut forged = token.clone().into_bytes();
         let last = forged.len() - 2;
@@ -549,10 +786,11 @@ mod tests {
         assert!(
             verifier
                 .verify(&String::from_utf8(forged).unwrap())
+                .await
                 .is_err()
         );
         // Past exp (no leeway), the remembered token is refused like any other.
-        std::thread::sleep(std::time::Duration::from_millis(2100));
-        assert!(verifier.verify(&token).is_err());
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert!(verifier.verify(&token).await.is_err());
     }
 }

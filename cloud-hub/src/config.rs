@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use storesync_protocol::ids::TenantId;
 
 use crate::auth::HashCost;
 
@@ -44,26 +45,43 @@ fn default_pool() -> usize {
     32
 }
 
-/// An external identity provider's keys.
+/// A tenant id, refused with the field's name and the id rule it breaks.
+fn tenant_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<TenantId, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    TenantId::new(text.as_str())
+        .map_err(|e| serde::de::Error::custom(format!("tenant {text:?}: {e}")))
+}
+
+/// An external identity provider's keys, and the one tenant it speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExternalIssuer {
     /// Expected `iss`.
     pub issuer: String,
     /// Expected `aud`.
     pub audience: String,
+    /// The tenant this provider's tokens act for (required). A token of this provider whose
+    /// `tenant` claim names another tenant is refused; one without the claim is this
+    /// tenant's. A provider serving several tenants is configured once per tenant (with a
+    /// distinct audience, or tokens that name their tenant).
+    #[serde(deserialize_with = "tenant_id")]
+    pub tenant: TenantId,
     /// `RS256` or `EdDSA` for `pem`/`pem_path` keys (JWKS keys carry their own).
     #[serde(default)]
     pub algorithm: Option<String>,
     /// Inline PEM public key.
     #[serde(default)]
     pub pem: Option<String>,
-    /// PEM public key file.
+    /// PEM public key file (read at start).
     #[serde(default)]
     pub pem_path: Option<PathBuf>,
-    /// JWKS file.
+    /// JWKS file (read at start).
     #[serde(default)]
     pub jwks_path: Option<PathBuf>,
-    /// JWKS URL (plain http, e.g. a local sidecar).
+    /// JWKS URL, plain `http://` only (the hub has no TLS client for it: put a local
+    /// sidecar or proxy in front of an `https://` JWKS, or use `jwks_path`). Fetched at
+    /// start, every [`AuthConfig::jwks_refresh_s`], and when a token names a key the set
+    /// does not hold (at most every [`AuthConfig::jwks_refetch_min_s`]); a failed fetch keeps
+    /// the last good keys, and the hub starts without them when the URL is unreachable.
     #[serde(default)]
     pub jwks_url: Option<String>,
 }
@@ -88,6 +106,11 @@ pub struct AuthConfig {
     pub hash_cost: HashCost,
     /// External identity providers.
     pub external: Vec<ExternalIssuer>,
+    /// How often keys from a `jwks_url` are fetched again, in seconds (at least 1).
+    pub jwks_refresh_s: u64,
+    /// Least time between two fetches of one provider's JWKS prompted by tokens naming a
+    /// key it does not hold, in seconds.
+    pub jwks_refetch_min_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -101,6 +124,8 @@ impl Default for AuthConfig {
             leeway_s: 30,
             hash_cost: HashCost::default(),
             external: Vec::new(),
+            jwks_refresh_s: 600,
+            jwks_refetch_min_s: 30,
         }
     }
 }
@@ -113,7 +138,8 @@ pub struct LimitsConfig {
     pub body_bytes_max: usize,
     /// Time budget of a request (live streams excepted).
     pub request_timeout_ms: u64,
-    /// Sustained requests per second per principal (or address).
+    /// Sustained requests per second per principal, or per client address for public
+    /// routes and requests that fail authentication.
     pub rate_per_s: f64,
     /// Burst per principal (or address).
     pub rate_burst: u32,
@@ -121,8 +147,12 @@ pub struct LimitsConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// Largest page of a list.
     pub page_len_max: u32,
-    /// Most points a series may have.
+    /// Most points a series may have: its groups × buckets (by item or payment method
+    /// there are many groups).
     pub series_points_max: u64,
+    /// Most rollup rows one series may read where several make one point (weeks are summed
+    /// from days by store, regions from stores, categories from items).
+    pub series_rows_max: u64,
     /// Most live-stream connections.
     pub live_connections_max: usize,
     /// Most dashboard responses computed at once (cache misses); the others wait their
@@ -141,6 +171,7 @@ impl Default for LimitsConfig {
             trusted_proxies: Vec::new(),
             page_len_max: 1000,
             series_points_max: 100_000,
+            series_rows_max: 1_000_000,
             live_connections_max: 10_000,
             dashboard_queries_max: 0,
         }
@@ -425,25 +456,44 @@ signing_key_path = "signing-key.pem"
 access_ttl_s = 900
 refresh_ttl_s = 2592000
 leeway_s = 30
-# External identity providers (RS256 or EdDSA, pinned per key):
+# External identity providers' keys are pinned from a PEM or a JWKS file (read at start)
+# or fetched from a JWKS URL: plain http:// only (put a local sidecar or proxy in front of
+# an https:// JWKS), fetched at start, every jwks_refresh_s, and when a token names a key
+# the set lacks (at most every jwks_refetch_min_s). A failed fetch keeps the last good
+# keys; if the URL is unreachable at start, the hub starts anyway and refuses that
+# provider's tokens until a fetch succeeds.
+jwks_refresh_s = 600
+jwks_refetch_min_s = 30
+# External identity providers (RS256 or EdDSA, pinned per key). Each speaks for one
+# tenant (required): its tokens act for that tenant only; a token whose "tenant" claim
+# names another one is refused, a token without the claim is this tenant's. Configure a
+# provider once per tenant it serves.
 # [[auth.external]]
 # issuer = "https://login.example.com/"
 # audience = "storesync"
+# tenant = "acme"
 # jwks_path = "idp-jwks.json"        # or jwks_url = "http://127.0.0.1:9000/jwks.json"
 # [[auth.external]]
 # issuer = "corp-sso"
 # audience = "storesync"
+# tenant = "acme"
 # algorithm = "RS256"
 # pem_path = "corp-sso.pem"
 
 [limits]
 body_bytes_max = 65536
 request_timeout_ms = 10000
+# Per principal, or per client address for public routes and failed authentication.
 rate_per_s = 50.0
 rate_burst = 100
 # Only these peers' X-Forwarded-For headers are believed.
 trusted_proxies = []
 page_len_max = 1000
+# A sales series has at most series_points_max points (groups × buckets) and reads at most
+# series_rows_max rollup rows where it sums several into one point (weeks, regions,
+# categories); more is refused with "too many points".
+series_points_max = 100000
+series_rows_max = 1000000
 # Dashboard responses computed at once; more wait. 0: twice the CPU cores.
 dashboard_queries_max = 0
 
@@ -508,6 +558,45 @@ mod tests {
             config
                 .apply_env(|n| (n == "STORESYNC_HUB_LISTEN").then(|| "nope".into()))
                 .is_err()
+        );
+    }
+
+    /// An external provider must name the tenant it speaks for; the error names the field.
+    #[test]
+    fn external_issuers_name_their_tenant() {
+        let with = |tenant_line: &str| {
+            let text = format!(
+                "[store]\nbackend = \"sqlite\"\npath = \"hub.db\"\n\
+                 [[auth.external]]\nissuer = \"corp-sso\"\naudience = \"storesync\"\n\
+                 {tenant_line}\nalgorithm = \"RS256\"\npem_path = \"sso.pem\"\n"
+            );
+            toml::from_str::<Config>(&text).map_err(|e| e.to_string())
+        };
+        let config = with("tenant = \"acme\"").unwrap();
+        assert_eq!(config.auth.external[0].tenant.as_str(), "acme");
+        for line in ["", "tenant = \"\"", "tenant = \"two words\""] {
+            let error = with(line).unwrap_err();
+            assert!(error.contains("tenant"), "{line:?}: {error}");
+        }
+        // The commented examples of the default configuration are valid as written.
+        let text = default_config_text();
+        let examples: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[auth.external]]"))
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let config: Config = toml::from_str(&format!(
+            "[store]\nbackend = \"sqlite\"\npath = \"x\"\n{examples}"
+        ))
+        .unwrap();
+        assert_eq!(config.auth.external.len(), 2);
+        assert!(
+            config
+                .auth
+                .external
+                .iter()
+                .all(|e| e.tenant.as_str() == "acme")
         );
     }
 }

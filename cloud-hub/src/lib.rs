@@ -10,7 +10,8 @@
 //!   with short-lived tickets), tokens, saved views ([`api::views`]) — with its route table
 //!   ([`api::routes::ROUTES`]) that drives authorization and OpenAPI; every other `GET`
 //!   serves the built web UI ([`api::ui`]).
-//! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA),
+//! - [`auth`]: the hub's own EdDSA token issuer, pinned JWT verification (RS256, EdDSA;
+//!   an external identity provider's tokens act only for the tenant it is configured for),
 //!   argon2 secrets, rotating refresh tokens.
 //! - [`fleet`]: alerts only the hub can raise — a store that stopped syncing (a periodic
 //!   check) and a device clock far off the hub's (at the handshake) — deduplicated by a
@@ -67,7 +68,11 @@
 //! look up; identical misses arriving together are computed once; at most
 //! `limits.dashboard_queries_max` responses (default twice the cores) are computed at once,
 //! since the database answers a few queries at a time faster than many. Inventory still
-//! folds stock movements and line items per request.
+//! folds stock movements and line items per request. A series is bounded before and while
+//! it is read: `from`/`to` must be writable dates, its buckets and its points (groups ×
+//! buckets) are capped by `limits.series_points_max`, and the rollup read carries a `LIMIT`
+//! (`limits.series_rows_max` where several rows make one point), so a wide grouping is
+//! refused with "too many points" instead of read whole.
 //!
 //! # Starting a hub in a program
 //!

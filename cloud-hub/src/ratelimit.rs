@@ -1,4 +1,7 @@
-//! Token-bucket rate limits keyed by principal and tenant, or by client address.
+//! Token-bucket rate limits keyed by principal and tenant, or by client address: the API
+//! spends a principal's budget on every request with a valid token (refused ones
+//! included), the address's on public routes and on every request that fails
+//! authentication.
 //!
 //! The client address is the peer's, unless the peer is a configured proxy: then it is the
 //! right-most address of `X-Forwarded-For` that is not itself a configured proxy. Headers

@@ -70,15 +70,37 @@ pub fn issuer(config: &Config) -> anyhow::Result<Issuer> {
 pub async fn state_with_store(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<AppState> {
     let issuer = issuer(config)?;
     let mut external = Vec::new();
+    let mut sources = Vec::new();
     for idp in &config.auth.external {
         if let Some(path) = &idp.jwks_path {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            external.extend(auth::keys_from_jwks(&text, &idp.issuer, &idp.audience)?);
+            external.extend(auth::keys_from_jwks(
+                &text,
+                &idp.issuer,
+                &idp.audience,
+                &idp.tenant,
+            )?);
         }
         if let Some(url) = &idp.jwks_url {
-            let text = auth::fetch_jwks(url).await?;
-            external.extend(auth::keys_from_jwks(&text, &idp.issuer, &idp.audience)?);
+            let source = Arc::new(auth::JwksSource::new(
+                url,
+                &idp.issuer,
+                &idp.audience,
+                &idp.tenant,
+                Duration::from_secs(config.auth.jwks_refetch_min_s),
+            ));
+            // An identity provider that is down must not keep the hub (and every other
+            // way in) down: start without its keys, refuse its tokens until they come.
+            if source.refresh().await.is_err() {
+                tracing::warn!(
+                    issuer = %idp.issuer,
+                    url = %url,
+                    "starting without this provider's JWKS: its tokens are refused until a fetch succeeds"
+                );
+            }
+            source.spawn_refresh(Duration::from_secs(config.auth.jwks_refresh_s));
+            sources.push(source);
         }
         let pem = match (&idp.pem, &idp.pem_path) {
             (Some(pem), _) => Some(pem.clone()),
@@ -96,10 +118,12 @@ pub async fn state_with_store(config: &Config, store: Arc<dyn Store>) -> anyhow:
                 key: auth::key_from_pem(algorithm, &pem)?,
                 issuer: idp.issuer.clone(),
                 audience: idp.audience.clone(),
+                tenant: Some(idp.tenant.clone()),
             });
         }
     }
-    let verifier = AppState::verifier_for(&issuer, external, config.auth.leeway_s)?;
+    let verifier =
+        AppState::verifier_for(&issuer, external, config.auth.leeway_s)?.with_sources(sources);
     let ui = crate::api::ui::UiAssets::resolve(config.ui.dir.as_deref());
     Ok(AppState::new(
         store,

@@ -127,6 +127,7 @@ async fn hub_with(store: Arc<dyn Store>, limits: LimitsConfig) -> Hub {
         key: auth::key_from_pem(jsonwebtoken::Algorithm::RS256, rsa_public).unwrap(),
         issuer: "corp-sso".into(),
         audience: "storesync".into(),
+        tenant: Some(tenant("acme")),
     }];
     let verifier = AppState::verifier_for(&issuer, external, 5).unwrap();
     let auth_config = AuthConfig {
@@ -1162,4 +1163,462 @@ async fn admin_adds_users_and_inventory_folds() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// An identity provider speaks for the one tenant it is configured for (`corp-sso`:
+/// acme): a token it signs for another tenant is refused, one without a tenant claim is its
+/// tenant's, and the hub's own tokens still name their tenant.
+#[tokio::test]
+async fn external_tokens_are_bound_to_their_providers_tenant() {
+    let hub = hub().await;
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-test-private.pem"))
+            .unwrap();
+    let now = storesync_hub::store::now_ms() / 1000;
+    let sign = |tenant: Option<&str>| {
+        let mut claims = serde_json::json!({"iss": "corp-sso", "aud": "storesync", "sub": "sso-admin", "exp": now + 300, "role": "admin"});
+        if let Some(tenant) = tenant {
+            claims["tenant"] = Value::from(tenant);
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    for other in ["globex", "not a tenant"] {
+        let (status, body) = call(&hub.router, "GET", "/api/v1/me", Some(&sign(Some(other)))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "tenant {other}: {body}");
+        let (status, _) = call(
+            &hub.router,
+            "GET",
+            "/api/v1/alerts",
+            Some(&sign(Some(other))),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "tenant {other}");
+    }
+    for tenant in [Some("acme"), None] {
+        let (status, me) = call(&hub.router, "GET", "/api/v1/me", Some(&sign(tenant))).await;
+        assert_eq!(status, StatusCode::OK, "{tenant:?}: {me}");
+        assert_eq!(
+            (me["tenant"].as_str(), me["role"].as_str()),
+            (Some("acme"), Some("admin"))
+        );
+    }
+    let globex = token(&hub, "globex", Role::Admin, &[]);
+    let (status, me) = call(&hub.router, "GET", "/api/v1/me", Some(&globex)).await;
+    assert_eq!(
+        (status, me["tenant"].as_str()),
+        (StatusCode::OK, Some("globex"))
+    );
+}
+
+/// A JWKS endpoint for tests: serves `keys` (503 while `None`) and counts fetches.
+struct JwksServer {
+    url: String,
+    keys: Arc<std::sync::Mutex<Option<Vec<Value>>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start() -> JwksServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let keys: Arc<std::sync::Mutex<Option<Vec<Value>>>> = Arc::default();
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (keys.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let current = served.lock().unwrap().clone();
+                let response = match current {
+                    Some(keys) => {
+                        let body = serde_json::json!({ "keys": keys }).to_string();
+                        format!(
+                            "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                    None => "HTTP/1.0 503 Service Unavailable\r\n\r\n".to_owned(),
+                };
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        JwksServer { url, keys, fetches }
+    }
+
+    fn publish(&self, keys: Option<&[&Issuer]>) {
+        *self.keys.lock().unwrap() = keys.map(|k| k.iter().map(|i| i.public_jwk()).collect());
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A hub configured like `storesync-hub serve` with one provider, `idp` for acme, whose
+/// keys come from `jwks.url`.
+async fn hub_with_jwks(jwks: &JwksServer, refresh_s: u64, refetch_min_s: u64) -> Router {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\nbackend = \"sqlite\"\npath = \"hub.db\"\n\
+         [auth]\nsigning_key_path = \"{}\"\njwks_refresh_s = {refresh_s}\njwks_refetch_min_s = {refetch_min_s}\n\
+         [[auth.external]]\nissuer = \"idp\"\naudience = \"storesync\"\ntenant = \"acme\"\njwks_url = \"{}\"\n",
+        dir.path().join("signing-key.pem").display(),
+        jwks.url
+    );
+    let config: storesync_hub::config::Config = toml::from_str(&text).unwrap();
+    let state = storesync_hub::server::state_with_store(&config, sqlite_store("jwks").await)
+        .await
+        .expect("the hub starts whether the provider answers or not");
+    app(state)
+}
+
+/// A provider's key: tokens it signs name it by `kid`.
+fn idp_key() -> Issuer {
+    Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "idp",
+        "storesync",
+    )
+    .unwrap()
+}
+
+async fn me_status(router: &Router, key: &Issuer) -> StatusCode {
+    let caller = Caller {
+        tenant: tenant("acme"),
+        subject: "sso-user".into(),
+        role: Role::Analyst,
+        stores: vec![],
+    };
+    let now = (storesync_hub::store::now_ms() / 1000) as u64;
+    let token = key.issue(&caller, now, 300).unwrap();
+    call(router, "GET", "/api/v1/me", Some(&token)).await.0
+}
+
+/// The hub starts while the provider's JWKS is unreachable, picks up its keys once they are
+/// published and again after it rotates them, fetches for an unknown key id at most once per
+/// `jwks_refetch_min_s`, and keeps its last good keys while the provider is down.
+#[tokio::test]
+async fn jwks_keys_are_fetched_again_for_unknown_key_ids() {
+    let jwks = JwksServer::start().await;
+    let (a, b, c) = (idp_key(), idp_key(), idp_key());
+    let refetch_min = Duration::from_millis(2100);
+    let router = hub_with_jwks(&jwks, 3600, 2).await;
+    assert_eq!(jwks.fetches(), 1, "fetched at start, and failed");
+    assert_eq!(me_status(&router, &a).await, StatusCode::UNAUTHORIZED);
+
+    jwks.publish(Some(&[&a]));
+    tokio::time::sleep(refetch_min).await;
+    assert_eq!(me_status(&router, &a).await, StatusCode::OK);
+    let fetched = jwks.fetches();
+    assert_eq!(me_status(&router, &a).await, StatusCode::OK);
+    // Unknown key ids right after a fetch: no fetch, however many tokens ask.
+    for _ in 0..3 {
+        assert_eq!(me_status(&router, &b).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        jwks.fetches(),
+        fetched,
+        "at most one fetch per jwks_refetch_min_s"
+    );
+
+    // The provider rotates to b.
+    jwks.publish(Some(&[&b]));
+    tokio::time::sleep(refetch_min).await;
+    assert_eq!(me_status(&router, &b).await, StatusCode::OK);
+    assert_eq!(jwks.fetches(), fetched + 1);
+    assert_eq!(
+        me_status(&router, &a).await,
+        StatusCode::UNAUTHORIZED,
+        "a was retired"
+    );
+
+    // The provider goes down: a token naming a new key asks in vain, b still works.
+    jwks.publish(None);
+    tokio::time::sleep(refetch_min).await;
+    assert_eq!(me_status(&router, &c).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(jwks.fetches(), fetched + 2);
+    assert_eq!(
+        me_status(&router, &b).await,
+        StatusCode::OK,
+        "last good keys kept"
+    );
+
+    // A token of another issuer never makes the hub fetch this provider's keys.
+    tokio::time::sleep(refetch_min).await;
+    let other = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "elsewhere",
+        "storesync",
+    )
+    .unwrap();
+    assert_eq!(me_status(&router, &other).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(jwks.fetches(), fetched + 2);
+}
+
+/// Keys are fetched again every `jwks_refresh_s` without any token asking.
+#[tokio::test]
+async fn jwks_keys_refresh_periodically() {
+    let jwks = JwksServer::start().await;
+    let (a, b) = (idp_key(), idp_key());
+    jwks.publish(Some(&[&a]));
+    // Fetches prompted by unknown key ids are held off for an hour: only the period fetches.
+    let router = hub_with_jwks(&jwks, 1, 3600).await;
+    assert_eq!(me_status(&router, &a).await, StatusCode::OK);
+    jwks.publish(Some(&[&b]));
+    let start = jwks.fetches();
+    let mut waited = 0;
+    while jwks.fetches() < start + 1 && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    // The fetch may be counted before its answer is applied.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(me_status(&router, &b).await, StatusCode::OK);
+    assert_eq!(me_status(&router, &a).await, StatusCode::UNAUTHORIZED);
+}
+
+/// `from`/`to` at the ends of i64 (or anywhere a date cannot be written) are refused by
+/// name, on every route that takes them, instead of overflowing the range arithmetic.
+#[tokio::test]
+async fn extreme_ranges_are_refused_by_name() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let (min, max) = (i64::MIN, i64::MAX);
+    for (route, query, field) in [
+        ("sales/series", format!("from={min}&to={max}"), "from:"),
+        ("sales/series", format!("from={min}&to=0"), "from:"),
+        ("sales/series", format!("from=0&to={max}"), "to:"),
+        ("sales/series", format!("to={}", min + 1), "to:"),
+        (
+            "sales/series",
+            format!("bucket=week&from={min}&to={max}"),
+            "from:",
+        ),
+        ("sales/series.csv", format!("from={min}&to={max}"), "from:"),
+        ("sales/top-items", format!("from={min}&to={max}"), "from:"),
+        ("sales/basket", format!("from={min}&to={max}"), "from:"),
+        ("sales/basket", format!("to={max}"), "to:"),
+        ("alerts", format!("before={max}"), "before:"),
+    ] {
+        let uri = format!("/api/v1/{route}?{query}");
+        let (status, body) = call(&hub.router, "GET", &uri, Some(&admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(field) && message.contains("out of range"),
+            "{uri}: {message}"
+        );
+    }
+    // The widest range a date can be written for is a range like any other.
+    let widest = format!(
+        "/api/v1/sales/basket?from={}&to={}",
+        jiff::Timestamp::MIN.as_second() * 1000,
+        jiff::Timestamp::MAX.as_second() * 1000
+    );
+    let (status, body) = call(&hub.router, "GET", &widest, Some(&admin)).await;
+    assert_eq!(
+        (status, &body["transactions"]),
+        (StatusCode::OK, &Value::from(4)),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn series_points_are_capped_across_groups() {
+    series_points_capped(sqlite_store("points").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_points_are_capped_across_groups_on_postgres() {
+    series_points_capped(pg_store("t_api_points").await).await;
+}
+
+/// `series_points_max` bounds the points of a whole series (groups × buckets), not only
+/// its buckets, in JSON and CSV alike; a series that sums more rows than it has points
+/// (weeks, regions) is judged by its points, and by `series_rows_max` for what it reads.
+async fn series_points_capped(store: Arc<dyn Store>) {
+    let limits = LimitsConfig {
+        rate_per_s: 10_000.0,
+        rate_burst: 10_000,
+        series_points_max: 2,
+        series_rows_max: 3,
+        ..LimitsConfig::default()
+    };
+    let hub = hub_with(store, limits).await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let two_hours = format!("from={T0}&to={}", T0 + 2 * 3_600_000);
+    let check = |query: String, expected: Result<usize, ()>| {
+        let router = hub.router.clone();
+        let admin = admin.clone();
+        async move {
+            for route in ["series", "series.csv"] {
+                let uri = format!("/api/v1/sales/{route}?{query}");
+                let req = Request::builder()
+                    .uri(&uri)
+                    .header("authorization", format!("Bearer {admin}"))
+                    .body(Body::empty())
+                    .unwrap();
+                let response = router.clone().oneshot(req).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                match expected {
+                    Ok(points) => {
+                        assert_eq!(status, StatusCode::OK, "{uri}: {text}");
+                        let got = if route == "series" {
+                            let body: Value = serde_json::from_str(&text).unwrap();
+                            body["series"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|g| g["points"].as_array().unwrap().len())
+                                .sum()
+                        } else {
+                            text.lines().count() - 1
+                        };
+                        assert_eq!(got, points, "{uri}: {text}");
+                    }
+                    Err(()) => {
+                        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+                        let body: Value = serde_json::from_str(&text).unwrap();
+                        assert!(
+                            body["message"]
+                                .as_str()
+                                .unwrap()
+                                .starts_with("too many points:"),
+                            "{uri}: {text}"
+                        );
+                    }
+                }
+            }
+        }
+    };
+    // Two hourly buckets: one group fits, two stores or three (item, hour) pairs do not.
+    check(format!("bucket=hour&{two_hours}"), Ok(2)).await;
+    check(format!("bucket=hour&group_by=payment&{two_hours}"), Ok(2)).await;
+    check(format!("bucket=hour&group_by=store&{two_hours}"), Err(())).await;
+    check(format!("bucket=hour&group_by=region&{two_hours}"), Err(())).await;
+    check(format!("bucket=hour&group_by=item&{two_hours}"), Err(())).await;
+    // Three (item, hour) rows, all uncategorized: two points.
+    check(format!("bucket=hour&group_by=category&{two_hours}"), Ok(2)).await;
+    // The item filter narrows it to what fits.
+    check(
+        format!("bucket=hour&group_by=item&items=sku-2&{two_hours}"),
+        Ok(1),
+    )
+    .await;
+    // One week from the daily rows of two stores: two rows, one point.
+    let week = format!("from={}&to={}", T0 - 86_400_000, T0 + 86_400_000);
+    check(format!("bucket=week&{week}"), Ok(1)).await;
+    check(format!("bucket=week&group_by=region&{week}"), Ok(2)).await;
+    // By item, a week reads four daily rows (two stores × two items): over the rows cap.
+    check(format!("bucket=week&group_by=item&{week}"), Err(())).await;
+}
+
+/// Requests that fail authentication (no token, a forged one) spend their address's
+/// budget, so hammering with bad tokens is limited like anything else; other addresses and
+/// valid tokens from the same address are not.
+#[tokio::test]
+async fn failed_authentication_is_rate_limited_by_address() {
+    let store = sqlite_store("auth-limits").await;
+    let hub = hub_with(
+        store,
+        LimitsConfig {
+            rate_per_s: 0.01,
+            rate_burst: 2,
+            ..LimitsConfig::default()
+        },
+    )
+    .await;
+    let from = |ip: &str, token: Option<&str>| {
+        let mut req = Request::builder().uri("/api/v1/me");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        let peer: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let router = hub.router.clone();
+        async move { router.oneshot(req).await.unwrap() }
+    };
+    let forged = Issuer::from_pem(
+        &auth::generate_signing_key_pem().unwrap(),
+        "storesync-hub",
+        "storesync-api",
+    )
+    .unwrap()
+    .issue(
+        &Caller {
+            tenant: tenant("acme"),
+            subject: "mallory".into(),
+            role: Role::Admin,
+            stores: vec![],
+        },
+        (storesync_hub::store::now_ms() / 1000) as u64,
+        300,
+    )
+    .unwrap();
+    let attacker = "203.0.113.7";
+    assert_eq!(
+        from(attacker, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        from(attacker, Some(&forged)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    for token in [None, Some(forged.as_str()), Some("garbage")] {
+        let response = from(attacker, token).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{token:?}"
+        );
+        let retry: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+    }
+    assert_eq!(
+        from("198.51.100.1", None).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "another address has its own budget"
+    );
+    let valid = token(&hub, "acme", Role::Analyst, &[]);
+    assert_eq!(
+        from(attacker, Some(&valid)).await.status(),
+        StatusCode::OK,
+        "a valid token is limited by its principal, not the address"
+    );
+    // Requests the role may not make spend the principal's budget too.
+    let max = token(&hub, "acme", Role::StoreManager, &["s1"]);
+    for expected in [
+        StatusCode::FORBIDDEN,
+        StatusCode::FORBIDDEN,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        let (status, _) = call(&hub.router, "GET", "/api/v1/dead-letters", Some(&max)).await;
+        assert_eq!(status, expected);
+    }
 }

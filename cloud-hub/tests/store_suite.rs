@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use storesync_hub::store::{AlertQuery, CommitGate, Store, StoreError, granularity_code};
+use storesync_hub::store::{AlertQuery, CommitGate, DimKind, Store, StoreError, granularity_code};
 use storesync_protocol::domain::{AlertState, ScanPurpose, TransactionKind};
 use storesync_protocol::event::{EventBody, SeqNo};
 use storesync_protocol::ids::{AlertId, DeviceId};
 use storesync_protocol::inventory::{fold, movements};
-use storesync_protocol::rollup::SalesFigures;
+use storesync_protocol::rollup::{Granularity, SalesFigures};
 
 fn all_rollups(
     store: &str,
@@ -1304,7 +1304,28 @@ async fn sync_alarms_become_alerts_once(store: Arc<dyn Store>) {
     );
 }
 
+/// A rollup read with a limit returns at most that many rows, whether the rows are read as
+/// stored or summed, and all of them under a limit they do not reach.
+async fn rollup_reads_stop_at_their_limit(store: Arc<dyn Store>) {
+    setup_tenant(&*store, "acme", &[("s1", "north", "Europe/Paris")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, events, head) = device.run(sample_bodies("s1"));
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let acme = tenant("acme");
+    for by_store in [true, false] {
+        let mut query = every_bucket(Granularity::Minute, DimKind::Payment, by_store, true);
+        let all = store.rollups(&acme, &query).await.unwrap().len();
+        assert!(all >= 2, "{all} rows");
+        for (limit, expected) in [(1, 1), (all - 1, all - 1), (all, all), (all + 1, all)] {
+            query.limit = Some(limit as u64);
+            let rows = store.rollups(&acme, &query).await.unwrap();
+            assert_eq!(rows.len(), expected, "by_store {by_store}, limit {limit}");
+        }
+    }
+}
+
 on_both_backends!(
+    rollup_reads_stop_at_their_limit,
     gated_runs_commit_in_order,
     fleet_alerts_dedupe_clear_and_reopen,
     enrolled_store_that_never_synced_is_not_syncing,

@@ -425,61 +425,76 @@ fn credential(headers: &HeaderMap, query: Option<&str>, allow_ticket: bool) -> O
     None
 }
 
+/// The rate-limit key of a request's client address (see [`client_address`]).
+fn address_key(req: &Request, trusted_proxies: &[std::net::IpAddr]) -> String {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    match client_address(peer, forwarded, trusted_proxies) {
+        Some(address) => format!("addr:{address}"),
+        None => "addr:unknown".into(),
+    }
+}
+
+/// Takes one request from `key`'s budget.
+fn spend(state: &AppState, key: &str) -> ApiResult<()> {
+    state.inner.limiter.check(key).map_err(|retry| {
+        metrics::global()
+            .rate_limited
+            .fetch_add(1, Ordering::Relaxed);
+        AppError::TooManyRequests(retry)
+    })
+}
+
 /// Authentication, authorization by the route table, rate limits and metrics.
+///
+/// Every request spends from one budget before it is answered, refusals included: a
+/// public route's and a failed authentication's (no token, or one that does not verify)
+/// from the client address's, an authenticated request's from its principal's, before
+/// its role is judged. So hammering with missing or forged tokens ends in 429 like any
+/// other flood, while a valid token from the same address keeps its own budget.
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     // Cheap clones (a standard method is a constant, a matched path an `Arc<str>`).
     let method = req.method().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("", |p| p.as_str());
+    let trusted_proxies = &state.inner.limits.trusted_proxies;
     let result = async {
         let spec = routes::find(method.as_str(), route).ok_or(AppError::Forbidden)?;
-        let key = match spec.access {
-            Access::Public => {
-                let peer = req
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip());
-                let forwarded = req
-                    .headers()
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok());
-                let address = client_address(peer, forwarded, &state.inner.limits.trusted_proxies);
-                format!(
-                    "addr:{}",
-                    address
-                        .map(|a| a.to_string())
-                        .unwrap_or_else(|| "unknown".into())
-                )
-            }
-            Access::Roles(roles) => {
-                // Browsers cannot set headers on EventSource or WebSocket: the live streams
-                // also take a short-lived ticket in the query, and only they do.
-                let allow_ticket = method == "GET" && route.starts_with("/api/v1/live/");
-                let credential = credential(req.headers(), req.uri().query(), allow_ticket)
-                    .ok_or(AppError::Unauthorized)?;
-                let verified = match &credential {
-                    Credential::Bearer(token) => state.inner.verifier.verify(token),
-                    Credential::Ticket(ticket) => state.inner.tickets.verify(ticket),
-                };
-                let caller = verified.map_err(|e| {
-                    tracing::debug!(error = %e, "token refused");
-                    AppError::Unauthorized
-                })?;
-                if !roles.contains(&caller.role) {
-                    return Err(AppError::Forbidden);
-                }
-                let key = format!("principal:{}:{}", caller.tenant, caller.subject);
-                req.extensions_mut().insert(caller);
-                key
+        let roles = match spec.access {
+            Access::Public => return spend(&state, &address_key(&req, trusted_proxies)),
+            Access::Roles(roles) => roles,
+        };
+        // Browsers cannot set headers on EventSource or WebSocket: the live streams also
+        // take a short-lived ticket in the query, and only they do.
+        let allow_ticket = method == "GET" && route.starts_with("/api/v1/live/");
+        let verified = match credential(req.headers(), req.uri().query(), allow_ticket) {
+            None => Err(auth::AuthError::Missing),
+            Some(Credential::Bearer(token)) => state.inner.verifier.verify(&token).await,
+            Some(Credential::Ticket(ticket)) => state.inner.tickets.verify(&ticket).await,
+        };
+        let caller = match verified {
+            Ok(caller) => caller,
+            Err(e) => {
+                tracing::debug!(error = %e, "token refused");
+                spend(&state, &address_key(&req, trusted_proxies))?;
+                return Err(AppError::Unauthorized);
             }
         };
-        state.inner.limiter.check(&key).map_err(|retry| {
-            metrics::global()
-                .rate_limited
-                .fetch_add(1, Ordering::Relaxed);
-            AppError::TooManyRequests(retry)
-        })?;
+        spend(
+            &state,
+            &format!("principal:{}:{}", caller.tenant, caller.subject),
+        )?;
+        if !roles.contains(&caller.role) {
+            return Err(AppError::Forbidden);
+        }
+        req.extensions_mut().insert(caller);
         Ok::<_, AppError>(())
     }
     .await;
@@ -512,25 +527,42 @@ fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     q.get(name).map(String::as_str).filter(|s| !s.is_empty())
 }
 
+const DAY_MS: i64 = 86_400_000;
+const WEEK_MS: i64 = 7 * DAY_MS;
+
+/// A time parameter, as Unix milliseconds. Only instants a date can be written for (years
+/// -9999 to 9999) are accepted, so that range arithmetic on them (a few weeks either way)
+/// stays far inside `i64` and every answer can print them.
 fn parse_time(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
     let Some(text) = param(q, name) else {
         return Ok(None);
     };
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(Some(ms));
+    let ms = match text.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => storesync_protocol::time::EventTime::parse_rfc3339(text)
+            .map(|t| t.unix_ms())
+            .map_err(|_| {
+                AppError::BadRequest(format!(
+                    "{name}: expected RFC 3339 (2026-11-22T09:00:00Z) or Unix milliseconds"
+                ))
+            })?,
+    };
+    if jiff::Timestamp::from_millisecond(ms).is_err() {
+        return Err(AppError::BadRequest(format!(
+            "{name}: out of range (years -9999 to 9999)"
+        )));
     }
-    storesync_protocol::time::EventTime::parse_rfc3339(text)
-        .map(|t| Some(t.unix_ms()))
-        .map_err(|_| {
-            AppError::BadRequest(format!(
-                "{name}: expected RFC 3339 (2026-11-22T09:00:00Z) or Unix milliseconds"
-            ))
-        })
+    Ok(Some(ms))
 }
 
 fn parse_range(q: &HashMap<String, String>) -> ApiResult<(i64, i64)> {
+    let from = parse_time(q, "from")?;
     let to = parse_time(q, "to")?.unwrap_or_else(now_ms);
-    let from = parse_time(q, "from")?.unwrap_or(to - 7 * 86_400_000);
+    // By default a week back, or as far back as a date can be written.
+    let from = from.unwrap_or_else(|| {
+        to.saturating_sub(WEEK_MS)
+            .max(jiff::Timestamp::MIN.as_millisecond())
+    });
     if from >= to {
         return Err(AppError::BadRequest("from: must be before to".into()));
     }
@@ -1130,14 +1162,18 @@ async fn compute_series(
     let width_ms: i64 = match bucket {
         Granularity::Minute => 60_000,
         Granularity::Hour => 3_600_000,
-        Granularity::Day => 86_400_000,
-        Granularity::Week => 7 * 86_400_000,
+        Granularity::Day => DAY_MS,
+        Granularity::Week => WEEK_MS,
     };
-    if ((to - from) / width_ms) as u64 > state.inner.limits.series_points_max {
+    let points_max = state.inner.limits.series_points_max;
+    let buckets = to
+        .checked_sub(from)
+        .map(|span| span / width_ms)
+        .and_then(|n| u64::try_from(n).ok());
+    if buckets.is_none_or(|n| n > points_max) {
         return Err(AppError::BadRequest(format!(
-            "from: range too long for bucket {} (at most {} buckets)",
+            "from: range too long for bucket {} (at most {points_max} buckets)",
             bucket.as_str(),
-            state.inner.limits.series_points_max
         )));
     }
     let category = param(q, "category");
@@ -1184,9 +1220,21 @@ async fn compute_series(
         matches!(group_by, GroupBy::Store | GroupBy::Region) || bucket == Granularity::Week;
     // Week buckets start on a store's local Monday: reach back far enough for any zone.
     let query_from = if bucket == Granularity::Week {
-        from - 7 * 86_400_000
+        from.saturating_sub(WEEK_MS)
     } else {
         from
+    };
+    // The points of a series are its groups × buckets, and items or payment methods can
+    // be many: the read itself is bounded. Where each row is one point (nothing summed
+    // across rows), at most `series_points_max` rows are read; where several rows make one
+    // point (weeks from days, regions from stores, categories from items), at most
+    // `series_rows_max`, and the points are counted as they form.
+    let rows_summed =
+        bucket == Granularity::Week || matches!(group_by, GroupBy::Region | GroupBy::Category);
+    let rows_max = if rows_summed {
+        state.inner.limits.series_rows_max.max(points_max)
+    } else {
+        points_max
     };
     let rows = state
         .inner
@@ -1206,9 +1254,20 @@ async fn compute_series(
                     GroupBy::Item | GroupBy::Category | GroupBy::Payment
                 ),
                 by_bucket: true,
+                limit: Some(rows_max.saturating_add(1)),
             },
         )
         .await?;
+    if rows.len() as u64 > rows_max {
+        return Err(if rows_summed {
+            AppError::BadRequest(format!(
+                "too many points: the series would sum more than {rows_max} rows; \
+                 narrow the range or filter by stores or items"
+            ))
+        } else {
+            too_many_points(points_max)
+        });
+    }
     // Week buckets need each store's zone; regions need each store's region.
     let zones: HashMap<&str, jiff::tz::TimeZone> = if bucket == Granularity::Week {
         all_stores
@@ -1230,6 +1289,7 @@ async fn compute_series(
     // its group first appears (the all-stores daily read has 3,000 rows and 8 regions).
     let mut group_index: HashMap<&str, usize> = HashMap::new();
     let mut group_points: Vec<(String, BTreeMap<i64, SalesFigures>)> = Vec::new();
+    let mut points: u64 = 0;
     for row in &rows {
         let store = row.store_id.as_ref().map(|s| s.as_str()).unwrap_or("");
         let at = if bucket == Granularity::Week {
@@ -1238,7 +1298,7 @@ async fn compute_series(
         } else {
             row.bucket_ms
         };
-        if at < query_from || (bucket == Granularity::Week && at + 7 * 86_400_000 <= from) {
+        if at < query_from || (bucket == Granularity::Week && at.saturating_add(WEEK_MS) <= from) {
             continue;
         }
         let group: &str = match group_by {
@@ -1255,11 +1315,18 @@ async fn compute_series(
             group_points.push((group.to_owned(), BTreeMap::new()));
             group_points.len() - 1
         });
-        group_points[index]
-            .1
-            .entry(at)
-            .or_default()
-            .add(&row.figures);
+        match group_points[index].1.entry(at) {
+            std::collections::btree_map::Entry::Occupied(mut point) => {
+                point.get_mut().add(&row.figures)
+            }
+            std::collections::btree_map::Entry::Vacant(point) => {
+                points += 1;
+                if points > points_max {
+                    return Err(too_many_points(points_max));
+                }
+                point.insert(row.figures);
+            }
+        }
     }
     Ok(Series {
         bucket,
@@ -1271,6 +1338,13 @@ async fn compute_series(
         scope: stores.clone(),
         devices,
     })
+}
+
+fn too_many_points(points_max: u64) -> AppError {
+    AppError::BadRequest(format!(
+        "too many points: a series has at most {points_max} (groups × buckets); narrow the \
+         range, use a coarser bucket or filter by stores or items"
+    ))
 }
 
 fn series_key(route: &str, q: &HashMap<String, String>) -> String {
@@ -1480,6 +1554,7 @@ async fn top_items(
                     by_store: false,
                     by_value: true,
                     by_bucket: false,
+                    limit: None,
                 },
             )
             .await?;
@@ -1530,6 +1605,7 @@ async fn basket(
                     by_store: false,
                     by_value: false,
                     by_bucket: false,
+                    limit: None,
                 },
             )
             .await?;

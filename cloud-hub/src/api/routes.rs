@@ -158,7 +158,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(
         "GET",
         "/api/v1/sales/series",
-        "Sales time series.",
+        "Sales time series. At most `limits.series_points_max` points (groups × buckets); more is a 400 \"too many points\".",
         Access::Roles(ALL),
         SERIES_QUERY,
         true,
@@ -166,7 +166,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route(
         "GET",
         "/api/v1/sales/series.csv",
-        "Sales time series as CSV.",
+        "Sales time series as CSV, under the same limits.",
         Access::Roles(ALL),
         SERIES_QUERY,
         true,

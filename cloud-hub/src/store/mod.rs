@@ -313,6 +313,9 @@ pub struct RollupQuery {
     pub by_value: bool,
     /// Keep buckets apart.
     pub by_bucket: bool,
+    /// Return at most this many rows (`None`: all). Which rows is unspecified: a caller
+    /// that refuses large answers asks for one row more than it accepts.
+    pub limit: Option<u64>,
 }
 
 /// One summed rollup row. Columns not kept apart are empty (`""`, `0`).

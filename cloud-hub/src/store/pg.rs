@@ -1071,6 +1071,12 @@ impl Store for PgStore {
             params.push(values);
             filters.push_str(&format!(" AND dim_value = ANY(${})", params.len()));
         }
+        let limit = q.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let mut limit_clause = String::new();
+        if let Some(limit) = &limit {
+            params.push(limit);
+            limit_clause = format!(" LIMIT ${}", params.len());
+        }
         // When every key column is kept apart, each stored row is already one result row
         // (store-level rows have an empty value): read them as they are. Summing them would
         // cost a hash table, numeric accumulators and a sort per read, for 3,000 rows in the
@@ -1079,14 +1085,14 @@ impl Store for PgStore {
         let sql = if unique {
             format!(
                 "SELECT store_id, dim_value, bucket_ms, revenue_e4, units, transactions, refunds, refund_amount_e4, voids \
-                 FROM sales_rollups WHERE tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5{filters}"
+                 FROM sales_rollups WHERE tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5{filters}{limit_clause}"
             )
         } else {
             format!(
                 "SELECT {store_col}, {value_col}, {bucket_col}, sum(revenue_e4)::bigint, sum(units)::bigint, sum(transactions)::bigint, \
                    sum(refunds)::bigint, sum(refund_amount_e4)::bigint, sum(voids)::bigint \
                  FROM sales_rollups WHERE tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5{filters} \
-                 GROUP BY 1, 2, 3"
+                 GROUP BY 1, 2, 3{limit_clause}"
             )
         };
         let rows = self

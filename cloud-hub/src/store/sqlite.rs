@@ -936,6 +936,10 @@ impl Store for SqliteStore {
             push_in(&mut qb, "dim_value", values);
         }
         qb.push(" GROUP BY 1, 2, 3 ORDER BY 3, 1, 2");
+        if let Some(limit) = q.limit {
+            qb.push(" LIMIT ")
+                .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        }
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {

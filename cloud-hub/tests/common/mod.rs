@@ -224,6 +224,7 @@ pub fn every_bucket(
         by_store,
         by_value,
         by_bucket: true,
+        limit: None,
     }
 }
 
