@@ -517,6 +517,57 @@ async fn series_watermarks_list_the_stores_behind() {
     );
 }
 
+/// The stores list shows, per device, whether it is connected (a contact within 30 s) and
+/// its lag, and per store whether any device is connected.
+#[tokio::test]
+async fn store_status_shows_each_devices_connection_and_lag() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let now = storesync_hub::store::now_ms();
+    for (store_name, device, seen, backlog) in
+        [("s1", "d1", now - 5_000, 0), ("s2", "d2", now - 120_000, 3)]
+    {
+        let contact = storesync_hub::store::DeviceContact {
+            now_ms: seen,
+            backlog,
+            clock_skew_ms: 0,
+        };
+        hub.state
+            .store()
+            .record_contact(
+                &tenant("acme"),
+                &StoreId::new(store_name).unwrap(),
+                &storesync_protocol::ids::DeviceId::new(device).unwrap(),
+                &contact,
+            )
+            .await
+            .unwrap();
+    }
+    let (status, body) = call(&hub.router, "GET", "/api/v1/stores", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    let store = |id: &str| {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["storeId"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let s1 = store("s1");
+    assert_eq!(s1["connected"], true, "{s1}");
+    assert_eq!(s1["devices"][0]["connected"], true, "{s1}");
+    // Backlog 0 at the contact: complete up to it, 5 s behind.
+    let lag = s1["devices"][0]["lagMs"].as_i64().unwrap();
+    assert!((5_000..60_000).contains(&lag), "{s1}");
+    let s2 = store("s2");
+    assert_eq!(s2["connected"], false, "{s2}");
+    assert_eq!(s2["devices"][0]["connected"], false, "{s2}");
+    // A backlog at the last contact: complete only up to its newest committed event.
+    let lag = s2["devices"][0]["lagMs"].as_i64().unwrap();
+    assert!(lag > 120_000, "{s2}");
+}
+
 #[tokio::test]
 async fn series_figures_grouping_csv_and_cache() {
     series_figures(hub().await).await;

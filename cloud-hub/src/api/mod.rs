@@ -1000,12 +1000,29 @@ fn store_watermark(info: &StoreInfo, devices: &[crate::store::DeviceStatus]) -> 
     devices
         .iter()
         .filter(|d| d.store_id == info.store_id)
-        .map(|d| match (d.backlog, d.last_seen_ms) {
-            (0, Some(seen)) => Some(seen.max(d.last_event_ms.unwrap_or(i64::MIN))),
-            _ => d.last_event_ms,
-        })
+        .map(device_watermark)
         .try_fold(i64::MAX, |acc, w| w.map(|w| acc.min(w)))
         .filter(|w| *w != i64::MAX)
+}
+
+/// The time up to which the hub holds everything one device recorded (see
+/// [`store_watermark`]).
+fn device_watermark(d: &crate::store::DeviceStatus) -> Option<i64> {
+    match (d.backlog, d.last_seen_ms) {
+        (0, Some(seen)) => Some(seen.max(d.last_event_ms.unwrap_or(i64::MIN))),
+        _ => d.last_event_ms,
+    }
+}
+
+/// A device counts as connected while its contacts keep coming: a live session records one
+/// every 5 to 10 s (handshake, throttled heartbeats, commits), so three missed ones mean
+/// the session is gone, on whichever hub replica it was.
+const CONNECTED_WITHIN_MS: i64 = 30_000;
+
+fn device_connected(d: &crate::store::DeviceStatus, now: i64) -> bool {
+    d.last_seen_ms
+        .or(d.last_commit_ms)
+        .is_some_and(|seen| now.saturating_sub(seen) <= CONNECTED_WITHIN_MS)
 }
 
 fn store_status(info: &StoreInfo, devices: &[crate::store::DeviceStatus], now: i64) -> Value {
@@ -1030,12 +1047,15 @@ fn store_status(info: &StoreInfo, devices: &[crate::store::DeviceStatus], now: i
         "region": info.region,
         "timeZone": info.time_zone,
         "lastSeen": last_seen.map(rfc3339),
+        "connected": mine.iter().any(|d| device_connected(d, now)),
         "backlog": backlog,
         "lagMs": watermark.map(|w| (now - w).max(0)),
         "clockSkewMs": skew,
         "completeUpTo": watermark.map(rfc3339),
         "devices": mine.iter().map(|d| json!({
             "deviceId": d.device_id.as_str(),
+            "connected": device_connected(d, now),
+            "lagMs": device_watermark(d).map(|w| (now - w).max(0)),
             "lastSeen": d.last_seen_ms.map(rfc3339),
             "lastCommit": d.last_commit_ms.map(rfc3339),
             "lastEvent": d.last_event_ms.map(rfc3339),

@@ -19,6 +19,10 @@ export interface Credentials {
 
 export interface DeviceStatus {
   deviceId: string;
+  /** A contact within the last 30 s. */
+  connected: boolean;
+  /** Now minus the time up to which the hub holds everything the device recorded. */
+  lagMs: number | null;
   lastSeen: string | null;
   lastCommit: string | null;
   lastEvent: string | null;
@@ -32,6 +36,8 @@ export interface StoreStatus {
   region: string;
   timeZone: string;
   lastSeen: string | null;
+  /** Some device of the store is connected. */
+  connected: boolean;
   backlog: number;
   lagMs: number | null;
   clockSkewMs: number;

@@ -217,9 +217,10 @@ export class AgentDataSource implements DataSource {
   // ---------------------------------------------------------------------------------
 
   private async localStore(): Promise<StoreStatus> {
-    const [summary, outbox] = await Promise.all([
+    const [summary, outbox, sync] = await Promise.all([
       this.get<{ store: string }>("/api/v1/summary"),
       this.get<{ streams?: { backlog: number }[] }>("/api/v1/outbox").catch(() => ({ streams: [] })),
+      this.get<{ connected?: boolean }>("/api/v1/sync").catch(() => ({ connected: false })),
     ]);
     this.storeId = summary.store;
     return {
@@ -228,6 +229,7 @@ export class AgentDataSource implements DataSource {
       region: "",
       timeZone: "",
       lastSeen: new Date().toISOString(),
+      connected: sync.connected === true,
       backlog: (outbox.streams ?? []).reduce((n, s) => n + (s.backlog ?? 0), 0),
       lagMs: null,
       clockSkewMs: 0,
