@@ -37,8 +37,14 @@ fn stored(granularity: Granularity, dimension: &DimensionRef<'_>) -> bool {
 /// borrowed from the transaction it counts.
 pub(crate) type RowKey<'a> = (i64, i64, i64, &'a str);
 
-/// Rollup increments summed per stored row.
-pub(crate) type Delta<'a> = HashMap<RowKey<'a>, SalesFigures>;
+/// Rollup increments summed per stored row. A commit adds about nine rows per transaction
+/// to it, so its hasher is a fast one (seeded per process).
+pub(crate) type Delta<'a> = HashMap<RowKey<'a>, SalesFigures, foldhash::fast::RandomState>;
+
+/// An empty [`Delta`] with room for the rows of `transactions` transactions of a few items.
+pub(crate) fn delta<'a>(transactions: usize) -> Delta<'a> {
+    Delta::with_capacity_and_hasher(transactions.saturating_mul(6), Default::default())
+}
 
 /// The stored form of a row's key.
 fn row_key(granularity: Granularity, bucket_ms: i64, dimension: DimensionRef<'_>) -> RowKey<'_> {

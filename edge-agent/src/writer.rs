@@ -697,7 +697,7 @@ impl Writer {
             pending.push(Pending { reply, outcomes });
         }
 
-        let mut rollup_delta = rollup::Delta::new();
+        let mut rollup_delta = rollup::delta(events.len());
         for sealed in &events {
             if let EventBody::Transaction(tx) = &sealed.event.body {
                 rollup::add_transaction(&mut rollup_delta, tx, &tz);
@@ -1284,7 +1284,7 @@ async fn write_events(
     push_writes(
         &mut batch,
         events,
-        &rollup::Delta::new(),
+        &rollup::delta(0),
         &[],
         sealer,
         now_ms,
