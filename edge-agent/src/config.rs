@@ -84,6 +84,10 @@ pub struct Config {
     pub sync: SyncConfig,
 }
 
+/// The largest `limits.future_skew_max_ms` accepted: a record is never recorded more than
+/// this long before its own timestamp.
+pub const FUTURE_SKEW_MAX_MS_LIMIT: i64 = 24 * 3_600_000;
+
 /// Sync with the hub.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -493,7 +497,7 @@ pub fn check(mut config: Config, base: &Path) -> Result<Settings, ConfigError> {
             "must be between 6000 and 600000 (the hub's heartbeat comes every 5 s)",
         ));
     }
-    if !(0..=24 * 3_600_000).contains(&l.future_skew_max_ms) {
+    if !(0..=FUTURE_SKEW_MAX_MS_LIMIT).contains(&l.future_skew_max_ms) {
         return Err(invalid(
             "limits.future_skew_max_ms",
             "must be between 0 and one day",

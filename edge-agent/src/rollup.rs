@@ -350,7 +350,10 @@ async fn day_items_from_hours(
         .collect())
 }
 
-/// Minute-by-item rows in `[from_ms, to_ms)`, computed from the retained sales log.
+/// Minute-by-item rows in `[from_ms, to_ms)`, computed from the retained sales log (what
+/// is pruned after `retention.acked_days` is no longer counted). A sale is recorded at most
+/// `limits.future_skew_max_ms` (at most a day) before its own time, so only events recorded
+/// since a day before `from_ms` are decoded, one at a time as SQLite reads them.
 async fn minute_items_from_log(
     pool: &SqlitePool,
     tz: &jiff::tz::TimeZone,
@@ -358,12 +361,12 @@ async fn minute_items_from_log(
     to_ms: i64,
     limit: usize,
 ) -> Result<Vec<RollupRow>, StoreError> {
-    let rows = sqlx::query("SELECT body FROM events WHERE class = ?")
+    let mut rows = sqlx::query("SELECT body FROM events WHERE class = ? AND recorded_ms >= ?")
         .bind(EventClass::Sales as i64)
-        .fetch_all(pool)
-        .await?;
+        .bind(from_ms.saturating_sub(crate::config::FUTURE_SKEW_MAX_MS_LIMIT))
+        .fetch(pool);
     let mut merged: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
-    for row in &rows {
+    while let Some(row) = rows.try_next().await? {
         let bytes: Vec<u8> = row.get(0);
         let Ok(EventBody::Transaction(tx)) = postcard::from_bytes::<EventBody>(&bytes) else {
             continue;
