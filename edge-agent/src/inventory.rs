@@ -39,7 +39,8 @@ pub(crate) async fn load_on_hand(
 
 /// Applies `batch` to `cells`; returns the cells of the SKUs it touched, which the caller
 /// stores in the same transaction. A SKU with a movement older than its last count is
-/// refolded from the retained log plus `batch` (whose events are not written yet).
+/// refolded from the retained log, which must already hold the events of `batch` (the
+/// writer inserts them first, in the same transaction).
 pub(crate) async fn apply(
     conn: &mut SqliteConnection,
     cells: &mut HashMap<Sku, OnHand>,
@@ -73,11 +74,7 @@ pub(crate) async fn apply(
         }
     }
     if !refold.is_empty() {
-        let pending: Vec<Movement> = batch
-            .into_iter()
-            .filter(|m| refold.contains(&m.sku))
-            .collect();
-        let folded = refold_skus(conn, &refold, pending).await?;
+        let folded = refold_skus(conn, &refold).await?;
         for sku in refold {
             let cell = folded.get(&sku).copied().unwrap_or_default();
             cells.insert(sku, cell);
@@ -92,18 +89,17 @@ pub(crate) async fn apply(
         .collect())
 }
 
-/// Folds the given SKUs from the retained log and the `pending` movements of SKUs.
+/// Folds the given SKUs from the retained log.
 async fn refold_skus(
     conn: &mut SqliteConnection,
     skus: &HashSet<Sku>,
-    pending: Vec<Movement>,
 ) -> Result<HashMap<Sku, OnHand>, StoreError> {
     let rows = sqlx::query("SELECT body FROM events WHERE class IN (?, ?)")
         .bind(EventClass::Sales as i64)
         .bind(EventClass::Scans as i64)
         .fetch_all(&mut *conn)
         .await?;
-    let mut relevant = pending;
+    let mut relevant = Vec::new();
     for r in rows {
         let bytes: Vec<u8> = r.get(0);
         let Ok(body) = postcard::from_bytes::<EventBody>(&bytes) else {

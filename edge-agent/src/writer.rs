@@ -22,17 +22,19 @@
 //!
 //! # Cost of a commit
 //!
-//! A commit makes one call to the connection's thread in the common case: one
-//! [`values::Batch`] from `BEGIN IMMEDIATE` to `COMMIT` (sqlx's own `begin` and `commit`
-//! are a handshake each). The batch holds the sealed events as bound multi-row inserts
-//! ([`EVENTS`], see [`values`]), the on-hand cells and stream heads ([`WRITE_BATCH`], each
-//! table's rows as one JSON array) and the rollup increments summed per key as bound
-//! multi-row upserts. Dead letters, resubmissions and alerts begin the transaction earlier,
-//! with a call of their own, only when a batch has them. The rollup upserts are most of a
-//! small commit's work: the items of 64 transactions rarely share a row, so each adds its
-//! own (which is why only hour rows are stored by item, see [`crate::rollup`]). Throughput
-//! is therefore set by how many records wait per commit: the writer yields once before
-//! draining the queue so callers answered by the previous commit can join the next one.
+//! A commit makes two calls to the connection's thread, each a [`values::Batch`]: first
+//! `BEGIN IMMEDIATE` and the sealed events as bound multi-row inserts ([`EVENTS`], see
+//! [`values`]); while SQLite inserts them, the writer sums the batch's rollup increments
+//! per key and binds their upserts, so the two run on two cores. The second call holds the
+//! rollup upserts, the on-hand cells and stream heads ([`WRITE_BATCH`], each table's rows
+//! as one JSON array), the events of alerts the batch raised, and `COMMIT`. sqlx's own
+//! `begin` and `commit` are not used: each is a handshake of its own with that thread. Dead
+//! letters and resubmissions begin the transaction earlier, with calls of their own, only
+//! when a batch has them. The rollup upserts are most of a small commit's work: the items
+//! of 64 transactions rarely share a row, so each adds its own (which is why only hour
+//! rows are stored by item, see [`crate::rollup`]). Throughput is therefore set by how many
+//! records wait per commit: the writer yields once before draining the queue so callers
+//! answered by the previous commit can join the next one.
 //!
 //! # Overflow policy
 //!
@@ -577,8 +579,6 @@ impl Writer {
         let mut records_total = 0u64;
         let mut accepted_total = 0u64;
         let mut duplicate_total = 0u64;
-        let tz = self.settings.tz.clone();
-
         for (request, (items, _, reply)) in batch.into_iter().enumerate() {
             let mut outcomes = Vec::with_capacity(items.len());
             for (index, submission) in items.into_iter().enumerate() {
@@ -697,12 +697,6 @@ impl Writer {
             pending.push(Pending { reply, outcomes });
         }
 
-        let mut rollup_delta = rollup::delta(events.len());
-        for sealed in &events {
-            if let EventBody::Transaction(tx) = &sealed.event.body {
-                rollup::add_transaction(&mut rollup_delta, tx, &tz);
-            }
-        }
         let on_hand_backup: HashMap<Sku, Option<OnHand>> = movements
             .iter()
             .map(|m| (m.sku.clone(), self.on_hand.get(&m.sku).copied()))
@@ -712,7 +706,6 @@ impl Writer {
                 now_ms,
                 &events,
                 &mut dead,
-                &rollup_delta,
                 movements,
                 candidates,
                 &resolved_letters,
@@ -792,18 +785,15 @@ impl Writer {
 
     /// Commits a batch in one transaction, begun and ended by SQL statements rather than
     /// sqlx's `begin`/`commit` (each of those is a handshake with the connection's thread:
-    /// command, answer and acknowledgement). What is only read (a refold, a day's revenue)
-    /// needs no transaction, this connection being the only writer; the transaction begins
-    /// at the first other write, and in the common case, where the final batch is the only
-    /// write, `BEGIN IMMEDIATE`, the batch and `COMMIT` are one call. On failure the
-    /// transaction is rolled back and nothing of the batch is recorded.
+    /// command, answer and acknowledgement); see the module docs for the two calls of the
+    /// common case. On failure the transaction is rolled back and nothing of the batch is
+    /// recorded.
     #[allow(clippy::too_many_arguments)]
     async fn commit_batch(
         &mut self,
         now_ms: i64,
         events: &[Sealed],
         dead: &mut [DeadRow],
-        rollup_delta: &rollup::Delta<'_>,
         movements: Vec<Movement>,
         candidates: Vec<Candidate>,
         resolved_letters: &[i64],
@@ -813,7 +803,6 @@ impl Writer {
                 now_ms,
                 events,
                 dead,
-                rollup_delta,
                 movements,
                 candidates,
                 resolved_letters,
@@ -833,7 +822,6 @@ impl Writer {
         now_ms: i64,
         events: &[Sealed],
         dead: &mut [DeadRow],
-        rollup_delta: &rollup::Delta<'_>,
         movements: Vec<Movement>,
         mut candidates: Vec<Candidate>,
         resolved_letters: &[i64],
@@ -868,6 +856,27 @@ impl Writer {
             .execute(&mut *tx)
             .await?;
         }
+        // The batch's events go in while this thread sums their rollup increments and
+        // binds the upserts, which need only the events: the two run on two cores.
+        let mut first = values::Batch::default();
+        if !begun {
+            first.push_sql("BEGIN IMMEDIATE");
+        }
+        push_events(&mut first, events, now_ms)?;
+        let tz = &self.settings.tz;
+        let sum = async {
+            let mut delta = rollup::delta(events.len());
+            for sealed in events {
+                if let EventBody::Transaction(t) = &sealed.event.body {
+                    rollup::add_transaction(&mut delta, t, tz);
+                }
+            }
+            let mut rest = values::Batch::default();
+            rollup::upsert(&mut rest, &delta).map(|()| (delta, rest))
+        };
+        let (inserted, summed) = futures::join!(first.execute(&mut *tx), sum);
+        inserted?;
+        let (rollup_delta, mut batch) = summed?;
         // Inventory: apply the batch's movements to the cached cells, refold the SKUs
         // whose movements arrived older than their last count.
         let changed = inventory::apply(tx, &mut self.on_hand, movements).await?;
@@ -890,12 +899,8 @@ impl Writer {
             }
         }
         let (milestones, day_revenue) =
-            alerts::milestone_candidates(tx, &settings, rollup_delta, &self.day_revenue).await?;
+            alerts::milestone_candidates(tx, &settings, &rollup_delta, &self.day_revenue).await?;
         candidates.extend(milestones);
-        if !candidates.is_empty() && !begun {
-            begin_immediate(tx).await?;
-            begun = true;
-        }
         let mut alert_events = Vec::new();
         let raised = persist_candidates(
             tx,
@@ -907,18 +912,8 @@ impl Writer {
             &mut alert_events,
         )
         .await?;
-        let mut batch = values::Batch::default();
-        if !begun {
-            batch.push_sql("BEGIN IMMEDIATE");
-        }
-        push_writes(
-            &mut batch,
-            events.iter().chain(&alert_events),
-            rollup_delta,
-            &changed,
-            &self.sealer,
-            now_ms,
-        )?;
+        push_events(&mut batch, &alert_events, now_ms)?;
+        push_state(&mut batch, &changed, &self.sealer, now_ms)?;
         batch.push_sql("COMMIT");
         batch.execute(tx).await?;
         Ok((raised, day_revenue))
@@ -1281,25 +1276,15 @@ async fn write_events(
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut batch = values::Batch::default();
-    push_writes(
-        &mut batch,
-        events,
-        &rollup::delta(0),
-        &[],
-        sealer,
-        now_ms,
-    )?;
+    push_events(&mut batch, events, now_ms)?;
+    push_state(&mut batch, &[], sealer, now_ms)?;
     batch.execute(conn).await
 }
 
-/// Adds to `batch` the writes of `events`, the rollup increments, the on-hand cells and the
-/// sealer's heads (see [`EVENTS`], [`WRITE_BATCH`] and [`rollup::upsert`]).
-fn push_writes<'e>(
+/// Adds to `batch` the inserts of `events` (see [`EVENTS`]).
+fn push_events<'e>(
     batch: &mut values::Batch,
     events: impl IntoIterator<Item = &'e Sealed>,
-    rollup_delta: &rollup::Delta<'_>,
-    on_hand: &[(Sku, OnHand)],
-    sealer: &Sealer,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     /// A sealed event and when it was recorded.
@@ -1316,7 +1301,17 @@ fn push_writes<'e>(
         args.add(recorded_ms)?;
         args.add(sealed.key.map(|k| k.0))?;
         args.add(sealed.key.map(|k| k.1))
-    })?;
+    })
+}
+
+/// Adds to `batch` the writes of the on-hand cells and the sealer's heads (see
+/// [`WRITE_BATCH`]).
+fn push_state(
+    batch: &mut values::Batch,
+    on_hand: &[(Sku, OnHand)],
+    sealer: &Sealer,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     let on_hand_rows: Vec<(&str, i64, Option<i64>)> = on_hand
         .iter()
         .map(|(sku, cell)| (sku.as_str(), cell.quantity, cell.last_count_ms))
@@ -1337,8 +1332,7 @@ fn push_writes<'e>(
     batch.push_sql(WRITE_BATCH);
     batch.bind(now_ms)?;
     batch.bind(to_json(&on_hand_rows, "on-hand cells")?)?;
-    batch.bind(to_json(&head_rows, "stream heads")?)?;
-    rollup::upsert(batch, rollup_delta)
+    batch.bind(to_json(&head_rows, "stream heads")?)
 }
 
 /// Begins the writer's transaction, taking the database's write lock at once.
