@@ -7,9 +7,10 @@
 //! | `sales_milestone` | today's revenue crosses a configured milestone | `day:<bucket>:<amount>` |
 //! | `revenue_anomaly` | last hour's revenue is far from its baseline (below) | `hour:<bucket>` |
 //! | `refund_spike` | last hour's refunds plus voids are far above their baseline | `hour:<bucket>` |
-//! | `pos_silent` | a register seen in the last 7 days sent nothing for `pos_silent_minutes` during opening hours | `register:<id>` |
+//! | `pos_silent` | a register seen in the last 7 days sent nothing for `pos_silent_minutes` during opening hours; in a store whose sales carry no register id, the store's POS as a whole | `register:<id>`, `store-pos` |
 //! | `conflicting_duplicate` | a known id arrives with different content | `<field>:<id>` |
-//! | `disk_full` | a commit failed for lack of space | `disk` |
+//! | `disk_full` | a commit failed for lack of space (stored and sealed once there is room) | `disk` |
+//! | `journal_integrity` | a sync alarm only the agent sees: the hub lost acknowledged events, the data directory went back in time without a new epoch, or the hub needs events already pruned | `sync:<epoch>:<class>` |
 //!
 //! **Anomaly method.** At the first tick after an hour ends, the hour's store revenue `x` is
 //! compared with the same hour of the week in each of the last `anomaly_max_weeks` weeks
@@ -396,6 +397,10 @@ pub fn open_for_minutes(settings: &Settings, now_ms: i64) -> Option<i64> {
         .then(|| i64::from(minute - hours.open_min))
 }
 
+/// The key under which sales without a register id are tracked for the POS-silent alert:
+/// the store's POS as a whole (no register id is empty).
+pub(crate) const STORE_POS: &str = "";
+
 pub(crate) async fn periodic_candidates(
     conn: &mut SqliteConnection,
     settings: &Settings,
@@ -484,21 +489,41 @@ pub(crate) async fn periodic_candidates(
     let silent_ms = a.pos_silent_minutes * 60_000;
     if open_for_minutes(settings, now_ms).is_some_and(|m| m >= a.pos_silent_minutes) {
         {
+            let week_ms = 7 * 86_400_000;
+            // Sales without a register id are judged as the store's POS only in a store
+            // whose registers send no ids: elsewhere they are a side channel.
+            let named_registers = register_last_seen
+                .iter()
+                .any(|(r, last)| r != STORE_POS && now_ms - *last < week_ms);
             let mut seen: HashSet<&str> = HashSet::new();
             for (register, last) in register_last_seen {
-                if !seen.insert(register) {
+                if !seen.insert(register) || (register == STORE_POS && named_registers) {
                     continue;
                 }
                 let quiet = now_ms - *last;
-                if quiet > silent_ms && quiet < 7 * 86_400_000 {
+                if quiet > silent_ms && quiet < week_ms {
+                    let (subject, message) = if register == STORE_POS {
+                        (
+                            "store-pos".to_owned(),
+                            format!(
+                                "the store's POS has sent nothing for {} minutes",
+                                quiet / 60_000
+                            ),
+                        )
+                    } else {
+                        (
+                            format!("register:{register}"),
+                            format!(
+                                "register {register} has sent nothing for {} minutes",
+                                quiet / 60_000
+                            ),
+                        )
+                    };
                     out.push(Candidate {
                         kind: AlertKind::PosSilent,
                         severity: Severity::Warning,
-                        subject: format!("register:{register}"),
-                        message: format!(
-                            "register {register} has sent nothing for {} minutes",
-                            quiet / 60_000
-                        ),
+                        subject,
+                        message,
                         facts: vec![
                             ("silent_minutes".into(), quiet / 60_000),
                             ("threshold_minutes".into(), a.pos_silent_minutes),
@@ -515,6 +540,37 @@ pub(crate) async fn periodic_candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Named registers are judged each on its own; sales without a register id are the
+    /// store's POS, judged only where the registers send no ids.
+    #[tokio::test]
+    async fn pos_silent_judges_each_register_or_the_stores_pos() {
+        use sqlx::Connection;
+        let text = crate::config::default_toml(std::path::Path::new("/tmp/x"), "acme", "s1", "UTC");
+        let settings =
+            crate::config::check(toml::from_str(&text).unwrap(), std::path::Path::new("/"))
+                .unwrap();
+        let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::migrate!("./migrations").run(&mut conn).await.unwrap();
+        // Tuesday 2026-11-24, 12:00 UTC: open since 08:00.
+        let now = 1_795_521_600_000;
+        let (recent, silent) = (now - 60_000, now - 2 * 3_600_000);
+        for (seen, subjects) in [
+            (vec![("r1", silent)], vec!["register:r1"]),
+            (vec![(STORE_POS, silent)], vec!["store-pos"]),
+            (vec![("r1", recent), (STORE_POS, silent)], vec![]),
+            (vec![("r1", recent), ("r2", silent)], vec!["register:r2"]),
+        ] {
+            let seen: HashMap<String, i64> =
+                seen.into_iter().map(|(r, at)| (r.to_owned(), at)).collect();
+            let mut last_hour = i64::MAX;
+            let found = periodic_candidates(&mut conn, &settings, now, &mut last_hour, &seen)
+                .await
+                .unwrap();
+            let found: Vec<&str> = found.iter().map(|c| c.subject.as_str()).collect();
+            assert_eq!(found, subjects, "{seen:?}");
+        }
+    }
 
     #[test]
     fn anomaly_method() {

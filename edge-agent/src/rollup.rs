@@ -122,10 +122,24 @@ pub(crate) async fn load_register_last_seen(
     .bind(since_ms)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
+    let mut seen: HashMap<String, i64> = rows
         .iter()
         .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-        .collect())
+        .collect();
+    if seen.is_empty() {
+        // A POS that sends no register ids: the store's own minute rows say when it last
+        // sold (see `alerts::STORE_POS`).
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(bucket_ms) FROM rollups WHERE granularity = 0 AND dim_kind = 0 AND bucket_ms >= ?",
+        )
+        .bind(since_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(last) = last {
+            seen.insert(crate::alerts::STORE_POS.to_owned(), last);
+        }
+    }
+    Ok(seen)
 }
 
 /// The store-dimension figures of one bucket.

@@ -666,14 +666,19 @@ impl Writer {
                                     ));
                                 }
                             }
-                            if let Some(register) = &tx.register_id {
-                                // Most transactions' register is already in the map: no
-                                // key is allocated for those.
+                            {
+                                // A sale without a register id counts for the store's POS
+                                // as a whole (see `alerts::STORE_POS`). Most transactions'
+                                // register is already in the map: no key is allocated.
+                                let register = tx
+                                    .register_id
+                                    .as_ref()
+                                    .map_or(alerts::STORE_POS, |r| r.as_str());
                                 let at = tx.timestamp.unix_ms();
-                                match registers.get_mut(register.as_str()) {
+                                match registers.get_mut(register) {
                                     Some(seen) => *seen = (*seen).max(at),
                                     None => {
-                                        registers.insert(register.as_str().to_owned(), at);
+                                        registers.insert(register.to_owned(), at);
                                     }
                                 }
                             }
