@@ -376,7 +376,7 @@ fn hostile_input_gets_a_4xx_naming_the_problem() {
 
 #[test]
 fn csv_over_http_and_drop_folder() {
-    let (_tmp, agent) = Agent::new(|c| c);
+    let (_tmp, agent) = Agent::new(|c| c.replace("csv_rows_max = 1000000", "csv_rows_max = 4"));
     let ts = jiff::Timestamp::now().to_string();
     let csv = format!(
         "transactionId,storeId,timestamp,itemId,quantity,price,totalAmount,paymentMethod,loyalty\n\
@@ -401,6 +401,37 @@ fn csv_over_http_and_drop_folder() {
         report["errors"][0]["errors"][0]["field"], "line 4: price",
         "{report}"
     );
+
+    // What cannot be read is kept too: a bad header keeps the whole body, rows past
+    // csv_rows_max (4 here) keep the file from the first unread row on.
+    let bad_header = "transactionId,storeId\nx,s1\n".to_owned();
+    let header = "transactionId,storeId,timestamp,itemId,quantity,price,totalAmount,paymentMethod";
+    let tail = format!("e-5,s1,{ts},a,1,1.50,1.50,cash\ne-6,s1,{ts},a,1,1.50,1.50,cash\n");
+    let rows: String = (1..=4)
+        .map(|n| format!("e-{n},s1,{ts},a,1,1.50,1.50,cash\n"))
+        .collect();
+    let long = format!("{header}\n{rows}{tail}");
+    for (body, kept, line) in [(bad_header.clone(), bad_header, 1), (long, tail, 6)] {
+        let (status, report) = agent.post_with(
+            "/api/v1/imports/csv",
+            &[("Content-Type", "text/csv")],
+            body.as_bytes(),
+        );
+        // 4xx when nothing was read, 207 when the rows before the cut were.
+        assert!(status >= 400 || status == 207, "{status}: {report}");
+        assert_eq!(report["status"], "failed", "{report}");
+        assert!(
+            report["fatal"]
+                .as_str()
+                .is_some_and(|f| f.starts_with(&format!("line {line}: "))),
+            "{report}"
+        );
+        let letter = report["unreadDeadLetter"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{report}"));
+        let (_, one) = agent.get(&format!("/api/v1/dead-letters/{letter}"));
+        assert_eq!(one["rawText"], kept, "{one}");
+    }
 
     // Drop folder: a good file goes to processed/, a bad one to failed/, each with a report.
     let inbox = agent.dir.join("inbox");

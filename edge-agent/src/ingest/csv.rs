@@ -19,7 +19,10 @@
 //!
 //! Transaction-level columns must agree on every row of a transaction. Errors are reported
 //! as `line N: column` with the reason; the whole transaction is rejected (and kept as a dead
-//! letter holding the header and its rows). A drop-folder file moves to `processed/` when
+//! letter holding the header and its rows). What cannot be read at all is kept as one dead
+//! letter too, named in the report's `unreadDeadLetter`: the whole file when its header is
+//! bad, else the file from the first unread row (past `limits.csv_rows_max`, or where the
+//! reader failed) to its end. A drop-folder file moves to `processed/` when
 //! every transaction was accepted or was a duplicate, otherwise to `failed/`; a
 //! `<file>.report.json` is written beside it.
 
@@ -32,7 +35,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use storesync_protocol::validate::{Context, FieldError};
 
-use super::{RecordKind, context, now_ms};
+use super::{RecordKind, context, now_ms, submission};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::writer::{ErrorView, Outcome, Submission, WriterHandle};
@@ -105,6 +108,9 @@ pub struct CsvReport {
     pub rejected: u64,
     /// Why the file as a whole could not be read to the end, if so.
     pub fatal: Option<String>,
+    /// The dead letter keeping what could not be read (the whole file for a bad header,
+    /// else from the row where reading stopped to the end).
+    pub unread_dead_letter: Option<i64>,
     /// Rejected transactions, at most 1,000 listed.
     pub errors: Vec<RowError>,
 }
@@ -276,9 +282,8 @@ pub async fn import(
     let header = match reader.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => {
-            report.status = "failed";
-            report.fatal = Some(format!("line 1: cannot read the header: {e}"));
-            return Ok(report);
+            let reason = format!("cannot read the header: {e}");
+            return keep_unread(report, bytes, 1, reason, writer).await;
         }
     };
     let header_fields: Result<Vec<String>, _> = header
@@ -286,17 +291,15 @@ pub async fn import(
         .map(|f| std::str::from_utf8(f).map(|s| s.trim().to_owned()))
         .collect();
     let Ok(header_fields) = header_fields else {
-        report.status = "failed";
-        report.fatal = Some("line 1: the header is not valid UTF-8".into());
-        return Ok(report);
+        let reason = "the header is not valid UTF-8".to_owned();
+        return keep_unread(report, bytes, 1, reason, writer).await;
     };
     let mut index = BTreeMap::new();
     let mut extra = Vec::new();
     for (i, name) in header_fields.iter().enumerate() {
         if index.contains_key(name) {
-            report.status = "failed";
-            report.fatal = Some(format!("line 1: column {name} appears twice"));
-            return Ok(report);
+            let reason = format!("column {name} appears twice");
+            return keep_unread(report, bytes, 1, reason, writer).await;
         }
         if !TX_LEVEL.contains(&name.as_str())
             && !ITEM_LEVEL.contains(&name.as_str())
@@ -312,12 +315,8 @@ pub async fn import(
         .filter(|c| !index.contains_key(*c))
         .collect();
     if !missing.is_empty() {
-        report.status = "failed";
-        report.fatal = Some(format!(
-            "line 1: missing required column(s) {}",
-            missing.join(", ")
-        ));
-        return Ok(report);
+        let reason = format!("missing required column(s) {}", missing.join(", "));
+        return keep_unread(report, bytes, 1, reason, writer).await;
     }
     let cols = Columns { index, extra };
     let header_raw = header_fields.join(",");
@@ -327,6 +326,8 @@ pub async fn import(
     let mut current: Vec<(u64, Vec<String>)> = Vec::new();
     let mut record = ::csv::ByteRecord::new();
     let mut finished = false;
+    // Where reading stopped early: the line and byte offset of the first row not read.
+    let mut unread: Option<(u64, u64)> = None;
     while !finished {
         let now = now_ms();
         let ctx = context(now, &settings.record_limits, &settings.store);
@@ -342,6 +343,10 @@ pub async fn import(
                         Some(p) => format!("line {}: {e}", p.line()),
                         None => e.to_string(),
                     });
+                    unread = Some(
+                        e.position()
+                            .map_or((report.rows + 2, 0), |p| (p.line(), p.byte())),
+                    );
                     finished = true;
                     break;
                 }
@@ -352,6 +357,7 @@ pub async fn import(
                     "more than csv_rows_max = {rows_max} rows; the rest was not read"
                 ));
                 report.rows -= 1;
+                unread = record.position().map(|p| (p.line(), p.byte()));
                 finished = true;
                 break;
             }
@@ -401,9 +407,47 @@ pub async fn import(
         }
         submit_groups(std::mem::take(&mut groups), writer, &mut report, now).await?;
     }
+    if let (Some((line, at)), Some(reason)) = (unread, report.fatal.clone()) {
+        let rest = usize::try_from(at)
+            .ok()
+            .and_then(|at| bytes.get(at..))
+            .unwrap_or(bytes);
+        let reason = reason
+            .strip_prefix(&format!("line {line}: "))
+            .unwrap_or(&reason)
+            .to_owned();
+        report = keep_unread(report, rest, line, reason, writer).await?;
+    }
     if report.rejected > 0 || report.fatal.is_some() {
         report.status = "failed";
     }
+    Ok(report)
+}
+
+/// Ends an import that could not read `rest` (from `line` on): the report fails with
+/// `reason`, and `rest` is kept as one dead letter, so a fatal error loses nothing.
+async fn keep_unread(
+    mut report: CsvReport,
+    rest: &[u8],
+    line: u64,
+    reason: String,
+    writer: &WriterHandle,
+) -> Result<CsvReport, crate::store::StoreError> {
+    report.status = "failed";
+    report.fatal = Some(format!("line {line}: {reason}"));
+    let letter = submission(
+        &format!("csv:{}", report.source),
+        RecordKind::Transaction,
+        rest.to_vec(),
+        Err(vec![line_error(line, "file", reason)]),
+    );
+    let outcomes = writer.submit(vec![letter], now_ms()).await?;
+    report.unread_dead_letter = outcomes.into_iter().find_map(|o| match o {
+        Outcome::Rejected { dead_letter, .. } | Outcome::Conflict { dead_letter, .. } => {
+            Some(dead_letter)
+        }
+        _ => None,
+    });
     Ok(report)
 }
 
