@@ -541,7 +541,7 @@ async fn send_frame(
 struct Bandwidth {
     rate: f64,
     tokens: f64,
-    last: Instant,
+    last: tokio::time::Instant,
 }
 
 impl Bandwidth {
@@ -550,12 +550,12 @@ impl Bandwidth {
         Bandwidth {
             rate,
             tokens: rate,
-            last: Instant::now(),
+            last: tokio::time::Instant::now(),
         }
     }
 
     async fn take(&mut self, bytes: usize) {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
         self.last = now;
@@ -563,8 +563,35 @@ impl Bandwidth {
         if self.tokens < 0.0 {
             let wait = -self.tokens / self.rate;
             tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            self.last = Instant::now();
+            self.last = tokio::time::Instant::now();
             self.tokens = 0.0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cap holds over time: a second of burst, then the configured rate.
+    #[tokio::test(start_paused = true)]
+    async fn the_bandwidth_cap_paces_frames_to_its_rate() {
+        let mut cap = Bandwidth::new(1_000);
+        let started = tokio::time::Instant::now();
+        cap.take(1_000).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "the burst goes at once");
+        for _ in 0..10 {
+            cap.take(500).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!((4.9..5.1).contains(&elapsed), "6,000 bytes at 1,000/s took {elapsed} s");
+        // Idle time refills the bucket, never past one second's worth.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let before = tokio::time::Instant::now();
+        cap.take(1_000).await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+        cap.take(1_000).await;
+        let waited = before.elapsed().as_secs_f64();
+        assert!((0.9..1.1).contains(&waited), "{waited} s");
     }
 }
