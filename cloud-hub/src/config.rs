@@ -4,6 +4,12 @@
 //! `STORESYNC_HUB_DATABASE_URL` (switches to PostgreSQL), `STORESYNC_HUB_ADMIN_DATABASE_URL`,
 //! `STORESYNC_HUB_SQLITE_PATH`, `STORESYNC_HUB_LOG_JSON` (`1`/`true`),
 //! `STORESYNC_HUB_OTLP_ENDPOINT`, `STORESYNC_HUB_SYNC_LISTEN`, `STORESYNC_HUB_UI_DIR`.
+//!
+//! Any other setting is overridden by a variable named after its path with
+//! [`ENV_OVERRIDE_PREFIX`]: `STORESYNC_HUB__LIMITS__RATE_PER_S=50` sets `rate_per_s` in
+//! `[limits]` (sections and key joined by `__`, any case). The value is read as a TOML
+//! value (`50`, `true`, `["a", "b"]`), else taken as a string. An override naming no
+//! setting, or of the wrong type, is an error naming the variable.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +21,7 @@ use crate::auth::HashCost;
 
 /// Which store backs the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "snake_case")]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
     /// Embedded SQLite file.
     Sqlite {
@@ -54,6 +60,7 @@ fn tenant_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Tenant
 
 /// An external identity provider's keys, and the one tenant it speaks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExternalIssuer {
     /// Expected `iss`.
     pub issuer: String,
@@ -88,7 +95,7 @@ pub struct ExternalIssuer {
 
 /// Token settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `iss` of the hub's own tokens.
     pub issuer: String,
@@ -132,7 +139,7 @@ impl Default for AuthConfig {
 
 /// Request limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest request body.
     pub body_bytes_max: usize,
@@ -180,7 +187,7 @@ impl Default for LimitsConfig {
 
 /// Cache settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Entries held (0 disables the cache).
     pub entries_max: usize,
@@ -199,7 +206,7 @@ impl Default for CacheConfig {
 
 /// Logging and tracing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// JSON lines instead of text.
     pub json: bool,
@@ -212,6 +219,7 @@ pub struct LogConfig {
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// HTTP listen address.
     #[serde(default = "default_listen")]
@@ -240,7 +248,7 @@ pub struct Config {
 
 /// The web UI (the `desktop-app/ui` build) the hub serves at `/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct UiConfig {
     /// Directory holding the build (`index.html`, `assets/`); relative to the
     /// configuration file. Unset: `desktop-app/ui/dist` under the working directory or one
@@ -250,7 +258,7 @@ pub struct UiConfig {
 
 /// The QUIC sync server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
     /// UDP listen address; empty disables the sync server.
     pub listen: String,
@@ -332,6 +340,59 @@ pub enum ConfigError {
         /// Cause.
         message: String,
     },
+    /// A setting override (see [`ENV_OVERRIDE_PREFIX`]) names no setting.
+    #[error("environment {name}: {message}")]
+    EnvOverride {
+        /// Variable.
+        name: String,
+        /// Cause.
+        message: String,
+    },
+}
+
+/// The prefix of the environment variables that override any setting by its path (see
+/// the module docs).
+pub const ENV_OVERRIDE_PREFIX: &str = "STORESYNC_HUB__";
+
+/// Sets in `table` the settings that `vars` name with [`ENV_OVERRIDE_PREFIX`]; the names of
+/// the variables applied.
+pub fn apply_path_overrides(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut applied = Vec::new();
+    for (name, raw) in vars {
+        let Some(path) = name.strip_prefix(ENV_OVERRIDE_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let bad = |message: &str| ConfigError::EnvOverride {
+            name: name.clone(),
+            message: message.to_owned(),
+        };
+        let Some((key, sections)) = keys.split_last() else {
+            return Err(bad("names no setting"));
+        };
+        if keys.iter().any(String::is_empty) {
+            return Err(bad("names no setting (empty part between `__`)"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut at = &mut *table;
+        for section in sections {
+            let entry = at
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            at = entry
+                .as_table_mut()
+                .ok_or_else(|| bad(&format!("`{section}` is not a section")))?;
+        }
+        at.insert(key.clone(), value);
+        applied.push(name);
+    }
+    Ok(applied)
 }
 
 impl Config {
@@ -342,9 +403,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
+        })?;
+        let applied = apply_path_overrides(&mut table, std::env::vars())?;
+        let mut config = Config::deserialize(table).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: if applied.is_empty() {
+                e.to_string()
+            } else {
+                format!("{e} (with the environment's {})", applied.join(", "))
+            },
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base);
@@ -432,7 +502,8 @@ pub fn default_config_text() -> String {
     r#"# storesync hub configuration. Environment variables override: STORESYNC_HUB_LISTEN,
 # STORESYNC_HUB_DATABASE_URL (switches to PostgreSQL), STORESYNC_HUB_ADMIN_DATABASE_URL,
 # STORESYNC_HUB_SQLITE_PATH, STORESYNC_HUB_LOG_JSON, STORESYNC_HUB_UI_DIR,
-# STORESYNC_HUB_OTLP_ENDPOINT.
+# STORESYNC_HUB_OTLP_ENDPOINT; and any setting by its path, sections and key joined by
+# "__": STORESYNC_HUB__LIMITS__RATE_PER_S=100. Unknown keys are errors.
 
 # Where the web API listens.
 listen = "127.0.0.1:8080"
@@ -559,6 +630,60 @@ mod tests {
                 .apply_env(|n| (n == "STORESYNC_HUB_LISTEN").then(|| "nope".into()))
                 .is_err()
         );
+    }
+
+    /// Any setting is overridden by its path; a bad override names the variable.
+    #[test]
+    fn settings_are_overridden_by_their_path() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let mut table: toml::Table = toml::from_str(&default_config_text()).unwrap();
+        let applied = apply_path_overrides(
+            &mut table,
+            vars(&[
+                ("STORESYNC_HUB__LIMITS__RATE_PER_S", "50"),
+                ("STORESYNC_HUB__AUTH__ISSUER", "hq-hub"),
+                ("STORESYNC_HUB_LISTEN", "0.0.0.0:1"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            applied,
+            [
+                "STORESYNC_HUB__LIMITS__RATE_PER_S",
+                "STORESYNC_HUB__AUTH__ISSUER"
+            ]
+        );
+        let config = Config::deserialize(table).unwrap();
+        assert_eq!(config.limits.rate_per_s, 50.0);
+        assert_eq!(config.auth.issuer, "hq-hub");
+
+        // A key no section has, or a type the setting does not take, fails to load.
+        for (name, value) in [
+            ("STORESYNC_HUB__LIMITS__NO_SUCH_LIMIT", "1"),
+            ("STORESYNC_HUB__LIMITS__RATE_PER_S", "fast"),
+        ] {
+            let mut table: toml::Table = toml::from_str(&default_config_text()).unwrap();
+            apply_path_overrides(&mut table, vars(&[(name, value)])).unwrap();
+            assert!(Config::deserialize(table).is_err(), "{name}={value}");
+        }
+        // A misspelt key in the file fails too, in any section.
+        for typo in [
+            "[store]\nbackend = \"sqlite\"\npath = \"hub.db\"\npaht = \"x\"\n",
+            "[limits]\nrate_per_sec = 5\n",
+        ] {
+            assert!(toml::from_str::<Config>(typo).is_err(), "{typo}");
+        }
+        let mut table: toml::Table = toml::from_str(&default_config_text()).unwrap();
+        let error = apply_path_overrides(&mut table, vars(&[("STORESYNC_HUB__LISTEN__PORT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("STORESYNC_HUB__LISTEN__PORT"), "{error}");
     }
 
     /// An external provider must name the tenant it speaks for; the error names the field.

@@ -584,7 +584,10 @@ mod tests {
             cap.take(500).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
-        assert!((4.9..5.1).contains(&elapsed), "6,000 bytes at 1,000/s took {elapsed} s");
+        assert!(
+            (4.9..5.1).contains(&elapsed),
+            "6,000 bytes at 1,000/s took {elapsed} s"
+        );
         // Idle time refills the bucket, never past one second's worth.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let before = tokio::time::Instant::now();
