@@ -389,12 +389,20 @@ fn local_minute_and_weekday(settings: &Settings, at_ms: i64) -> Option<(usize, u
     Some((weekday, minute))
 }
 
-/// Minutes the store has been open at `now_ms`, `None` when closed.
+/// Minutes the store has been open at `now_ms`, `None` when closed. Hours running past
+/// midnight count into the next morning.
 pub fn open_for_minutes(settings: &Settings, now_ms: i64) -> Option<i64> {
     let (weekday, minute) = local_minute_and_weekday(settings, now_ms)?;
-    let hours = settings.opening.get(weekday).copied().flatten()?;
-    (hours.open_min <= minute && minute < hours.close_min)
-        .then(|| i64::from(minute - hours.open_min))
+    let day = |d: usize| settings.opening.get(d).copied().flatten();
+    if let Some(today) = day(weekday)
+        && minute >= today.open_min
+        && (today.overnight() || minute < today.close_min)
+    {
+        return Some(i64::from(minute - today.open_min));
+    }
+    let yesterday = day((weekday + 6) % 7)?;
+    (yesterday.overnight() && minute < yesterday.close_min)
+        .then(|| i64::from(24 * 60 - yesterday.open_min + minute))
 }
 
 /// The key under which sales without a register id are tracked for the POS-silent alert:
@@ -540,6 +548,26 @@ pub(crate) async fn periodic_candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hours past midnight count into the next morning, from the day they opened.
+    #[test]
+    fn opening_hours_may_run_past_midnight() {
+        let text = crate::config::default_toml(std::path::Path::new("/tmp/x"), "acme", "s1", "UTC")
+            .replacen("mon = \"08:00-20:00\"", "mon = \"18:00-02:00\"", 1);
+        let settings =
+            crate::config::check(toml::from_str(&text).unwrap(), std::path::Path::new("/"))
+                .unwrap();
+        // Monday 2026-11-23 and the Tuesday after it, UTC.
+        let monday = 1_795_392_000_000;
+        let at = |h: i64, m: i64| open_for_minutes(&settings, monday + (h * 60 + m) * 60_000);
+        assert_eq!(at(17, 59), None);
+        assert_eq!(at(18, 0), Some(0));
+        assert_eq!(at(23, 30), Some(330));
+        // Tuesday 01:00: still Monday's hours, then Tuesday's own.
+        assert_eq!(at(25, 0), Some(420));
+        assert_eq!(at(26, 0), None);
+        assert_eq!(at(24 + 9, 0), Some(60));
+    }
 
     /// Named registers are judged each on its own; sales without a register id are the
     /// store's POS, judged only where the registers send no ids.

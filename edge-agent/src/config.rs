@@ -342,13 +342,21 @@ pub struct AuthConfig {
     pub audience: Option<String>,
 }
 
-/// Opening hours of one day, minutes since local midnight, `[open, close)`.
+/// Opening hours of one day, minutes since local midnight, `[open, close)`. A closing
+/// minute before the opening one closes the next morning (`"18:00-02:00"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DayHours {
     /// Opening minute.
     pub open_min: u16,
-    /// Closing minute.
+    /// Closing minute (of the next day when before `open_min`).
     pub close_min: u16,
+}
+
+impl DayHours {
+    /// Whether the store stays open past midnight.
+    pub fn overnight(self) -> bool {
+        self.close_min < self.open_min
+    }
 }
 
 /// The configuration checked and converted into the types the agent uses.
@@ -443,8 +451,11 @@ fn parse_hours(field: &str, text: &str) -> Result<Option<DayHours>, ConfigError>
     let (Some(open_min), Some(close_min)) = (parse_hm(open), parse_hm(close)) else {
         return Err(invalid(field, "expected \"HH:MM-HH:MM\" or \"closed\""));
     };
-    if open_min >= close_min {
-        return Err(invalid(field, "opening must be before closing"));
+    if open_min == close_min {
+        return Err(invalid(
+            field,
+            "opening and closing are the same time (\"00:00-24:00\" is open all day)",
+        ));
     }
     Ok(Some(DayHours {
         open_min,
@@ -620,7 +631,8 @@ time_zone = "{time_zone}"
 data_dir = "{data_dir}"
 
 [opening_hours]
-# "HH:MM-HH:MM" in local time, or "closed". Used by the POS-silent alert.
+# "HH:MM-HH:MM" in local time, or "closed"; a closing time before the opening one runs
+# past midnight ("18:00-02:00"). Used by the POS-silent alert.
 mon = "08:00-20:00"
 tue = "08:00-20:00"
 wed = "08:00-20:00"
@@ -721,7 +733,7 @@ mod tests {
             ),
             (
                 "mon = \"08:00-20:00\"",
-                "mon = \"20:00-08:00\"",
+                "mon = \"20:00-20:00\"",
                 "opening_hours.mon",
             ),
             (
