@@ -11,8 +11,10 @@
 //! [`PgStore::migrate`] and the maintenance task and on demand before an ingest that needs
 //! one (through the `SECURITY DEFINER` function `storesync_ensure_partitions`, so the hub's
 //! role needs no DDL rights), and detached and dropped by retention
-//! (`storesync_drop_partitions_before`). When the `timescaledb` extension is available the
-//! same tables become hypertables instead; that path is written but cannot be exercised on
+//! (`storesync_drop_partitions_before`). When the `timescaledb` extension can be created at
+//! the first migration the same tables become hypertables instead (installed but not
+//! preloaded, the hub falls back to native partitions with a warning); later starts follow
+//! what the schema was created with. That path is written but cannot be exercised on
 //! machines without TimescaleDB.
 //!
 //! Tenancy: row-level security is enabled and FORCEd on every table with a `tenant_id`, with
@@ -282,22 +284,53 @@ impl PgStore {
     }
 
     async fn migrate_locked(&self, client: &tokio_postgres::Client) -> Result<(), StoreError> {
-        let timescale = client
+        let applied = client
+            .query_opt("SELECT 1 FROM schema_version WHERE version = 1", &[])
+            .await?
+            .is_some();
+        // Hypertables when the server offers TimescaleDB at the first migration; later, what
+        // the schema was created with, whatever the server offers now.
+        let timescale = if applied {
+            client
+                .query_opt(
+                    "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
+                    &[],
+                )
+                .await?
+                .is_some()
+                && client
+                    .query_opt(
+                        "SELECT 1 FROM timescaledb_information.hypertables \
+                         WHERE hypertable_name = 'line_items'",
+                        &[],
+                    )
+                    .await?
+                    .is_some()
+        } else if client
             .query_opt(
                 "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
                 &[],
             )
             .await?
-            .is_some();
-        let applied = client
-            .query_opt("SELECT 1 FROM schema_version WHERE version = 1", &[])
-            .await?
-            .is_some();
+            .is_some()
+        {
+            match client
+                .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                .await
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    // Installed but not loaded (`shared_preload_libraries`): native
+                    // partitions serve the same queries.
+                    tracing::warn!(error = %e, "timescaledb cannot be created here; using native partitions");
+                    false
+                }
+            }
+        } else {
+            false
+        };
         if !applied {
             if timescale {
-                client
-                    .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-                    .await?;
                 client
                     .batch_execute(&SCHEMA_V1.replace("{partition}", ""))
                     .await?;
