@@ -1,7 +1,8 @@
 //! Device identity at the hub's sync port, against a real sync server (QUIC + mutual TLS) on
 //! an embedded store: a certificate signed by another tenant's CA is refused even when it
 //! names this tenant and copies a real device's serial, and a device whose session claims
-//! another store than its certificate's is refused and raises an alert of its own store.
+//! another store than its certificate's is refused and raises an alert of its own store; a
+//! session ends at the hub's maximum connection age.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -34,6 +35,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tweak: impl FnOnce(&mut storesync_hub::sync::ServerOptions)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = storesync_hub::store::sqlite::SqliteStore::open(&dir.path().join("hub.db"))
         .await
@@ -65,7 +70,8 @@ async fn setup() -> Setup {
     let token = enroll_token(store.as_ref(), &acme, &s1, 600_000)
         .await
         .unwrap();
-    let options = storesync_hub::sync::ServerOptions::new("127.0.0.1:0".parse().unwrap());
+    let mut options = storesync_hub::sync::ServerOptions::new("127.0.0.1:0".parse().unwrap());
+    tweak(&mut options);
     let token_key = storesync_hub::sync::TokenKey {
         pem: String::new(),
         issuer: "storesync-test".into(),
@@ -102,6 +108,18 @@ async fn session(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
     store: &str,
+) -> Result<(), String> {
+    drive(hub, hub_ca, cert, key, store, false).await
+}
+
+/// [`session`], staying connected once welcomed when `stay`, until the session ends.
+async fn drive(
+    hub: SocketAddr,
+    hub_ca: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    store: &str,
+    stay: bool,
 ) -> Result<(), String> {
     let tls =
         storesync_edge::sync::tls::sync_config(hub_ca, cert, key, storesync_edge::sync::ALPN_SYNC)
@@ -141,7 +159,7 @@ async fn session(
         }
         while let Some(action) = session.poll_action() {
             match action {
-                EdgeAction::Connected { .. } => {
+                EdgeAction::Connected { .. } if !stay => {
                     connection.close(0u32.into(), b"done");
                     return Ok(());
                 }
@@ -254,6 +272,34 @@ async fn a_device_claiming_another_store_is_refused_and_alerted() {
     assert_eq!(alert.store_id.as_str(), "s1", "the certificate's store");
     assert!(alert.message.contains("d1"), "{alert:?}");
     // Its own store is still welcome.
+    session(hub, hub_ca, cert, key, "s1").await.unwrap();
+    s.server.shutdown().await;
+}
+
+/// A session is closed at the hub's maximum connection age, so a rotated or revoked
+/// certificate reaches even a connection that never drops; the device reconnects.
+#[tokio::test]
+async fn a_session_ends_at_the_maximum_connection_age() {
+    let s = setup_with(|o| o.connection_age_max = Duration::from_secs(2)).await;
+    let hub = s.server.local_addr();
+    let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
+    let started = std::time::Instant::now();
+    let ended = drive(
+        hub,
+        hub_ca.clone(),
+        cert.clone(),
+        key.clone_key(),
+        "s1",
+        true,
+    )
+    .await
+    .unwrap_err();
+    let lasted = started.elapsed();
+    assert!(ended.contains("maximum connection age"), "{ended}");
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(8)).contains(&lasted),
+        "{lasted:?}"
+    );
     session(hub, hub_ca, cert, key, "s1").await.unwrap();
     s.server.shutdown().await;
 }
