@@ -2,7 +2,8 @@
 //! an embedded store: a certificate signed by another tenant's CA is refused even when it
 //! names this tenant and copies a real device's serial, and a device whose session claims
 //! another store than its certificate's is refused and raises an alert of its own store; a
-//! session ends at the hub's maximum connection age.
+//! session ends at the hub's maximum connection age; an expired revocation list refuses
+//! devices until a fresh one is signed.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
@@ -301,5 +302,44 @@ async fn a_session_ends_at_the_maximum_connection_age() {
         "{lasted:?}"
     );
     session(hub, hub_ca, cert, key, "s1").await.unwrap();
+    s.server.shutdown().await;
+}
+
+/// The hub's certificate revocation lists expire: a hub that has not signed a fresh one in
+/// time refuses devices (unknown revocation status denies) instead of trusting a stale
+/// list, and takes them again once it has signed a fresh one.
+#[tokio::test]
+async fn an_expired_revocation_list_refuses_devices_until_it_is_renewed() {
+    // Lists are signed valid from a minute back: 64 s of validity leaves 4 s. No periodic
+    // refresh here; a change of the trust state (a new tenant CA) signs fresh ones.
+    let s = setup_with(|o| {
+        o.crl_validity = Duration::from_secs(64);
+        o.crl_refresh = Duration::from_secs(3600);
+        o.revocation_check = Duration::from_millis(500);
+    })
+    .await;
+    let hub = s.server.local_addr();
+    let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
+    session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refused = session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("revocation list expired"), "{refused}");
+    tenant_ca(s.store.as_ref(), &TenantId::new("initech").unwrap())
+        .await
+        .unwrap();
+    // The next check (every 500 ms) signs fresh lists: the device is taken again.
+    let mut last = Err(String::new());
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        last = session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1").await;
+        if last.is_ok() {
+            break;
+        }
+    }
+    last.unwrap();
     s.server.shutdown().await;
 }
