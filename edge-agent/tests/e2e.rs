@@ -368,6 +368,40 @@ fn hostile_input_gets_a_4xx_naming_the_problem() {
         413,
         "records_per_request_max",
     );
+    // Scans and adjustments go through the same body rules and their own field checks.
+    let ts = jiff::Timestamp::now().to_string();
+    let scan = json!({"scanId": "h-sc", "storeId": "s1", "gtin": "4006381333931",
+        "purpose": "receiving", "quantity": 4, "timestamp": ts});
+    let adjustment = json!({"adjustmentId": "h-adj", "storeId": "s1", "sku": "a",
+        "delta": -2, "reason": "broken", "timestamp": ts});
+    for (path, good, number) in [
+        ("/api/v1/scans", scan, "quantity"),
+        ("/api/v1/adjustments", adjustment, "delta"),
+    ] {
+        let check = |bytes: &[u8], status: u16, needle: &str| {
+            let (got, v) = agent.post(path, bytes);
+            assert_eq!(got, status, "{path} {needle}: {v}");
+            assert!(
+                v.to_string().contains(needle),
+                "{path}: expected {needle:?} in {v}"
+            );
+        };
+        let with = |key: &str, value: Value| {
+            let mut record = good.clone();
+            record[key] = value;
+            body(&record)
+        };
+        check(b"{\"scanId\": ", 400, "invalid JSON");
+        check(b"{\"quantity\": NaN}", 400, "invalid JSON");
+        check(b"{\"quantity\": 1e400}", 400, "invalid JSON");
+        check(b"{\"storeId\": \"\xff\xfe\"}", 400, "invalid JSON");
+        check(&"[".repeat(100_000).into_bytes(), 400, "invalid JSON");
+        check(&with(number, json!("NaN")), 422, number);
+        check(&with(number, json!(9_999_999_999_i64)), 422, number);
+        check(&with("timestamp", json!("yesterday")), 422, "timestamp");
+        check(&with("storeId", json!("s2")), 422, "storeId");
+        check(&vec![b' '; 50 * 1024 * 1024], 413, "body_bytes_max");
+    }
     // Still healthy, nothing crashed.
     assert_eq!(agent.get("/healthz").0, 200);
     let (_, letters) = agent.get("/api/v1/dead-letters?limit=1000");
