@@ -283,7 +283,7 @@ pub async fn import(
         Ok(h) => h.clone(),
         Err(e) => {
             let reason = format!("cannot read the header: {e}");
-            return keep_unread(report, bytes, 1, reason, writer).await;
+            return keep_unread(report, bytes, 1, reason, settings, writer).await;
         }
     };
     let header_fields: Result<Vec<String>, _> = header
@@ -292,14 +292,14 @@ pub async fn import(
         .collect();
     let Ok(header_fields) = header_fields else {
         let reason = "the header is not valid UTF-8".to_owned();
-        return keep_unread(report, bytes, 1, reason, writer).await;
+        return keep_unread(report, bytes, 1, reason, settings, writer).await;
     };
     let mut index = BTreeMap::new();
     let mut extra = Vec::new();
     for (i, name) in header_fields.iter().enumerate() {
         if index.contains_key(name) {
             let reason = format!("column {name} appears twice");
-            return keep_unread(report, bytes, 1, reason, writer).await;
+            return keep_unread(report, bytes, 1, reason, settings, writer).await;
         }
         if !TX_LEVEL.contains(&name.as_str())
             && !ITEM_LEVEL.contains(&name.as_str())
@@ -316,7 +316,7 @@ pub async fn import(
         .collect();
     if !missing.is_empty() {
         let reason = format!("missing required column(s) {}", missing.join(", "));
-        return keep_unread(report, bytes, 1, reason, writer).await;
+        return keep_unread(report, bytes, 1, reason, settings, writer).await;
     }
     let cols = Columns { index, extra };
     let header_raw = header_fields.join(",");
@@ -416,7 +416,7 @@ pub async fn import(
             .strip_prefix(&format!("line {line}: "))
             .unwrap_or(&reason)
             .to_owned();
-        report = keep_unread(report, rest, line, reason, writer).await?;
+        report = keep_unread(report, rest, line, reason, settings, writer).await?;
     }
     if report.rejected > 0 || report.fatal.is_some() {
         report.status = "failed";
@@ -425,20 +425,34 @@ pub async fn import(
 }
 
 /// Ends an import that could not read `rest` (from `line` on): the report fails with
-/// `reason`, and `rest` is kept as one dead letter, so a fatal error loses nothing.
+/// `reason`, and `rest` is kept as one dead letter, so a fatal error loses nothing. At most
+/// `limits.body_bytes_max` of it is kept (a drop-folder file keeps all of it in `failed/`);
+/// the dead letter's reason says when it was cut.
 async fn keep_unread(
     mut report: CsvReport,
     rest: &[u8],
     line: u64,
     reason: String,
+    settings: &Settings,
     writer: &WriterHandle,
 ) -> Result<CsvReport, crate::store::StoreError> {
     report.status = "failed";
     report.fatal = Some(format!("line {line}: {reason}"));
+    let cap = settings.config.limits.body_bytes_max;
+    let (kept, reason) = match rest.get(..cap) {
+        Some(kept) if kept.len() < rest.len() => (
+            kept,
+            format!(
+                "{reason} (the first {cap} of {} unread bytes kept, limits.body_bytes_max)",
+                rest.len()
+            ),
+        ),
+        _ => (rest, reason),
+    };
     let letter = submission(
         &format!("csv:{}", report.source),
         RecordKind::Transaction,
-        rest.to_vec(),
+        kept.to_vec(),
         Err(vec![line_error(line, "file", reason)]),
     );
     let outcomes = writer.submit(vec![letter], now_ms()).await?;
