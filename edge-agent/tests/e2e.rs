@@ -499,6 +499,49 @@ fn csv_over_http_and_drop_folder() {
     assert!(agent.dir.join("failed/bad.csv").exists());
 }
 
+/// A drop-folder file cut at csv_rows_max keeps its unread rows in failed/ in full, and a
+/// dead letter of at most body_bytes_max of them, its reason saying it was cut.
+#[test]
+fn a_large_unread_csv_remainder_is_kept_up_to_the_body_limit() {
+    let (_tmp, agent) = Agent::new(|c| {
+        c.replace("csv_rows_max = 1000000", "csv_rows_max = 1")
+            .replace("body_bytes_max = 16777216", "body_bytes_max = 1024")
+    });
+    let ts = jiff::Timestamp::now().to_string();
+    let rows: String = (0..50)
+        .map(|n| format!("big-{n},s1,{ts},a,1,1.50,1.50,cash\n"))
+        .collect();
+    let file = format!(
+        "transactionId,storeId,timestamp,itemId,quantity,price,totalAmount,paymentMethod\n{rows}"
+    );
+    std::fs::write(agent.dir.join("inbox").join("big.csv"), &file).unwrap();
+    let report_path = agent.dir.join("failed/big.csv.report.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !report_path.exists() {
+        assert!(Instant::now() < deadline, "the file was not processed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(
+        std::fs::read_to_string(agent.dir.join("failed/big.csv")).unwrap(),
+        file
+    );
+    let letter = report["unreadDeadLetter"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{report}"));
+    let (_, one) = agent.get(&format!("/api/v1/dead-letters/{letter}"));
+    assert_eq!(one["rawBytes"], 1024, "{one}");
+    let unread = file.len() - file.find("big-1,").unwrap();
+    assert!(
+        one["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the first 1024 of {unread} unread bytes kept")),
+        "{one}"
+    );
+}
+
 #[test]
 fn bridge_frames_are_acked_after_they_are_durable() {
     use storesync_protocol::domain::{Gtin, ScanPurpose};
