@@ -297,6 +297,24 @@ const BODY_ROUTES: &[&str] = &[
     "/api/v1/alert-rules/{name}",
 ];
 
+/// Records a contact of acme's `device` of `store_name` at `at_ms` reporting `backlog`.
+async fn contact(store: &dyn Store, store_name: &str, device: &str, at_ms: i64, backlog: u64) {
+    let contact = storesync_hub::store::DeviceContact {
+        now_ms: at_ms,
+        backlog,
+        clock_skew_ms: 0,
+    };
+    store
+        .record_contact(
+            &tenant("acme"),
+            &StoreId::new(store_name).unwrap(),
+            &storesync_protocol::ids::DeviceId::new(device).unwrap(),
+            &contact,
+        )
+        .await
+        .unwrap();
+}
+
 /// Store `s1` and `s2` of acme fall silent: the hub raises its not-syncing alerts, which the
 /// matrix then reaches like any store's alert.
 async fn raise_fleet_alerts(store: &dyn Store) {
@@ -304,20 +322,7 @@ async fn raise_fleet_alerts(store: &dyn Store) {
     // Commits count as contact at the hub's clock: the stores last synced now.
     let now = storesync_hub::store::now_ms();
     for (store_name, device) in [("s1", "d1"), ("s2", "d2")] {
-        let contact = storesync_hub::store::DeviceContact {
-            now_ms: now,
-            backlog: 0,
-            clock_skew_ms: 0,
-        };
-        store
-            .record_contact(
-                &tenant("acme"),
-                &StoreId::new(store_name).unwrap(),
-                &storesync_protocol::ids::DeviceId::new(device).unwrap(),
-                &contact,
-            )
-            .await
-            .unwrap();
+        contact(store, store_name, device, now, 0).await;
     }
     let report = check_not_syncing(
         store,
@@ -493,21 +498,7 @@ async fn series_watermarks_list_the_stores_behind() {
     );
     assert_eq!(body["storesBehind"], serde_json::json!(["s1", "s2"]));
     // s1's device reports an empty backlog: s1 is complete up to that contact.
-    let contact = storesync_hub::store::DeviceContact {
-        now_ms: to + 1_000,
-        backlog: 0,
-        clock_skew_ms: 0,
-    };
-    hub.state
-        .store()
-        .record_contact(
-            &tenant("acme"),
-            &StoreId::new("s1").unwrap(),
-            &storesync_protocol::ids::DeviceId::new("d1").unwrap(),
-            &contact,
-        )
-        .await
-        .unwrap();
+    contact(&**hub.state.store(), "s1", "d1", to + 1_000, 0).await;
     // (Another `to`: the first answer is cached.)
     let body = series(to - 1).await;
     assert_eq!(body["storesBehind"], serde_json::json!(["s2"]), "{body}");
@@ -527,21 +518,7 @@ async fn store_status_shows_each_devices_connection_and_lag() {
     for (store_name, device, seen, backlog) in
         [("s1", "d1", now - 5_000, 0), ("s2", "d2", now - 120_000, 3)]
     {
-        let contact = storesync_hub::store::DeviceContact {
-            now_ms: seen,
-            backlog,
-            clock_skew_ms: 0,
-        };
-        hub.state
-            .store()
-            .record_contact(
-                &tenant("acme"),
-                &StoreId::new(store_name).unwrap(),
-                &storesync_protocol::ids::DeviceId::new(device).unwrap(),
-                &contact,
-            )
-            .await
-            .unwrap();
+        contact(&**hub.state.store(), store_name, device, seen, backlog).await;
     }
     let (status, body) = call(&hub.router, "GET", "/api/v1/stores", Some(&admin)).await;
     assert_eq!(status, 200, "{body}");

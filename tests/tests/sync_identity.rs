@@ -101,89 +101,110 @@ async fn setup_with(tweak: impl FnOnce(&mut storesync_hub::sync::ServerOptions))
     }
 }
 
-/// Opens a sync session with `cert` and `key` whose hello names `store`; `Ok` once the hub
-/// welcomed it, else why it ended.
-async fn session(
+/// A device's way to the hub: its address, the hub's CA, and the certificate and key the
+/// device presents.
+struct Client {
     hub: SocketAddr,
     hub_ca: CertificateDer<'static>,
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
-    store: &str,
-) -> Result<(), String> {
-    drive(hub, hub_ca, cert, key, store, false).await
 }
 
-/// [`session`], staying connected once welcomed when `stay`, until the session ends.
-async fn drive(
-    hub: SocketAddr,
-    hub_ca: CertificateDer<'static>,
-    cert: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-    store: &str,
-    stay: bool,
-) -> Result<(), String> {
-    let tls =
-        storesync_edge::sync::tls::sync_config(hub_ca, cert, key, storesync_edge::sync::ALPN_SYNC)
-            .map_err(|e| e.to_string())?;
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(storesync_edge::sync::tls::transport()));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(config, hub, storesync_edge::sync::HUB_SERVER_NAME)
-        .map_err(|e| e.to_string())?
-        .await
+impl Client {
+    /// The enrolled device of `s`.
+    fn enrolled(s: &Setup) -> Client {
+        let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
+        Client {
+            hub: s.server.local_addr(),
+            hub_ca,
+            cert,
+            key,
+        }
+    }
+
+    /// Opens a sync session whose hello names `store`; `Ok` once the hub welcomed it, else
+    /// why it ended.
+    async fn session(&self, store: &str) -> Result<(), String> {
+        self.drive(store, false).await
+    }
+
+    /// Stays in a welcomed session until it ends; why it ended.
+    async fn session_until_closed(&self, store: &str) -> String {
+        match self.drive(store, true).await {
+            Ok(()) => unreachable!("a staying session only ends with an error"),
+            Err(reason) => reason,
+        }
+    }
+
+    /// A session, until welcomed unless `stay`.
+    async fn drive(&self, store: &str, stay: bool) -> Result<(), String> {
+        let tls = storesync_edge::sync::tls::sync_config(
+            self.hub_ca.clone(),
+            self.cert.clone(),
+            self.key.clone_key(),
+            storesync_edge::sync::ALPN_SYNC,
+        )
         .map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| format!("{e}: {:?}", connection.close_reason()))?;
-    let config = SessionConfig::default();
-    let frame_len_max = config.frame_len_max;
-    let mut session = EdgeSession::new(
-        config,
-        EdgeSnapshot {
-            tenant: TenantId::new("acme").unwrap(),
-            store: StoreId::new(store).unwrap(),
-            device: DeviceId::new("d1").unwrap(),
-            epoch: Epoch(7),
-            link: None,
-            streams: Vec::new(),
-        },
-    );
-    session.connect(now_ms());
-    let mut inbox = Vec::new();
-    loop {
-        while let Some(frame) = session.poll_transmit() {
-            send.write_all(&frame).await.map_err(|e| e.to_string())?;
-        }
-        while let Some(action) = session.poll_action() {
-            match action {
-                EdgeAction::Connected { .. } if !stay => {
-                    connection.close(0u32.into(), b"done");
-                    return Ok(());
-                }
-                EdgeAction::Closed(reason) => return Err(format!("{reason:?}")),
-                _ => {}
-            }
-        }
-        match tokio::time::timeout(Duration::from_secs(10), recv.read_chunk(64 * 1024, true))
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(storesync_edge::sync::tls::transport()));
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let connection = endpoint
+            .connect_with(config, self.hub, storesync_edge::sync::HUB_SERVER_NAME)
+            .map_err(|e| e.to_string())?
             .await
-            .map_err(|_| "no answer from the hub".to_string())?
-        {
-            Ok(Some(chunk)) => {
-                inbox.extend_from_slice(&chunk.bytes);
-                let now = now_ms();
-                wire::drain_frames(
-                    &mut inbox,
-                    frame_len_max,
-                    |_, _| Err("the hub sends no compressed frames".to_string()),
-                    |frame| session.handle_bytes(now, frame),
-                )?;
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| format!("{e}: {:?}", connection.close_reason()))?;
+        let config = SessionConfig::default();
+        let frame_len_max = config.frame_len_max;
+        let mut session = EdgeSession::new(
+            config,
+            EdgeSnapshot {
+                tenant: TenantId::new("acme").unwrap(),
+                store: StoreId::new(store).unwrap(),
+                device: DeviceId::new("d1").unwrap(),
+                epoch: Epoch(7),
+                link: None,
+                streams: Vec::new(),
+            },
+        );
+        session.connect(now_ms());
+        let mut inbox = Vec::new();
+        loop {
+            while let Some(frame) = session.poll_transmit() {
+                send.write_all(&frame).await.map_err(|e| e.to_string())?;
             }
-            Ok(None) => return Err("the hub finished the stream".into()),
-            Err(e) => return Err(format!("{e}: {:?}", connection.close_reason())),
+            while let Some(action) = session.poll_action() {
+                match action {
+                    EdgeAction::Connected { .. } if !stay => {
+                        connection.close(0u32.into(), b"done");
+                        return Ok(());
+                    }
+                    EdgeAction::Closed(reason) => return Err(format!("{reason:?}")),
+                    _ => {}
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(10), recv.read_chunk(64 * 1024, true))
+                .await
+                .map_err(|_| "no answer from the hub".to_string())?
+            {
+                Ok(Some(chunk)) => {
+                    inbox.extend_from_slice(&chunk.bytes);
+                    let now = now_ms();
+                    wire::drain_frames(
+                        &mut inbox,
+                        frame_len_max,
+                        |_, _| Err("the hub sends no compressed frames".to_string()),
+                        |frame| session.handle_bytes(now, frame),
+                    )?;
+                }
+                Ok(None) => return Err("the hub finished the stream".into()),
+                Err(e) => return Err(format!("{e}: {:?}", connection.close_reason())),
+            }
         }
     }
 }
@@ -191,15 +212,12 @@ async fn drive(
 #[tokio::test]
 async fn a_certificate_from_another_tenants_ca_is_refused() {
     let s = setup().await;
-    let hub = s.server.local_addr();
-    let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
+    let device = Client::enrolled(&s);
     // The enrolled device itself is welcome.
-    session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1")
-        .await
-        .unwrap();
+    device.session("s1").await.unwrap();
 
     // globex's CA signs a certificate naming acme's device, with that device's serial.
-    let real = parse_device_cert(cert.as_ref()).unwrap();
+    let real = parse_device_cert(device.cert.as_ref()).unwrap();
     let globex_ca = tenant_ca(s.store.as_ref(), &TenantId::new("globex").unwrap())
         .await
         .unwrap();
@@ -223,10 +241,13 @@ async fn a_certificate_from_another_tenants_ca_is_refused() {
                 Duration::from_secs(86_400),
             )
             .unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(forged_key.serialize_der()));
-        let refused = session(hub, hub_ca.clone(), forged, key, "s1")
-            .await
-            .unwrap_err();
+        let forger = Client {
+            cert: forged,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(forged_key.serialize_der())),
+            hub_ca: device.hub_ca.clone(),
+            hub: device.hub,
+        };
+        let refused = forger.session("s1").await.unwrap_err();
         assert!(
             refused.contains("does not match the hub's records")
                 || refused.contains("unknown certificate"),
@@ -234,18 +255,15 @@ async fn a_certificate_from_another_tenants_ca_is_refused() {
         );
     }
     // The real device is still welcome.
-    session(hub, hub_ca, cert, key, "s1").await.unwrap();
+    device.session("s1").await.unwrap();
     s.server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_device_claiming_another_store_is_refused_and_alerted() {
     let s = setup().await;
-    let hub = s.server.local_addr();
-    let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
-    let refused = session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s2")
-        .await
-        .unwrap_err();
+    let device = Client::enrolled(&s);
+    let refused = device.session("s2").await.unwrap_err();
     assert!(refused.contains("s2"), "{refused}");
     // The hub stores the alert as it closes the session: wait for it.
     let acme = TenantId::new("acme").unwrap();
@@ -273,7 +291,7 @@ async fn a_device_claiming_another_store_is_refused_and_alerted() {
     assert_eq!(alert.store_id.as_str(), "s1", "the certificate's store");
     assert!(alert.message.contains("d1"), "{alert:?}");
     // Its own store is still welcome.
-    session(hub, hub_ca, cert, key, "s1").await.unwrap();
+    device.session("s1").await.unwrap();
     s.server.shutdown().await;
 }
 
@@ -282,26 +300,16 @@ async fn a_device_claiming_another_store_is_refused_and_alerted() {
 #[tokio::test]
 async fn a_session_ends_at_the_maximum_connection_age() {
     let s = setup_with(|o| o.connection_age_max = Duration::from_secs(2)).await;
-    let hub = s.server.local_addr();
-    let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
+    let device = Client::enrolled(&s);
     let started = std::time::Instant::now();
-    let ended = drive(
-        hub,
-        hub_ca.clone(),
-        cert.clone(),
-        key.clone_key(),
-        "s1",
-        true,
-    )
-    .await
-    .unwrap_err();
+    let ended = device.session_until_closed("s1").await;
     let lasted = started.elapsed();
     assert!(ended.contains("maximum connection age"), "{ended}");
     assert!(
         (Duration::from_secs(2)..Duration::from_secs(8)).contains(&lasted),
         "{lasted:?}"
     );
-    session(hub, hub_ca, cert, key, "s1").await.unwrap();
+    device.session("s1").await.unwrap();
     s.server.shutdown().await;
 }
 
@@ -318,15 +326,10 @@ async fn an_expired_revocation_list_refuses_devices_until_it_is_renewed() {
         o.revocation_check = Duration::from_millis(500);
     })
     .await;
-    let hub = s.server.local_addr();
-    let (cert, key, hub_ca) = enroll::credentials(&s.device).unwrap();
-    session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1")
-        .await
-        .unwrap();
+    let device = Client::enrolled(&s);
+    device.session("s1").await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let refused = session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1")
-        .await
-        .unwrap_err();
+    let refused = device.session("s1").await.unwrap_err();
     assert!(refused.contains("revocation list expired"), "{refused}");
     tenant_ca(s.store.as_ref(), &TenantId::new("initech").unwrap())
         .await
@@ -335,7 +338,7 @@ async fn an_expired_revocation_list_refuses_devices_until_it_is_renewed() {
     let mut last = Err(String::new());
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        last = session(hub, hub_ca.clone(), cert.clone(), key.clone_key(), "s1").await;
+        last = device.session("s1").await;
         if last.is_ok() {
             break;
         }
