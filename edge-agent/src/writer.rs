@@ -957,14 +957,10 @@ impl Writer {
         };
         let backup = self.sealer.clone();
         let stored = async {
-            let sealed = Sealed::new(
-                &mut self.sealer,
-                EncodedBody::new(EventBody::Alert(alert.clone())),
-                None,
-            );
             let mut tx = self.conn.begin().await?;
-            alerts::insert(&mut tx, &alert, now_ms).await?;
-            write_events(&mut tx, std::slice::from_ref(&sealed), &self.sealer, now_ms).await?;
+            let mut events = Vec::new();
+            store_alert(&mut tx, &mut self.sealer, alert, now_ms, &mut events).await?;
+            write_events(&mut tx, &events, &self.sealer, now_ms).await?;
             tx.commit().await?;
             Ok::<(), StoreError>(())
         }
@@ -1182,17 +1178,30 @@ async fn persist_candidates(
             continue;
         }
         let alert = make_alert(settings, c, now_ms);
-        alerts::insert(tx, &alert, now_ms).await?;
-        cooldown.insert(key, now_ms);
         let view = AlertView::from_alert(&alert, None);
-        events.push(Sealed::new(
-            sealer,
-            EncodedBody::new(EventBody::Alert(alert)),
-            None,
-        ));
+        store_alert(tx, sealer, alert, now_ms, events).await?;
+        cooldown.insert(key, now_ms);
         raised.push(view);
     }
     Ok(raised)
+}
+
+/// Stores `alert` and seals it as an event appended to `events` (written by the caller in
+/// the same transaction).
+async fn store_alert(
+    tx: &mut SqliteConnection,
+    sealer: &mut Sealer,
+    alert: Alert,
+    now_ms: i64,
+    events: &mut Vec<Sealed>,
+) -> Result<(), StoreError> {
+    alerts::insert(tx, &alert, now_ms).await?;
+    events.push(Sealed::new(
+        sealer,
+        EncodedBody::new(EventBody::Alert(alert)),
+        None,
+    ));
+    Ok(())
 }
 
 fn make_alert(settings: &Settings, c: Candidate, now_ms: i64) -> Alert {
