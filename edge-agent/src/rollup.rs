@@ -13,6 +13,17 @@
 //! about 200 of each, against about 30 store, payment and register rows), and a store day
 //! is a whole number of its local hours, so a query for them sums the hour rows
 //! ([`query`]). The API is unchanged.
+//!
+//! Hour rows by item are not upserted by every commit either: a commit of 64 single-sale
+//! requests touches about 190 of them against about 30 store, payment and register rows,
+//! and they were a fifth of such a commit's cost. The writer sums them in memory
+//! ([`ItemPending`]) and folds them in with one upsert per row every
+//! [`ITEM_FOLD_TRANSACTIONS`] transactions, every [`ITEM_FOLD_AGE_MS`] and at each tick,
+//! moving the mark in `item_fold` (per epoch, the last sales event the rows count) in the
+//! same transaction. Every reader of those rows adds the sales events past the mark
+//! ([`item_tail`]) in the same read transaction, so what it answers equals a recomputation
+//! from the log at every commit, as for the rows the commit writes itself; a crash loses
+//! only the in-memory sum, and the writer folds the log's tail when it starts.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -32,6 +43,15 @@ use crate::writer::values;
 fn stored(granularity: Granularity, dimension: &DimensionRef<'_>) -> bool {
     !matches!(dimension, DimensionRef::Item(_)) || granularity == Granularity::Hour
 }
+
+/// Transactions the writer sums in memory before it folds their item-hour rows in.
+pub(crate) const ITEM_FOLD_TRANSACTIONS: usize = 2_048;
+
+/// The longest the writer leaves a transaction's item-hour rows unfolded while it commits.
+pub(crate) const ITEM_FOLD_AGE_MS: i64 = 10_000;
+
+/// The sales class, as stored.
+const SALES: i64 = EventClass::Sales as i64;
 
 /// A rollup row's key as stored, `(granularity, bucket_ms, dim_kind, dim_value)`, its text
 /// borrowed from the transaction it counts.
@@ -63,20 +83,188 @@ fn row_key(granularity: Granularity, bucket_ms: i64, dimension: DimensionRef<'_>
     (granularity, bucket_ms, kind, value)
 }
 
-/// Adds the stored rows of `tx` to `delta`, keys borrowed from `tx` (no allocation per row).
+/// Item-hour increments, `(bucket_ms, sku)`, keys borrowed from the transactions counted.
+pub(crate) type ItemDelta<'a> = HashMap<(i64, &'a str), SalesFigures, foldhash::fast::RandomState>;
+
+/// Adds the rows of `tx` a commit stores to `delta` and its item-hour rows to `items`, keys
+/// borrowed from `tx` (no allocation per row).
 pub(crate) fn add_transaction<'a>(
     delta: &mut Delta<'a>,
+    items: &mut ItemDelta<'a>,
     tx: &'a Transaction,
     tz: &jiff::tz::TimeZone,
 ) {
     for_each_rollup_row(tx, tz, |granularity, bucket_ms, dimension, figures| {
-        if stored(granularity, &dimension) {
+        if let DimensionRef::Item(sku) = dimension {
+            if granularity == Granularity::Hour {
+                items
+                    .entry((bucket_ms, sku.as_str()))
+                    .or_default()
+                    .add(&figures);
+            }
+        } else if stored(granularity, &dimension) {
             delta
                 .entry(row_key(granularity, bucket_ms, dimension))
                 .or_default()
                 .add(&figures);
         }
     });
+}
+
+/// Item-hour figures committed to the log and not yet folded into the rows, by hour and
+/// SKU (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct ItemPending {
+    hours: HashMap<i64, HashMap<String, SalesFigures>>,
+    transactions: usize,
+    /// When the oldest unfolded transaction was committed.
+    since_ms: Option<i64>,
+}
+
+impl ItemPending {
+    /// Adds a committed batch's increments (`transactions` sales among them).
+    pub(crate) fn add(&mut self, items: &ItemDelta<'_>, transactions: usize, now_ms: i64) {
+        for (&(hour, sku), f) in items {
+            let skus = self.hours.entry(hour).or_default();
+            match skus.get_mut(sku) {
+                Some(sum) => sum.add(f),
+                None => {
+                    skus.insert(sku.to_owned(), *f);
+                }
+            }
+        }
+        self.transactions += transactions;
+        if transactions > 0 {
+            self.since_ms.get_or_insert(now_ms);
+        }
+    }
+
+    /// Whether enough has gathered, or for long enough, to fold it in.
+    pub(crate) fn due(&self, now_ms: i64) -> bool {
+        self.transactions >= ITEM_FOLD_TRANSACTIONS
+            || self
+                .since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= ITEM_FOLD_AGE_MS)
+    }
+
+    /// Adds to `batch` the upserts of the pending rows, in key order.
+    pub(crate) fn upsert(&self, batch: &mut values::Batch) -> Result<(), StoreError> {
+        let mut rows = delta(0);
+        for (&hour, skus) in &self.hours {
+            for (sku, f) in skus {
+                rows.insert((1, hour, 1, sku.as_str()), *f);
+            }
+        }
+        upsert(batch, &rows)
+    }
+}
+
+/// Adds to `batch` the statement that moves `epoch`'s item fold mark to `seq`.
+pub(crate) fn push_item_mark(
+    batch: &mut values::Batch,
+    epoch: i64,
+    seq: i64,
+) -> Result<(), StoreError> {
+    batch.push_sql(
+        "INSERT INTO item_fold (epoch, seq) VALUES (?, ?) \
+         ON CONFLICT(epoch) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+    );
+    batch.bind(epoch)?;
+    batch.bind(seq)
+}
+
+/// Calls `visit` with the item-hour increments of every stored sales event past its epoch's
+/// fold mark, and returns the last such event's seq per epoch. Run inside the transaction
+/// that reads the rows, so the two see one state of the log.
+pub(crate) async fn item_tail(
+    conn: &mut SqliteConnection,
+    tz: &jiff::tz::TimeZone,
+    mut visit: impl FnMut(i64, &str, &SalesFigures),
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    // Every epoch with sales events has a head row, written with its events.
+    let epochs: Vec<(i64, i64)> = sqlx::query(
+        "SELECT h.epoch, COALESCE(f.seq, 0) FROM stream_heads h \
+         LEFT JOIN item_fold f ON f.epoch = h.epoch WHERE h.class = ? AND h.seq > COALESCE(f.seq, 0)",
+    )
+    .bind(SALES)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let mut last = Vec::with_capacity(epochs.len());
+    for (epoch, mark) in epochs {
+        let mut rows =
+            sqlx::query("SELECT seq, body FROM events WHERE epoch = ? AND class = ? AND seq > ?")
+                .bind(epoch)
+                .bind(SALES)
+                .bind(mark)
+                .fetch(&mut *conn);
+        let mut through = mark;
+        while let Some(row) = rows.try_next().await? {
+            through = through.max(row.get(0));
+            let bytes: &[u8] = row.get(1);
+            let Ok(EventBody::Transaction(tx)) = postcard::from_bytes::<EventBody>(bytes) else {
+                continue;
+            };
+            for_each_rollup_row(&tx, tz, |granularity, bucket_ms, dimension, f| {
+                if let (Granularity::Hour, DimensionRef::Item(sku)) = (granularity, dimension) {
+                    visit(bucket_ms, sku.as_str(), &f);
+                }
+            });
+        }
+        last.push((epoch, through));
+    }
+    Ok(last)
+}
+
+/// The item-hour increments past the fold marks with an hour in `[from_ms, to_ms)`.
+async fn item_tail_in(
+    conn: &mut SqliteConnection,
+    tz: &jiff::tz::TimeZone,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<BTreeMap<(i64, String), SalesFigures>, StoreError> {
+    let mut tail: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
+    item_tail(conn, tz, |hour, sku, f| {
+        if hour >= from_ms && hour < to_ms {
+            tail.entry((hour, sku.to_owned())).or_default().add(f);
+        }
+    })
+    .await?;
+    Ok(tail)
+}
+
+/// Folds the log's tail into the item-hour rows and moves the marks, in one transaction:
+/// what a writer that stopped without folding left (see the module docs).
+pub(crate) async fn fold_item_tail(
+    conn: &mut SqliteConnection,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(), StoreError> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let result = async {
+        let mut pending: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
+        let marks = item_tail(&mut *conn, tz, |hour, sku, f| {
+            pending.entry((hour, sku.to_owned())).or_default().add(f);
+        })
+        .await?;
+        let mut batch = values::Batch::default();
+        let mut rows = delta(0);
+        for ((hour, sku), f) in &pending {
+            rows.insert((1, *hour, 1, sku.as_str()), *f);
+        }
+        upsert(&mut batch, &rows)?;
+        for (epoch, seq) in marks {
+            push_item_mark(&mut batch, epoch, seq)?;
+        }
+        batch.push_sql("COMMIT");
+        batch.execute(&mut *conn).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    result
 }
 
 /// The batch statement that adds a commit's rollup increments (see [`values`]).
@@ -282,6 +470,7 @@ pub async fn query(
         Granularity::Hour => 1,
         Granularity::Day | Granularity::Week => 2,
     };
+    let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "SELECT bucket_ms, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups \
          WHERE granularity = ? AND dim_kind = ? AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms, dim_value LIMIT ?",
@@ -291,8 +480,36 @@ pub async fn query(
     .bind(from_ms)
     .bind(to_ms)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    if grouping == Grouping::Item {
+        // Hours by item: the stored rows and the log's unfolded tail, one state of both.
+        let mut merged = item_tail_in(&mut tx, tz, from_ms, to_ms).await?;
+        tx.commit().await?;
+        // Rows past the last stored one the limit let through may be missing: the tail's
+        // keys after it wait for the next page.
+        let cut = (rows.len() >= limit)
+            .then(|| {
+                rows.last()
+                    .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
+            })
+            .flatten();
+        if let Some(cut) = &cut {
+            merged.retain(|key, _| key <= cut);
+        }
+        for r in &rows {
+            merged
+                .entry((r.get(0), r.get(1)))
+                .or_default()
+                .add(&figures_from(r, 2));
+        }
+        return Ok(merged
+            .into_iter()
+            .take(limit)
+            .map(|((b, g), f)| row_of(b, g, &f, tz))
+            .collect());
+    }
+    tx.commit().await?;
     let mut merged: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
     for r in &rows {
         let mut bucket: i64 = r.get(0);
@@ -323,15 +540,19 @@ async fn day_items_from_hours(
 ) -> Result<Vec<RollupRow>, StoreError> {
     // The hours of the last day that starts before `to_ms` run up to 25 h past it.
     let hours_to = to_ms.saturating_add(25 * 3_600_000);
+    let mut tx = pool.begin().await?;
+    let tail = item_tail_in(&mut tx, tz, from_ms, hours_to).await?;
     let mut rows = sqlx::query(
         "SELECT bucket_ms, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups \
          WHERE granularity = 1 AND dim_kind = 1 AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms, dim_value",
     )
     .bind(from_ms)
     .bind(hours_to)
-    .fetch(pool);
+    .fetch(&mut *tx);
     let mut days: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
     let mut current = None;
+    // The days the stored rows reached; a day past them has no stored row, only the tail.
+    let mut complete_before = i64::MAX;
     while let Some(r) = rows.try_next().await? {
         let day = bucket_start(r.get(0), Granularity::Day, tz);
         if day < from_ms {
@@ -341,6 +562,7 @@ async fn day_items_from_hours(
         // days before are complete, and if they are `limit` already none after counts.
         if current != Some(day) {
             if day >= to_ms || days.len() >= limit {
+                complete_before = day;
                 break;
             }
             current = Some(day);
@@ -348,6 +570,14 @@ async fn day_items_from_hours(
         days.entry((day, r.get(1)))
             .or_default()
             .add(&figures_from(&r, 2));
+    }
+    drop(rows);
+    tx.commit().await?;
+    for ((hour, sku), f) in tail {
+        let day = bucket_start(hour, Granularity::Day, tz);
+        if day >= from_ms && day < to_ms && day < complete_before {
+            days.entry((day, sku)).or_default().add(&f);
+        }
     }
     let mut merged: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
     for ((day, sku), f) in days.into_iter().take(limit) {
@@ -405,15 +635,21 @@ async fn minute_items_from_log(
         .collect())
 }
 
-/// The items with the most revenue (or units) in `[from_ms, to_ms)`, from hour rollups.
+/// The items with the most revenue (or units) in `[from_ms, to_ms)`, from hour rollups and
+/// the log's unfolded tail.
 pub async fn top_items(
     pool: &SqlitePool,
+    tz: &jiff::tz::TimeZone,
     from_ms: i64,
     to_ms: i64,
     by_units: bool,
     limit: usize,
 ) -> Result<Vec<serde_json::Value>, StoreError> {
     let order = if by_units { "units" } else { "revenue_e4" };
+    let mut tx = pool.begin().await?;
+    let tail = item_tail_in(&mut tx, tz, from_ms, to_ms).await?;
+    // With a tail in the range any item may move up, so every item's sum is read.
+    let rows_max = if tail.is_empty() { limit } else { usize::MAX };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT dim_value, SUM(revenue_e4) AS revenue_e4, SUM(units) AS units, SUM(transactions) FROM rollups \
          WHERE granularity = 1 AND dim_kind = 1 AND bucket_ms >= ? AND bucket_ms < ? \
@@ -421,17 +657,43 @@ pub async fn top_items(
     )))
     .bind(from_ms)
     .bind(to_ms)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
+    .bind(i64::try_from(rows_max).unwrap_or(i64::MAX))
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(rows
+    tx.commit().await?;
+    let mut items: HashMap<String, SalesFigures> = rows
         .iter()
         .map(|r| {
+            let f = SalesFigures {
+                revenue_e4: r.get(1),
+                units: r.get(2),
+                transactions: r.get(3),
+                ..SalesFigures::default()
+            };
+            (r.get::<String, _>(0), f)
+        })
+        .collect();
+    for ((_, sku), f) in tail {
+        items.entry(sku).or_default().add(&f);
+    }
+    let mut ranked: Vec<(String, SalesFigures)> = items.into_iter().collect();
+    ranked.sort_unstable_by(|(a, fa), (b, fb)| {
+        let (ka, kb) = if by_units {
+            (fa.units, fb.units)
+        } else {
+            (fa.revenue_e4, fb.revenue_e4)
+        };
+        kb.cmp(&ka).then_with(|| a.cmp(b))
+    });
+    Ok(ranked
+        .into_iter()
+        .take(limit)
+        .map(|(sku, f)| {
             serde_json::json!({
-                "itemId": r.get::<String, _>(0),
-                "revenue": money(r.get(1)),
-                "units": r.get::<i64, _>(2),
-                "transactions": r.get::<i64, _>(3),
+                "itemId": sku,
+                "revenue": money(f.revenue_e4),
+                "units": f.units,
+                "transactions": f.transactions,
             })
         })
         .collect())
@@ -482,14 +744,14 @@ pub struct Recomputed {
 /// Recomputes every rollup from the transactions in the event log and compares with the
 /// stored table. Only meaningful while no acknowledged event has been pruned.
 pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recomputed, StoreError> {
-    let pool = store.reader();
+    let mut tx = store.reader().begin().await?;
     let mut expected: HashMap<(i64, i64, i64, String), SalesFigures> = HashMap::new();
     let mut transactions = 0u64;
     let rows = sqlx::query(
         "SELECT epoch, class, seq, prev, content_hash, body FROM events WHERE class = ?",
     )
-    .bind(EventClass::Sales as i64)
-    .fetch_all(pool)
+    .bind(SALES)
+    .fetch_all(&mut *tx)
     .await?;
     for row in &rows {
         let event = crate::store::event_from_row(store.identity(), row)?;
@@ -506,18 +768,25 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
     let stored = sqlx::query(
         "SELECT granularity, bucket_ms, dim_kind, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    // The item-hour rows count up to the fold marks; the log's tail past them is added, as
+    // every reader of them does.
+    let mut got: BTreeMap<(i64, i64, i64, String), SalesFigures> = stored
+        .iter()
+        .map(|r| {
+            let key = (r.get(0), r.get(1), r.get(2), r.get(3));
+            (key, figures_from(r, 4))
+        })
+        .collect();
+    item_tail(&mut tx, tz, |hour, sku, f| {
+        got.entry((1, hour, 1, sku.to_owned())).or_default().add(f);
+    })
+    .await?;
+    tx.commit().await?;
     let mut mismatches = Vec::new();
     let stored_rows = stored.len();
-    for r in &stored {
-        let key = (
-            r.get::<i64, _>(0),
-            r.get::<i64, _>(1),
-            r.get::<i64, _>(2),
-            r.get::<String, _>(3),
-        );
-        let got = figures_from(r, 4);
+    for (key, got) in got {
         let want = expected.remove(&key).unwrap_or_default();
         if got != want {
             mismatches.push(format!("{key:?}: stored {got:?}, recomputed {want:?}"));

@@ -385,6 +385,10 @@ struct Writer {
     /// raised it may refuse it too. Each tick tries again, so it reaches the alert list
     /// and the hub once there is room.
     disk_full_unstored: Option<Alert>,
+    /// Item-hour figures committed and not yet folded into the rollup rows.
+    item_pending: rollup::ItemPending,
+    /// The last sales event of this epoch the item-hour rows count.
+    item_mark: i64,
 }
 
 /// Starts the writer on `conn`; it runs until every [`WriterHandle`] is dropped, then
@@ -407,6 +411,10 @@ pub async fn spawn(
     )
     .await?;
     metrics.set_dedupe_keys(dedupe.len());
+    // What the last run committed and did not fold, it folds now: from here on the
+    // item-hour rows count every stored sales event, and the writer's sum starts empty.
+    rollup::fold_item_tail(&mut conn, &settings.tz).await?;
+    let item_mark = sales_head(&sealer);
     let (tx, rx) = mpsc::channel(settings.config.limits.queue_requests_max);
     let writer = Writer {
         conn,
@@ -422,6 +430,8 @@ pub async fn spawn(
         commits_since_checkpoint: 0,
         day_revenue: alerts::DayRevenue::new(),
         disk_full_unstored: None,
+        item_pending: rollup::ItemPending::default(),
+        item_mark,
     };
     let task = tokio::spawn(writer.run(rx));
     let completed = Arc::new(watch::Sender::new(0));
@@ -511,6 +521,7 @@ impl Writer {
             }
         }
         // Every handle is gone: the queue is drained and every request answered.
+        self.fold_items().await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut self.conn)
             .await
@@ -759,6 +770,9 @@ impl Writer {
                     let outcomes: Vec<Outcome> = p.outcomes.into_iter().flatten().collect();
                     let _ = p.reply.send(Ok(outcomes));
                 }
+                if self.item_pending.due(now_ms) {
+                    self.fold_items().await;
+                }
             }
             Err(error) => {
                 self.sealer = sealer_backup;
@@ -871,17 +885,23 @@ impl Writer {
         let tz = &self.settings.tz;
         let sum = async {
             let mut delta = rollup::delta(events.len());
+            let mut items = rollup::ItemDelta::with_capacity_and_hasher(
+                events.len().saturating_mul(3),
+                Default::default(),
+            );
+            let mut sales = 0;
             for sealed in events {
                 if let EventBody::Transaction(t) = &sealed.event.body {
-                    rollup::add_transaction(&mut delta, t, tz);
+                    rollup::add_transaction(&mut delta, &mut items, t, tz);
+                    sales += 1;
                 }
             }
             let mut rest = values::Batch::default();
-            rollup::upsert(&mut rest, &delta).map(|()| (delta, rest))
+            rollup::upsert(&mut rest, &delta).map(|()| (delta, items, sales, rest))
         };
         let (inserted, summed) = futures::join!(first.execute(&mut *tx), sum);
         inserted?;
-        let (rollup_delta, mut batch) = summed?;
+        let (rollup_delta, items, sales, mut batch) = summed?;
         // Inventory: apply the batch's movements to the cached cells, refold the SKUs
         // whose movements arrived older than their last count.
         let changed = inventory::apply(tx, &mut self.on_hand, movements).await?;
@@ -921,7 +941,39 @@ impl Writer {
         push_state(&mut batch, &changed, &self.sealer, now_ms)?;
         batch.push_sql("COMMIT");
         batch.execute(tx).await?;
+        self.item_pending.add(&items, sales, now_ms);
         Ok((raised, day_revenue))
+    }
+
+    /// Folds the item-hour figures summed since the last fold into the rollup rows and
+    /// moves this epoch's mark to the sales head, in one transaction (see
+    /// `rollup`). On failure the sum is kept for the next try; readers count the log's
+    /// tail meanwhile, so nothing is off but the tail's length.
+    async fn fold_items(&mut self) {
+        let head = sales_head(&self.sealer);
+        if head == self.item_mark {
+            return;
+        }
+        let mut batch = values::Batch::default();
+        batch.push_sql("BEGIN IMMEDIATE");
+        let pushed = self.item_pending.upsert(&mut batch).and_then(|()| {
+            rollup::push_item_mark(&mut batch, epoch_sql(self.sealer.epoch()), head)
+        });
+        batch.push_sql("COMMIT");
+        let result = match pushed {
+            Ok(()) => batch.execute(&mut self.conn).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.item_pending = rollup::ItemPending::default();
+                self.item_mark = head;
+            }
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                tracing::warn!(%error, "folding item rollups failed; kept for the next try");
+            }
+        }
     }
 
     async fn raise_disk_full(&mut self, now_ms: i64) {
@@ -1019,6 +1071,7 @@ impl Writer {
 
     async fn tick(&mut self, now_ms: i64) {
         self.store_disk_full(now_ms).await;
+        self.fold_items().await;
         let settings = Arc::clone(&self.settings);
         let mut candidates = Vec::new();
         match alerts::periodic_candidates(
@@ -1111,9 +1164,11 @@ impl Writer {
         let letters_cutoff = now_ms - i64::from(r.dead_letter_days) * day_ms;
         let keys_cutoff = now_ms - i64::from(r.dedupe_days) * day_ms;
         let mut tx = self.conn.begin().await?;
-        // Only what the hub acknowledged (seq <= acked) and is past retention.
+        // Only what the hub acknowledged (seq <= acked), is past retention and, for sales,
+        // is counted by the item-hour rows (seq <= the fold mark).
         let prunable = "FROM events WHERE recorded_ms < ?1 AND seq <= \
-             (SELECT acked FROM stream_heads h WHERE h.epoch = events.epoch AND h.class = events.class)";
+             (SELECT acked FROM stream_heads h WHERE h.epoch = events.epoch AND h.class = events.class) \
+             AND (class <> 0 OR seq <= (SELECT seq FROM item_fold f WHERE f.epoch = events.epoch))";
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT OR REPLACE INTO dedupe_archive (dedupe_key, content_tag, pruned_ms) \
              SELECT dedupe_key, content_tag, ?2 {prunable} AND dedupe_key IS NOT NULL"
@@ -1347,6 +1402,11 @@ fn push_state(
     batch.bind(now_ms)?;
     batch.bind(to_json(&on_hand_rows, "on-hand cells")?)?;
     batch.bind(to_json(&head_rows, "stream heads")?)
+}
+
+/// The seq of the last sales event `sealer` sealed, as stored.
+fn sales_head(sealer: &Sealer) -> i64 {
+    i64::try_from(sealer.head(EventClass::Sales).seq.0).unwrap_or(i64::MAX)
 }
 
 /// Begins the writer's transaction, taking the database's write lock at once.

@@ -204,6 +204,24 @@ fn late_stock_movements_refold_and_a_first_batch_crosses_a_milestone() {
 
 /// Day and week rows by item are summed from the stored hour rows: per local day (the
 /// agent's zone is Europe/Paris), days starting in the range only, `limit` groups.
+/// `(bucket_ms, item, units)` of the agent's rollups by item for `query`.
+fn item_rows(agent: &Agent, query: &str) -> Vec<(i64, String, i64)> {
+    let (status, v) = agent.get(&format!("/api/v1/rollups?group=item&{query}"));
+    assert_eq!(status, 200, "{v}");
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["bucketMs"].as_i64().unwrap(),
+                r["group"].as_str().unwrap().to_owned(),
+                r["units"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn day_and_week_rows_by_item_sum_the_hours() {
     let (_tmp, agent) = Agent::new(|c| c);
@@ -235,23 +253,7 @@ fn day_and_week_rows_by_item_sum_the_hours() {
         .collect();
     let (status, v) = agent.post("/api/v1/transactions", &body(&Value::Array(txs)));
     assert_eq!(status, 200, "{v}");
-    let rows = |query: String| -> Vec<(i64, String, i64)> {
-        let (status, v) = agent.get(&format!("/api/v1/rollups?group=item&{query}"));
-        assert_eq!(status, 200, "{v}");
-        v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let units = r["units"].as_i64().unwrap();
-                (
-                    r["bucketMs"].as_i64().unwrap(),
-                    r["group"].as_str().unwrap().to_owned(),
-                    units,
-                )
-            })
-            .collect()
-    };
+    let rows = |query: String| item_rows(&agent, &query);
     let ms = |z: &jiff::Zoned| z.timestamp().as_millisecond();
     let range = |from: jiff::Timestamp, to: jiff::Timestamp| format!("from={from}&to={to}");
     let all = range(day0.timestamp(), today.timestamp());
@@ -274,6 +276,142 @@ fn day_and_week_rows_by_item_sum_the_hours() {
     let weeks = rows(format!("granularity=week&{all}"));
     let units = |sku: &str| -> i64 { weeks.iter().filter(|r| r.1 == sku).map(|r| r.2).sum() };
     assert_eq!((units("pen"), units("cup")), (7, 1), "{weeks:?}");
+}
+
+/// The item fold mark of the agent's epoch and its sales head, read beside the running
+/// agent.
+fn item_fold_state(dir: &std::path::Path) -> (Option<i64>, i64) {
+    use sqlx::Connection as _;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("edge.db"))
+            .read_only(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+        let head: i64 = sqlx::query_scalar(
+            "SELECT seq FROM stream_heads WHERE class = 0 ORDER BY epoch DESC LIMIT 1",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let mark: Option<i64> = sqlx::query_scalar(
+            "SELECT f.seq FROM item_fold f JOIN stream_heads h ON h.epoch = f.epoch AND h.class = 0 \
+             ORDER BY f.epoch DESC LIMIT 1",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        (mark, head)
+    })
+}
+
+/// Hour rows by item are folded in from the log thousands of sales at a time; until then
+/// every reader adds the log's tail. The answers are the same before a fold, after it,
+/// mixed (a folded row and a tail for one key) and after a kill -9 lost the writer's sum.
+#[test]
+fn item_rollups_answer_the_same_before_and_after_the_fold() {
+    let (_tmp, mut agent) = Agent::new(|c| c);
+    let hour = |hours_ago: i64| {
+        let now = jiff::Timestamp::now().as_millisecond();
+        (now - now.rem_euclid(3_600_000)) - hours_ago * 3_600_000
+    };
+    let sale = |id: &str, at_ms: i64, sku: &str, qty: i64| {
+        let ts = jiff::Timestamp::from_millisecond(at_ms + 60_000).unwrap();
+        json!({"transactionId": id, "storeId": "s1", "timestamp": ts.to_string(),
+            "items": [{"itemId": sku, "quantity": qty, "price": 2.0}],
+            "totalAmount": 2.0 * qty as f64, "paymentMethod": "cash"})
+    };
+    let (h5, h3) = (hour(5), hour(3));
+    let first = vec![
+        sale("a1", h5, "pen", 2),
+        sale("a2", h3, "cup", 1),
+        sale("a3", h3, "pen", 4),
+    ];
+    let (status, v) = agent.post("/api/v1/transactions", &body(&Value::Array(first)));
+    assert_eq!(status, 200, "{v}");
+    let from = jiff::Timestamp::from_millisecond(h5).unwrap();
+    let to = jiff::Timestamp::from_millisecond(hour(2)).unwrap();
+    let hours = |agent: &Agent| item_rows(agent, &format!("granularity=hour&from={from}&to={to}"));
+    let top = |agent: &Agent| -> Vec<(String, i64)> {
+        let (status, v) = agent.get(&format!("/api/v1/top-items?by=units&from={from}&to={to}"));
+        assert_eq!(status, 200, "{v}");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["itemId"].as_str().unwrap().to_owned(),
+                    r["units"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![
+        (h5, "pen".to_owned(), 2),
+        (h3, "cup".to_owned(), 1),
+        (h3, "pen".to_owned(), 4),
+    ];
+    // Nothing is folded yet: the answer is the log's tail alone.
+    assert_eq!(item_fold_state(&agent.dir).0.unwrap_or(0), 0);
+    assert_eq!(hours(&agent), expected);
+    assert_eq!(
+        top(&agent),
+        vec![("pen".to_owned(), 6), ("cup".to_owned(), 1)]
+    );
+
+    // Enough sales in the current hour to fold: the rows then count every sale.
+    let bulk: Vec<Value> = (0..2_100)
+        .map(|n| common::transaction(&format!("b{n}"), 1, 0))
+        .collect();
+    let (status, v) = agent.post("/api/v1/transactions", &body(&Value::Array(bulk)));
+    assert_eq!(status, 200, "{v}");
+    // The writer folds right after it answered the commit that made the sum due.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (mark, head) = item_fold_state(&agent.dir);
+        if mark == Some(head) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fold: mark {mark:?}, head {head}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(hours(&agent), expected);
+
+    // A folded row and a tail for the same key add up; a sale's rows are counted once.
+    let (status, v) = agent.post(
+        "/api/v1/transactions",
+        &body(&Value::Array(vec![
+            sale("a4", h3, "pen", 5),
+            sale("a1", h5, "pen", 2),
+        ])),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (mark, head) = item_fold_state(&agent.dir);
+    assert!(mark < Some(head), "the new sale is in the tail");
+    let expected = vec![
+        (h5, "pen".to_owned(), 2),
+        (h3, "cup".to_owned(), 1),
+        (h3, "pen".to_owned(), 9),
+    ];
+    assert_eq!(hours(&agent), expected);
+    assert_eq!(
+        top(&agent),
+        vec![("pen".to_owned(), 11), ("cup".to_owned(), 1)]
+    );
+
+    // The writer's unfolded sum dies with it; the next start folds the log's tail.
+    agent.kill9();
+    agent.restart();
+    let (mark, head) = item_fold_state(&agent.dir);
+    assert_eq!(mark, Some(head), "the start folded the tail");
+    assert_eq!(hours(&agent), expected);
+    assert_eq!(
+        top(&agent),
+        vec![("pen".to_owned(), 11), ("cup".to_owned(), 1)]
+    );
 }
 
 fn request_text(agent: &Agent, path: &str) -> (u16, String) {
