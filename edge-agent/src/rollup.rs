@@ -122,21 +122,59 @@ pub(crate) struct ItemPending {
 }
 
 impl ItemPending {
-    /// Adds a committed batch's increments (`transactions` sales among them).
-    pub(crate) fn add(&mut self, items: &ItemDelta<'_>, transactions: usize, now_ms: i64) {
+    /// Adds a committed batch's increments; `events` is how many sales-class events it
+    /// sealed (every one moves the head the fold's mark follows, and readers decode it).
+    pub(crate) fn add(&mut self, items: &ItemDelta<'_>, events: usize, now_ms: i64) {
         for (&(hour, sku), f) in items {
-            let skus = self.hours.entry(hour).or_default();
-            match skus.get_mut(sku) {
-                Some(sum) => sum.add(f),
-                None => {
-                    skus.insert(sku.to_owned(), *f);
-                }
+            self.add_row(hour, sku, f);
+        }
+        self.add_events(events, now_ms);
+    }
+
+    fn add_row(&mut self, hour: i64, sku: &str, f: &SalesFigures) {
+        let skus = self.hours.entry(hour).or_default();
+        match skus.get_mut(sku) {
+            Some(sum) => sum.add(f),
+            None => {
+                skus.insert(sku.to_owned(), *f);
             }
         }
-        self.transactions += transactions;
-        if transactions > 0 {
+    }
+
+    fn add_events(&mut self, events: usize, now_ms: i64) {
+        self.transactions += events;
+        if events > 0 {
             self.since_ms.get_or_insert(now_ms);
         }
+    }
+
+    /// The sum of `epoch`'s unfolded tail and the mark it starts after: what a writer that
+    /// could not fold at start carries instead.
+    pub(crate) async fn from_tail(
+        conn: &mut SqliteConnection,
+        tz: &jiff::tz::TimeZone,
+        epoch: i64,
+        now_ms: i64,
+    ) -> Result<(ItemPending, i64), StoreError> {
+        let mut pending = ItemPending::default();
+        item_tail(&mut *conn, tz, Some(epoch), |hour, sku, f| {
+            pending.add_row(hour, sku, f);
+        })
+        .await?;
+        let mark: Option<i64> = sqlx::query_scalar("SELECT seq FROM item_fold WHERE epoch = ?")
+            .bind(epoch)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let mark = mark.unwrap_or(0);
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM stream_heads WHERE epoch = ? AND class = ?")
+                .bind(epoch)
+                .bind(SALES)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let events = head.unwrap_or(0).saturating_sub(mark);
+        pending.add_events(usize::try_from(events).unwrap_or(0), now_ms);
+        Ok((pending, mark))
     }
 
     /// Whether enough has gathered, or for long enough, to fold it in.
@@ -179,6 +217,7 @@ pub(crate) fn push_item_mark(
 pub(crate) async fn item_tail(
     conn: &mut SqliteConnection,
     tz: &jiff::tz::TimeZone,
+    only_epoch: Option<i64>,
     mut visit: impl FnMut(i64, &str, &SalesFigures),
 ) -> Result<Vec<(i64, i64)>, StoreError> {
     // Every epoch with sales events has a head row, written with its events.
@@ -191,6 +230,7 @@ pub(crate) async fn item_tail(
     .await?
     .iter()
     .map(|r| (r.get(0), r.get(1)))
+    .filter(|(epoch, _)| only_epoch.is_none_or(|only| only == *epoch))
     .collect();
     let mut last = Vec::with_capacity(epochs.len());
     for (epoch, mark) in epochs {
@@ -202,10 +242,22 @@ pub(crate) async fn item_tail(
                 .fetch(&mut *conn);
         let mut through = mark;
         while let Some(row) = rows.try_next().await? {
-            through = through.max(row.get(0));
+            let seq: i64 = row.get(0);
+            through = through.max(seq);
             let bytes: &[u8] = row.get(1);
-            let Ok(EventBody::Transaction(tx)) = postcard::from_bytes::<EventBody>(bytes) else {
-                continue;
+            // A body the writer stored that does not decode is damage to report, not a
+            // sale to leave out of the rows for good.
+            let tx = match postcard::from_bytes::<EventBody>(bytes) {
+                Ok(EventBody::Transaction(tx)) => tx,
+                Ok(_) => continue,
+                Err(e) => {
+                    return Err(StoreError::Corrupt {
+                        epoch: epoch as u64,
+                        class: EventClass::Sales as u8,
+                        seq: u64::try_from(seq).unwrap_or(0),
+                        reason: e.to_string(),
+                    });
+                }
             };
             for_each_rollup_row(&tx, tz, |granularity, bucket_ms, dimension, f| {
                 if let (Granularity::Hour, DimensionRef::Item(sku)) = (granularity, dimension) {
@@ -226,7 +278,7 @@ async fn item_tail_in(
     to_ms: i64,
 ) -> Result<BTreeMap<(i64, String), SalesFigures>, StoreError> {
     let mut tail: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
-    item_tail(conn, tz, |hour, sku, f| {
+    item_tail(conn, tz, None, |hour, sku, f| {
         if hour >= from_ms && hour < to_ms {
             tail.entry((hour, sku.to_owned())).or_default().add(f);
         }
@@ -244,7 +296,7 @@ pub(crate) async fn fold_item_tail(
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let result = async {
         let mut pending: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
-        let marks = item_tail(&mut *conn, tz, |hour, sku, f| {
+        let marks = item_tail(&mut *conn, tz, None, |hour, sku, f| {
             pending.entry((hour, sku.to_owned())).or_default().add(f);
         })
         .await?;
@@ -779,7 +831,7 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
             (key, figures_from(r, 4))
         })
         .collect();
-    item_tail(&mut tx, tz, |hour, sku, f| {
+    item_tail(&mut tx, tz, None, |hour, sku, f| {
         got.entry((1, hour, 1, sku.to_owned())).or_default().add(f);
     })
     .await?;

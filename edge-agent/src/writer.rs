@@ -389,6 +389,8 @@ struct Writer {
     item_pending: rollup::ItemPending,
     /// The last sales event of this epoch the item-hour rows count.
     item_mark: i64,
+    /// After a failed fold, no other is tried before this time.
+    item_fold_retry_ms: i64,
 }
 
 /// Starts the writer on `conn`; it runs until every [`WriterHandle`] is dropped, then
@@ -413,8 +415,22 @@ pub async fn spawn(
     metrics.set_dedupe_keys(dedupe.len());
     // What the last run committed and did not fold, it folds now: from here on the
     // item-hour rows count every stored sales event, and the writer's sum starts empty.
-    rollup::fold_item_tail(&mut conn, &settings.tz).await?;
-    let item_mark = sales_head(&sealer);
+    // A fold that fails (a full disk needs no more than that) does not keep the agent
+    // from starting: the writer takes up this epoch's tail as its sum, to fold when it
+    // can, and readers count the tail meanwhile.
+    let (item_pending, item_mark) = match rollup::fold_item_tail(&mut conn, &settings.tz).await {
+        Ok(()) => (rollup::ItemPending::default(), sales_head(&sealer)),
+        Err(error) => {
+            tracing::warn!(%error, "folding item rollups at start failed; the writer carries them");
+            rollup::ItemPending::from_tail(
+                &mut conn,
+                &settings.tz,
+                epoch_sql(sealer.epoch()),
+                now_ms,
+            )
+            .await?
+        }
+    };
     let (tx, rx) = mpsc::channel(settings.config.limits.queue_requests_max);
     let writer = Writer {
         conn,
@@ -430,8 +446,9 @@ pub async fn spawn(
         commits_since_checkpoint: 0,
         day_revenue: alerts::DayRevenue::new(),
         disk_full_unstored: None,
-        item_pending: rollup::ItemPending::default(),
+        item_pending,
         item_mark,
+        item_fold_retry_ms: 0,
     };
     let task = tokio::spawn(writer.run(rx));
     let completed = Arc::new(watch::Sender::new(0));
@@ -521,7 +538,7 @@ impl Writer {
             }
         }
         // Every handle is gone: the queue is drained and every request answered.
-        self.fold_items().await;
+        self.fold_items(crate::ingest::now_ms()).await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut self.conn)
             .await
@@ -770,9 +787,7 @@ impl Writer {
                     let outcomes: Vec<Outcome> = p.outcomes.into_iter().flatten().collect();
                     let _ = p.reply.send(Ok(outcomes));
                 }
-                if self.item_pending.due(now_ms) {
-                    self.fold_items().await;
-                }
+                self.fold_items_if_due(now_ms).await;
             }
             Err(error) => {
                 self.sealer = sealer_backup;
@@ -891,9 +906,11 @@ impl Writer {
             );
             let mut sales = 0;
             for sealed in events {
+                if sealed.event.key.stream.class == EventClass::Sales {
+                    sales += 1;
+                }
                 if let EventBody::Transaction(t) = &sealed.event.body {
                     rollup::add_transaction(&mut delta, &mut items, t, tz);
-                    sales += 1;
                 }
             }
             let mut rest = values::Batch::default();
@@ -949,7 +966,13 @@ impl Writer {
     /// moves this epoch's mark to the sales head, in one transaction (see
     /// `rollup`). On failure the sum is kept for the next try; readers count the log's
     /// tail meanwhile, so nothing is off but the tail's length.
-    async fn fold_items(&mut self) {
+    async fn fold_items_if_due(&mut self, now_ms: i64) {
+        if self.item_pending.due(now_ms) && now_ms >= self.item_fold_retry_ms {
+            self.fold_items(now_ms).await;
+        }
+    }
+
+    async fn fold_items(&mut self, now_ms: i64) {
         let head = sales_head(&self.sealer);
         if head == self.item_mark {
             return;
@@ -971,6 +994,7 @@ impl Writer {
             }
             Err(error) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+                self.item_fold_retry_ms = now_ms.saturating_add(rollup::ITEM_FOLD_AGE_MS);
                 tracing::warn!(%error, "folding item rollups failed; kept for the next try");
             }
         }
@@ -1071,7 +1095,7 @@ impl Writer {
 
     async fn tick(&mut self, now_ms: i64) {
         self.store_disk_full(now_ms).await;
-        self.fold_items().await;
+        self.fold_items_if_due(now_ms).await;
         let settings = Arc::clone(&self.settings);
         let mut candidates = Vec::new();
         match alerts::periodic_candidates(

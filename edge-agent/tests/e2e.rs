@@ -286,20 +286,26 @@ fn item_fold_state(dir: &std::path::Path) -> (Option<i64>, i64) {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.join("edge.db"))
             .read_only(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
-        let head: i64 = sqlx::query_scalar(
-            "SELECT seq FROM stream_heads WHERE class = 0 ORDER BY epoch DESC LIMIT 1",
-        )
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        let mark: Option<i64> = sqlx::query_scalar(
-            "SELECT f.seq FROM item_fold f JOIN stream_heads h ON h.epoch = f.epoch AND h.class = 0 \
-             ORDER BY f.epoch DESC LIMIT 1",
-        )
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        // The agent's current epoch, a u64 in `meta`, stored as its i64 bits in the tables.
+        let epoch: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let epoch = epoch.parse::<u64>().unwrap() as i64;
+        let head: i64 =
+            sqlx::query_scalar("SELECT seq FROM stream_heads WHERE class = 0 AND epoch = ?")
+                .bind(epoch)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let mark: Option<i64> = sqlx::query_scalar("SELECT seq FROM item_fold WHERE epoch = ?")
+            .bind(epoch)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap();
         (mark, head)
     })
 }
@@ -1148,6 +1154,62 @@ fn full_disk_answers_503_and_keeps_the_database_intact() {
     if let Ok(out) = out {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
     }
+}
+
+/// A full database starts again after a crash although the hour rows by item its writer
+/// had not folded need pages the database cannot have: the agent starts (its writer
+/// carrying the unfolded sum) and answers from the stored rows and the log's tail.
+#[test]
+fn a_full_database_with_unfolded_item_rows_starts_after_a_crash() {
+    let (_tmp, mut agent) = Agent::new(|c| c.replace("db_size_max_mib = 0", "db_size_max_mib = 1"));
+    let mut accepted = 0;
+    // Requests of 20 sales until one no longer fits, then of one: the database is full to
+    // its last pages.
+    for per_request in [20, 1] {
+        for n in 0..400 {
+            // Every item a new SKU: each needs an hour row by item when the writer folds.
+            let batch: Vec<Value> = (0..per_request)
+                .map(|i| {
+                    let mut tx = transaction(&format!("f-{per_request}-{n}-{i}"), 10, 0);
+                    let items = tx["items"].as_array_mut().unwrap();
+                    for (line, item) in items.iter_mut().enumerate() {
+                        item["itemId"] = json!(format!("u-{per_request}-{n}-{i}-{line}"));
+                    }
+                    tx
+                })
+                .collect();
+            let (status, v) = agent.post("/api/v1/transactions", &body(&Value::Array(batch)));
+            match status {
+                200 => accepted += per_request,
+                503 => break,
+                other => panic!("unexpected {other}: {v}"),
+            }
+        }
+    }
+    assert!(accepted > 0 && accepted < 2_048, "{accepted} accepted");
+    let units = |agent: &Agent| {
+        let (status, day) = agent.get("/api/v1/rollups?granularity=day");
+        assert_eq!(status, 200, "{day}");
+        let (status, items) = agent.get("/api/v1/top-items?by=units&limit=100000");
+        assert_eq!(status, 200, "{items}");
+        let item_units: i64 = items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["units"].as_i64().unwrap())
+            .sum();
+        (day["rows"][0]["units"].as_i64().unwrap(), item_units)
+    };
+    let (store_units, item_units) = units(&agent);
+    assert_eq!(store_units, item_units);
+    eprintln!(
+        "DEBUG accepted {accepted} state {:?}",
+        item_fold_state(&agent.dir)
+    );
+    agent.kill9();
+    agent.restart();
+    assert_eq!(units(&agent), (store_units, store_units));
+    assert!(agent.terminate());
 }
 
 #[test]
