@@ -1559,6 +1559,10 @@ async fn series_points_capped(store: Arc<dyn Store>) {
     check(format!("bucket=week&group_by=region&{week}"), Ok(2)).await;
     // By item, a week reads four daily rows (two stores × two items): over the rows cap.
     check(format!("bucket=week&group_by=item&{week}"), Err(())).await;
+    // By category the database sums those item rows first: one row a day (a week by store),
+    // within both caps however many items a category holds.
+    check(format!("bucket=day&group_by=category&{week}"), Ok(1)).await;
+    check(format!("bucket=week&group_by=category&{week}"), Ok(1)).await;
 }
 
 /// Requests that fail authentication (no token, a forged one) spend their address's

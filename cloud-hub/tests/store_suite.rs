@@ -1324,7 +1324,77 @@ async fn rollup_reads_stop_at_their_limit(store: Arc<dyn Store>) {
     }
 }
 
+/// Item rows read by category are summed into the tenant's catalog categories in the
+/// database, an item without one as "uncategorized", and no other tenant's catalog counts.
+async fn item_rollups_sum_into_catalog_categories(store: Arc<dyn Store>) {
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "Europe/Paris"), ("s2", "south", "UTC")],
+    )
+    .await;
+    setup_tenant(&*store, "globex", &[("g1", "north", "UTC")]).await;
+    for (store_id, device_id) in [("s1", "d1"), ("s2", "d2")] {
+        let mut device = Device::new("acme", store_id, device_id, 1);
+        let (stream, events, head) = device.run(sample_bodies(store_id));
+        store.commit_events(&stream, &events, head).await.unwrap();
+    }
+    let sku = |s: &str| storesync_protocol::ids::Sku::new(s).unwrap();
+    let acme = tenant("acme");
+    store
+        .set_item_category(&acme, &sku("sku-1"), "pens")
+        .await
+        .unwrap();
+    store
+        .set_item_category(&acme, &sku("sku-2"), "pens")
+        .await
+        .unwrap();
+    // Another tenant's catalog names sku-3, which acme's does not.
+    store
+        .set_item_category(&tenant("globex"), &sku("sku-3"), "toys")
+        .await
+        .unwrap();
+    let category = |value: &str| match value {
+        "sku-1" | "sku-2" => "pens",
+        _ => "uncategorized",
+    };
+    for granularity in [Granularity::Hour, Granularity::Day] {
+        for by_store in [false, true] {
+            let items = every_bucket(granularity, DimKind::Item, by_store, true);
+            let mut expected: BTreeMap<(Option<String>, String, i64), SalesFigures> =
+                BTreeMap::new();
+            for row in store.rollups(&acme, &items).await.unwrap() {
+                let key = (
+                    row.store_id.map(|s| s.as_str().to_owned()),
+                    category(&row.value).to_owned(),
+                    row.bucket_ms,
+                );
+                expected.entry(key).or_default().add(&row.figures);
+            }
+            let mut by_category = items.clone();
+            by_category.by_category = true;
+            let rows = store.rollups(&acme, &by_category).await.unwrap();
+            let got: BTreeMap<(Option<String>, String, i64), SalesFigures> = rows
+                .into_iter()
+                .map(|row| {
+                    let key = (
+                        row.store_id.map(|s| s.as_str().to_owned()),
+                        row.value,
+                        row.bucket_ms,
+                    );
+                    (key, row.figures)
+                })
+                .collect();
+            assert_eq!(got, expected, "{granularity:?}, by store {by_store}");
+            assert!(
+                got.keys().any(|k| k.1 == "pens") && got.keys().any(|k| k.1 == "uncategorized")
+            );
+        }
+    }
+}
+
 on_both_backends!(
+    item_rollups_sum_into_catalog_categories,
     rollup_reads_stop_at_their_limit,
     gated_runs_commit_in_order,
     fleet_alerts_dedupe_clear_and_reopen,

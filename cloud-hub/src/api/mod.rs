@@ -1199,13 +1199,9 @@ async fn compute_series(
     let category = param(q, "category");
     let items: Option<Vec<String>> =
         param(q, "items").map(|s| s.split(',').map(|s| s.trim().to_owned()).collect());
-    let categories = if category.is_some() || group_by == GroupBy::Category {
-        state.inner.store.item_categories(&caller.tenant).await?
-    } else {
-        BTreeMap::new()
-    };
     let mut values = items;
     if let Some(category) = category {
+        let categories = state.inner.store.item_categories(&caller.tenant).await?;
         let in_category: Vec<String> = categories
             .iter()
             .filter(|(_, c)| c.as_str() == category)
@@ -1247,10 +1243,9 @@ async fn compute_series(
     // The points of a series are its groups × buckets, and items or payment methods can
     // be many: the read itself is bounded. Where each row is one point (nothing summed
     // across rows), at most `series_points_max` rows are read; where several rows make one
-    // point (weeks from days, regions from stores, categories from items), at most
-    // `series_rows_max`, and the points are counted as they form.
-    let rows_summed =
-        bucket == Granularity::Week || matches!(group_by, GroupBy::Region | GroupBy::Category);
+    // point (weeks from days, regions from stores), at most `series_rows_max`, and the
+    // points are counted as they form. Items are summed into categories by the database.
+    let rows_summed = bucket == Granularity::Week || group_by == GroupBy::Region;
     let rows_max = if rows_summed {
         state.inner.limits.series_rows_max.max(points_max)
     } else {
@@ -1273,6 +1268,7 @@ async fn compute_series(
                     group_by,
                     GroupBy::Item | GroupBy::Category | GroupBy::Payment
                 ),
+                by_category: group_by == GroupBy::Category,
                 by_bucket: true,
                 limit: Some(rows_max.saturating_add(1)),
             },
@@ -1325,11 +1321,7 @@ async fn compute_series(
             GroupBy::None => "all",
             GroupBy::Store => store,
             GroupBy::Region => regions.get(store).copied().unwrap_or_default(),
-            GroupBy::Item | GroupBy::Payment => &row.value,
-            GroupBy::Category => categories
-                .get(&row.value)
-                .map(String::as_str)
-                .unwrap_or("uncategorized"),
+            GroupBy::Item | GroupBy::Payment | GroupBy::Category => &row.value,
         };
         let index = *group_index.entry(group).or_insert_with(|| {
             group_points.push((group.to_owned(), BTreeMap::new()));
@@ -1573,6 +1565,7 @@ async fn top_items(
                     values: None,
                     by_store: false,
                     by_value: true,
+                    by_category: false,
                     by_bucket: false,
                     limit: None,
                 },
@@ -1624,6 +1617,7 @@ async fn basket(
                     values: None,
                     by_store: false,
                     by_value: false,
+                    by_category: false,
                     by_bucket: false,
                     limit: None,
                 },

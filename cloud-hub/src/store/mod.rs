@@ -292,6 +292,13 @@ pub fn granularity_code(g: Granularity) -> i16 {
     }
 }
 
+/// The category of items the catalog names none for.
+pub const UNCATEGORIZED: &str = "uncategorized";
+
+/// An item row's category in a by-category read (`RollupQuery::by_category`), on both
+/// backends: the catalog's, else [`UNCATEGORIZED`].
+pub(crate) const CATEGORY_COLUMN: &str = "COALESCE(i.category, 'uncategorized')";
+
 /// Which rollup rows to read, and which columns to keep apart (the others are summed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupQuery {
@@ -311,6 +318,10 @@ pub struct RollupQuery {
     pub by_store: bool,
     /// Keep dimension values apart.
     pub by_value: bool,
+    /// Sum item rows into their catalog category, read in the database with the catalog
+    /// (`UNCATEGORIZED` for an item it has no category for); with `by_value` a row's value
+    /// is the category. Only for `DimKind::Item`.
+    pub by_category: bool,
     /// Keep buckets apart.
     pub by_bucket: bool,
     /// Return at most this many rows (`None`: all). Which rows is unspecified: a caller
@@ -654,4 +665,12 @@ pub fn key_text(key: &EventKey) -> String {
         key.stream.class.as_str(),
         key.seq.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_category_column_falls_back_to_uncategorized() {
+        assert!(super::CATEGORY_COLUMN.contains(&format!("'{}')", super::UNCATEGORIZED)));
+    }
 }

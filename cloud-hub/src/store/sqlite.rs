@@ -913,12 +913,20 @@ impl Store for SqliteStore {
         q: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let store_col = if q.by_store { "store_id" } else { "''" };
-        let value_col = if q.by_value { "dim_value" } else { "''" };
+        let value_col = match (q.by_value, q.by_category) {
+            (false, _) => "''",
+            (true, false) => "dim_value",
+            (true, true) => super::CATEGORY_COLUMN,
+        };
         let bucket_col = if q.by_bucket { "bucket_ms" } else { "0" };
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT {store_col}, {value_col}, {bucket_col}, sum(revenue_e4), sum(units), sum(transactions), sum(refunds), \
-             sum(refund_amount_e4), sum(voids) FROM sales_rollups WHERE tenant_id = "
+             sum(refund_amount_e4), sum(voids) FROM sales_rollups r"
         ));
+        if q.by_category {
+            qb.push(" LEFT JOIN items i ON i.tenant_id = r.tenant_id AND i.sku = r.dim_value");
+        }
+        qb.push(" WHERE r.tenant_id = ");
         qb.push_bind(tenant.as_str().to_owned())
             .push(" AND granularity = ")
             .push_bind(granularity_code(q.granularity))

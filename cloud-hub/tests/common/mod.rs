@@ -223,6 +223,7 @@ pub fn every_bucket(
         values: None,
         by_store,
         by_value,
+        by_category: false,
         by_bucket: true,
         limit: None,
     }
