@@ -37,7 +37,9 @@
 //! ahead of or behind the events. Minute, hour and day rollups (by store, item, payment
 //! method, register) are computed with the protocol's `rollup_rows` in the store's time
 //! zone, so hub and edge figures are equal; weeks are summed from days, regions from stores
-//! and categories from items at query time (so recategorizing an item restates history).
+//! and categories from items at query time, the last in the database joined with the
+//! tenant's catalog so one row per category leaves it (recategorizing an item restates
+//! history).
 //! What is not fresh is *completeness*: a store that has not synced yet is behind, and every
 //! series says so with a per-store watermark (`completeUpTo`) and `storesBehind`.
 //!
