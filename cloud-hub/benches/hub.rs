@@ -906,6 +906,45 @@ async fn api_bench(cluster: &PgCluster) {
             per_request_ms(cpu_before.1, cpu_after.1),
         );
     }
+
+    // HQ's category chart: every store, daily by category over the whole data set, each
+    // request a range of its own (uncached), one at a time. The 2,000 SKUs fall in 20
+    // catalog categories.
+    {
+        let admin = admin_client(&cluster.url("postgres", "bench_api")).await;
+        admin
+            .batch_execute(
+                "INSERT INTO items (tenant_id, sku, category) \
+                 SELECT 'bench', 'sku-' || n, 'category-' || (n % 20) FROM generate_series(0, 1999) n \
+                 ON CONFLICT (tenant_id, sku) DO UPDATE SET category = excluded.category",
+            )
+            .await
+            .unwrap();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let category_requests = env("HUB_BENCH_CATEGORY_REQUESTS", 20);
+        for bucket in ["day", "week"] {
+            let mut h = Histogram::<u64>::new(3).unwrap();
+            for i in 0..category_requests as i64 {
+                let to = now - i * 60_000;
+                let path = format!(
+                    "/api/v1/sales/series?bucket={bucket}&group_by=category&from={}&to={to}",
+                    to - (days as i64 - 1) * day
+                );
+                let t = Instant::now();
+                assert_eq!(http_get(&mut stream, &path, &token).await, 200, "{path}");
+                h.record(t.elapsed().as_micros() as u64).unwrap();
+            }
+            println!(
+                "category series, all {stores} stores, {} days by {bucket} and 20 categories: {} requests one at a time, p50 {:.1} ms, p99 {:.1} ms",
+                days - 1,
+                h.len(),
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+            );
+        }
+    }
 }
 
 fn main() {

@@ -152,18 +152,19 @@
 //! SQLite's work and the fsync are about 70% of the wall time and the writer's own
 //! preparation 25%; in a 1,000 commit about half each.
 //!
-//! Then hour rows by item left the commit: the writer sums them in memory and folds them in
-//! every 2,048 sales (or 10 s, or at the tick), readers adding the log's unfolded tail (see
-//! `rollup`). Leaving them out altogether (a temporary switch) had shown what they cost:
-//! 0.75-0.88 ms per 64×1 commit against 0.96-1.07. Alternating that build with the one
-//! before, `-- 50000 internal` three times each (nine rounds each, load average about 1):
-//! 64×1 0.99 ms per commit (median) against 1.15, its ratio to the same round's baseline
-//! 0.59-0.80 (median 0.66) against 0.48-0.60 (median 0.53); 1×1,000 6.76 ms against 7.03,
-//! ratio median 0.69 against 0.63. Full runs of the new build (`-- 50000 --runs=3`): 64×1
-//! 0.52× (one round of a fast baseline at 0.46×), then 0.62× and 0.63×; 1×1,000 0.54×,
-//! 0.61×, 0.70×; HTTP 27,973 / 27,870 / 25,405/s, median 27,870/s (agent 34.6 µs CPU per
-//! transaction, clients 7.8 µs); RSS idle 11 MiB, under load 35 MiB; at a steady 1,000/s p50
-//! 0.49 ms, p99 1.43 ms.
+//! Then hour rows by item left the upserts: each commit appends its item-hour increments as
+//! one row of `item_deltas`, folded into the hour rows every 2,048 sales (or 10 s, or at the
+//! tick), readers adding the unfolded rows (see `rollup`). Leaving the item rows out
+//! altogether (a temporary switch) had shown what they cost: 0.75-0.88 ms per 64×1 commit
+//! against 0.96-1.07. A first version kept the increments in the writer's memory only
+//! (readers decoding the log past a mark); alternating it with the build before, `-- 50000
+//! internal` three times each (nine rounds each, load average about 1): 64×1 0.99 ms per
+//! commit (median) against 1.15, ratio to the same round's baseline 0.59-0.80 (median 0.66)
+//! against 0.48-0.60 (median 0.53); 1×1,000 6.76 ms against 7.03, ratio median 0.69 against
+//! 0.63. The delta row, which keeps the increments in the commit's own transaction, against
+//! that version, alternating the same way: 64×1 0.83 ms against 0.79, ratio 0.55-0.71
+//! (median 0.60) against 0.57-0.70 (median 0.63); 1×1,000 5.56 ms against 5.60, ratio
+//! median 0.63 against 0.65.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 

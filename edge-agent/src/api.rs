@@ -535,7 +535,6 @@ async fn get_top_items(
         &state,
         rollup::top_items(
             state.store.reader(),
-            &state.settings.tz,
             from,
             to,
             by_units,

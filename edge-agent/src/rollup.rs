@@ -16,14 +16,13 @@
 //!
 //! Hour rows by item are not upserted by every commit either: a commit of 64 single-sale
 //! requests touches about 190 of them against about 30 store, payment and register rows,
-//! and they were a fifth of such a commit's cost. The writer sums them in memory
-//! ([`ItemPending`]) and folds them in with one upsert per row every
-//! [`ITEM_FOLD_TRANSACTIONS`] transactions, every [`ITEM_FOLD_AGE_MS`] and at each tick,
-//! moving the mark in `item_fold` (per epoch, the last sales event the rows count) in the
-//! same transaction. Every reader of those rows adds the sales events past the mark
-//! ([`item_tail`]) in the same read transaction, so what it answers equals a recomputation
-//! from the log at every commit, as for the rows the commit writes itself; a crash loses
-//! only the in-memory sum, and the writer folds the log's tail when it starts.
+//! and their upserts were a fifth of such a commit's cost. Each commit stores its item-hour
+//! increments in the same transaction as one row of `item_deltas` (a few kilobytes,
+//! appended), and the writer folds the delta rows into the hour rows, deleting them in the
+//! same transaction, every [`ITEM_FOLD_TRANSACTIONS`] sales, every [`ITEM_FOLD_AGE_MS`], at
+//! each tick, at start and at shutdown. Every reader of the hour rows by item adds the delta
+//! rows in the same read transaction (`item_deltas`), so what it answers equals a
+//! recomputation from the log at every commit, as for the rows a commit upserts itself.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,9 +48,6 @@ pub(crate) const ITEM_FOLD_TRANSACTIONS: usize = 2_048;
 
 /// The longest the writer leaves a transaction's item-hour rows unfolded while it commits.
 pub(crate) const ITEM_FOLD_AGE_MS: i64 = 10_000;
-
-/// The sales class, as stored.
-const SALES: i64 = EventClass::Sales as i64;
 
 /// A rollup row's key as stored, `(granularity, bucket_ms, dim_kind, dim_value)`, its text
 /// borrowed from the transaction it counts.
@@ -111,174 +107,117 @@ pub(crate) fn add_transaction<'a>(
     });
 }
 
-/// Item-hour figures committed to the log and not yet folded into the rows, by hour and
-/// SKU (see the module docs).
+/// When the writer folds the delta rows: how many sales wait in them, since when, and
+/// when a failed fold may be tried again.
 #[derive(Debug, Default)]
-pub(crate) struct ItemPending {
-    hours: HashMap<i64, HashMap<String, SalesFigures>>,
+pub(crate) struct FoldDue {
     transactions: usize,
-    /// When the oldest unfolded transaction was committed.
     since_ms: Option<i64>,
+    retry_ms: i64,
 }
 
-impl ItemPending {
-    /// Adds a committed batch's increments; `events` is how many sales-class events it
-    /// sealed (every one moves the head the fold's mark follows, and readers decode it).
-    pub(crate) fn add(&mut self, items: &ItemDelta<'_>, events: usize, now_ms: i64) {
-        for (&(hour, sku), f) in items {
-            self.add_row(hour, sku, f);
-        }
-        self.add_events(events, now_ms);
-    }
-
-    fn add_row(&mut self, hour: i64, sku: &str, f: &SalesFigures) {
-        let skus = self.hours.entry(hour).or_default();
-        match skus.get_mut(sku) {
-            Some(sum) => sum.add(f),
-            None => {
-                skus.insert(sku.to_owned(), *f);
-            }
+impl FoldDue {
+    /// A commit stored the increments of `transactions` sales.
+    pub(crate) fn committed(&mut self, transactions: usize, now_ms: i64) {
+        self.transactions += transactions;
+        if transactions > 0 {
+            self.waiting(now_ms);
         }
     }
 
-    fn add_events(&mut self, events: usize, now_ms: i64) {
-        self.transactions += events;
-        if events > 0 {
-            self.since_ms.get_or_insert(now_ms);
-        }
+    /// Delta rows wait (a start whose fold failed).
+    pub(crate) fn waiting(&mut self, now_ms: i64) {
+        self.since_ms.get_or_insert(now_ms);
     }
 
-    /// The sum of `epoch`'s unfolded tail and the mark it starts after: what a writer that
-    /// could not fold at start carries instead.
-    pub(crate) async fn from_tail(
-        conn: &mut SqliteConnection,
-        tz: &jiff::tz::TimeZone,
-        epoch: i64,
-        now_ms: i64,
-    ) -> Result<(ItemPending, i64), StoreError> {
-        let mut pending = ItemPending::default();
-        item_tail(&mut *conn, tz, Some(epoch), |hour, sku, f| {
-            pending.add_row(hour, sku, f);
-        })
-        .await?;
-        let mark: Option<i64> = sqlx::query_scalar("SELECT seq FROM item_fold WHERE epoch = ?")
-            .bind(epoch)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let mark = mark.unwrap_or(0);
-        let head: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM stream_heads WHERE epoch = ? AND class = ?")
-                .bind(epoch)
-                .bind(SALES)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let events = head.unwrap_or(0).saturating_sub(mark);
-        pending.add_events(usize::try_from(events).unwrap_or(0), now_ms);
-        Ok((pending, mark))
-    }
-
-    /// Whether enough has gathered, or for long enough, to fold it in.
+    /// Whether enough waits, or for long enough, to fold.
     pub(crate) fn due(&self, now_ms: i64) -> bool {
-        self.transactions >= ITEM_FOLD_TRANSACTIONS
+        let enough = self.transactions >= ITEM_FOLD_TRANSACTIONS
             || self
                 .since_ms
-                .is_some_and(|since| now_ms.saturating_sub(since) >= ITEM_FOLD_AGE_MS)
+                .is_some_and(|since| now_ms.saturating_sub(since) >= ITEM_FOLD_AGE_MS);
+        enough && now_ms >= self.retry_ms
     }
 
-    /// Adds to `batch` the upserts of the pending rows, in key order.
-    pub(crate) fn upsert(&self, batch: &mut values::Batch) -> Result<(), StoreError> {
-        let mut rows = delta(0);
-        for (&hour, skus) in &self.hours {
-            for (sku, f) in skus {
-                rows.insert((1, hour, 1, sku.as_str()), *f);
-            }
-        }
-        upsert(batch, &rows)
+    /// Whether anything waits at all.
+    pub(crate) fn any(&self) -> bool {
+        self.since_ms.is_some()
+    }
+
+    /// The rows were folded.
+    pub(crate) fn folded(&mut self) {
+        *self = FoldDue::default();
+    }
+
+    /// The fold failed: the next try waits [`ITEM_FOLD_AGE_MS`].
+    pub(crate) fn failed(&mut self, now_ms: i64) {
+        self.retry_ms = now_ms.saturating_add(ITEM_FOLD_AGE_MS);
     }
 }
 
-/// Adds to `batch` the statement that moves `epoch`'s item fold mark to `seq`.
-pub(crate) fn push_item_mark(
+/// One item-hour increment as a commit stores it in its delta row.
+#[derive(Serialize, serde::Deserialize)]
+struct DeltaRow<'a> {
+    hour: i64,
+    sku: &'a str,
+    figures: SalesFigures,
+}
+
+/// Adds to `batch` the insert of a commit's item-hour increments as one `item_deltas` row
+/// (nothing when it sold no item).
+pub(crate) fn push_item_delta(
     batch: &mut values::Batch,
-    epoch: i64,
-    seq: i64,
+    items: &ItemDelta<'_>,
 ) -> Result<(), StoreError> {
-    batch.push_sql(
-        "INSERT INTO item_fold (epoch, seq) VALUES (?, ?) \
-         ON CONFLICT(epoch) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-    );
-    batch.bind(epoch)?;
-    batch.bind(seq)
+    if items.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<DeltaRow<'_>> = items
+        .iter()
+        .map(|(&(hour, sku), figures)| DeltaRow {
+            hour,
+            sku,
+            figures: *figures,
+        })
+        .collect();
+    let body = postcard::to_allocvec(&rows)
+        .map_err(|e| StoreError::Identity(format!("encode item deltas: {e}")))?;
+    batch.push_sql("INSERT INTO item_deltas (body) VALUES (?)");
+    batch.bind(body)
 }
 
-/// Calls `visit` with the item-hour increments of every stored sales event past its epoch's
-/// fold mark, and returns the last such event's seq per epoch. Run inside the transaction
-/// that reads the rows, so the two see one state of the log.
-pub(crate) async fn item_tail(
+/// Calls `visit` with every increment of the unfolded delta rows and returns the last
+/// row's id (0 when there is none). Run inside the transaction that reads the rows, so the
+/// two see one state.
+async fn item_deltas(
     conn: &mut SqliteConnection,
-    tz: &jiff::tz::TimeZone,
-    only_epoch: Option<i64>,
     mut visit: impl FnMut(i64, &str, &SalesFigures),
-) -> Result<Vec<(i64, i64)>, StoreError> {
-    // Every epoch with sales events has a head row, written with its events.
-    let epochs: Vec<(i64, i64)> = sqlx::query(
-        "SELECT h.epoch, COALESCE(f.seq, 0) FROM stream_heads h \
-         LEFT JOIN item_fold f ON f.epoch = h.epoch WHERE h.class = ? AND h.seq > COALESCE(f.seq, 0)",
-    )
-    .bind(SALES)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .filter(|(epoch, _)| only_epoch.is_none_or(|only| only == *epoch))
-    .collect();
-    let mut last = Vec::with_capacity(epochs.len());
-    for (epoch, mark) in epochs {
-        let mut rows =
-            sqlx::query("SELECT seq, body FROM events WHERE epoch = ? AND class = ? AND seq > ?")
-                .bind(epoch)
-                .bind(SALES)
-                .bind(mark)
-                .fetch(&mut *conn);
-        let mut through = mark;
-        while let Some(row) = rows.try_next().await? {
-            let seq: i64 = row.get(0);
-            through = through.max(seq);
-            let bytes: &[u8] = row.get(1);
-            // A body the writer stored that does not decode is damage to report, not a
-            // sale to leave out of the rows for good.
-            let tx = match postcard::from_bytes::<EventBody>(bytes) {
-                Ok(EventBody::Transaction(tx)) => tx,
-                Ok(_) => continue,
-                Err(e) => {
-                    return Err(StoreError::Corrupt {
-                        epoch: epoch as u64,
-                        class: EventClass::Sales as u8,
-                        seq: u64::try_from(seq).unwrap_or(0),
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            for_each_rollup_row(&tx, tz, |granularity, bucket_ms, dimension, f| {
-                if let (Granularity::Hour, DimensionRef::Item(sku)) = (granularity, dimension) {
-                    visit(bucket_ms, sku.as_str(), &f);
-                }
-            });
+) -> Result<i64, StoreError> {
+    let mut rows = sqlx::query("SELECT id, body FROM item_deltas ORDER BY id").fetch(&mut *conn);
+    let mut last = 0;
+    while let Some(row) = rows.try_next().await? {
+        last = row.get(0);
+        let body: &[u8] = row.get(1);
+        let deltas: Vec<DeltaRow<'_>> = postcard::from_bytes(body).map_err(|e| {
+            StoreError::Database(sqlx::Error::Decode(
+                format!("item delta row {last}: {e}").into(),
+            ))
+        })?;
+        for d in &deltas {
+            visit(d.hour, d.sku, &d.figures);
         }
-        last.push((epoch, through));
     }
     Ok(last)
 }
 
-/// The item-hour increments past the fold marks with an hour in `[from_ms, to_ms)`.
-async fn item_tail_in(
+/// The unfolded item-hour increments with an hour in `[from_ms, to_ms)`.
+async fn item_deltas_in(
     conn: &mut SqliteConnection,
-    tz: &jiff::tz::TimeZone,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<BTreeMap<(i64, String), SalesFigures>, StoreError> {
     let mut tail: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
-    item_tail(conn, tz, None, |hour, sku, f| {
+    item_deltas(conn, |hour, sku, f| {
         if hour >= from_ms && hour < to_ms {
             tail.entry((hour, sku.to_owned())).or_default().add(f);
         }
@@ -287,28 +226,24 @@ async fn item_tail_in(
     Ok(tail)
 }
 
-/// Folds the log's tail into the item-hour rows and moves the marks, in one transaction:
-/// what a writer that stopped without folding left (see the module docs).
-pub(crate) async fn fold_item_tail(
-    conn: &mut SqliteConnection,
-    tz: &jiff::tz::TimeZone,
-) -> Result<(), StoreError> {
+/// Folds every delta row into the item-hour rows and deletes them, in one transaction;
+/// on failure nothing changed (the rows stay for the next fold, readers count them).
+pub(crate) async fn fold_item_deltas(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let result = async {
-        let mut pending: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
-        let marks = item_tail(&mut *conn, tz, None, |hour, sku, f| {
-            pending.entry((hour, sku.to_owned())).or_default().add(f);
+        let mut sums: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
+        let last = item_deltas(&mut *conn, |hour, sku, f| {
+            sums.entry((hour, sku.to_owned())).or_default().add(f);
         })
         .await?;
-        let mut batch = values::Batch::default();
         let mut rows = delta(0);
-        for ((hour, sku), f) in &pending {
+        for ((hour, sku), f) in &sums {
             rows.insert((1, *hour, 1, sku.as_str()), *f);
         }
+        let mut batch = values::Batch::default();
         upsert(&mut batch, &rows)?;
-        for (epoch, seq) in marks {
-            push_item_mark(&mut batch, epoch, seq)?;
-        }
+        batch.push_sql("DELETE FROM item_deltas WHERE id <= ?");
+        batch.bind(last)?;
         batch.push_sql("COMMIT");
         batch.execute(&mut *conn).await
     }
@@ -535,10 +470,10 @@ pub async fn query(
     .fetch_all(&mut *tx)
     .await?;
     if grouping == Grouping::Item {
-        // Hours by item: the stored rows and the log's unfolded tail, one state of both.
-        let mut merged = item_tail_in(&mut tx, tz, from_ms, to_ms).await?;
+        // Hours by item: the stored rows and the unfolded delta rows, one state of both.
+        let mut merged = item_deltas_in(&mut tx, from_ms, to_ms).await?;
         tx.commit().await?;
-        // Rows past the last stored one the limit let through may be missing: the tail's
+        // Rows past the last stored one the limit let through may be missing: the deltas'
         // keys after it wait for the next page.
         let cut = (rows.len() >= limit)
             .then(|| {
@@ -593,7 +528,7 @@ async fn day_items_from_hours(
     // The hours of the last day that starts before `to_ms` run up to 25 h past it.
     let hours_to = to_ms.saturating_add(25 * 3_600_000);
     let mut tx = pool.begin().await?;
-    let tail = item_tail_in(&mut tx, tz, from_ms, hours_to).await?;
+    let tail = item_deltas_in(&mut tx, from_ms, hours_to).await?;
     let mut rows = sqlx::query(
         "SELECT bucket_ms, dim_value, revenue_e4, units, transactions, refunds, refund_amount_e4, voids FROM rollups \
          WHERE granularity = 1 AND dim_kind = 1 AND bucket_ms >= ? AND bucket_ms < ? ORDER BY bucket_ms, dim_value",
@@ -603,7 +538,7 @@ async fn day_items_from_hours(
     .fetch(&mut *tx);
     let mut days: BTreeMap<(i64, String), SalesFigures> = BTreeMap::new();
     let mut current = None;
-    // The days the stored rows reached; a day past them has no stored row, only the tail.
+    // The days the stored rows reached; a day past them has no stored row, only deltas.
     let mut complete_before = i64::MAX;
     while let Some(r) = rows.try_next().await? {
         let day = bucket_start(r.get(0), Granularity::Day, tz);
@@ -688,10 +623,9 @@ async fn minute_items_from_log(
 }
 
 /// The items with the most revenue (or units) in `[from_ms, to_ms)`, from hour rollups and
-/// the log's unfolded tail.
+/// the unfolded delta rows.
 pub async fn top_items(
     pool: &SqlitePool,
-    tz: &jiff::tz::TimeZone,
     from_ms: i64,
     to_ms: i64,
     by_units: bool,
@@ -699,8 +633,8 @@ pub async fn top_items(
 ) -> Result<Vec<serde_json::Value>, StoreError> {
     let order = if by_units { "units" } else { "revenue_e4" };
     let mut tx = pool.begin().await?;
-    let tail = item_tail_in(&mut tx, tz, from_ms, to_ms).await?;
-    // With a tail in the range any item may move up, so every item's sum is read.
+    let tail = item_deltas_in(&mut tx, from_ms, to_ms).await?;
+    // With deltas in the range any item may move up, so every item's sum is read.
     let rows_max = if tail.is_empty() { limit } else { usize::MAX };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT dim_value, SUM(revenue_e4) AS revenue_e4, SUM(units) AS units, SUM(transactions) FROM rollups \
@@ -802,7 +736,7 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
     let rows = sqlx::query(
         "SELECT epoch, class, seq, prev, content_hash, body FROM events WHERE class = ?",
     )
-    .bind(SALES)
+    .bind(EventClass::Sales as i64)
     .fetch_all(&mut *tx)
     .await?;
     for row in &rows {
@@ -822,8 +756,8 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
     )
     .fetch_all(&mut *tx)
     .await?;
-    // The item-hour rows count up to the fold marks; the log's tail past them is added, as
-    // every reader of them does.
+    // The item-hour rows count what was folded; the delta rows are added, as every reader
+    // of them does.
     let mut got: BTreeMap<(i64, i64, i64, String), SalesFigures> = stored
         .iter()
         .map(|r| {
@@ -831,7 +765,7 @@ pub async fn recompute(store: &Store, tz: &jiff::tz::TimeZone) -> Result<Recompu
             (key, figures_from(r, 4))
         })
         .collect();
-    item_tail(&mut tx, tz, None, |hour, sku, f| {
+    item_deltas(&mut tx, |hour, sku, f| {
         got.entry((1, hour, 1, sku.to_owned())).or_default().add(f);
     })
     .await?;

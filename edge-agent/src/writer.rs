@@ -385,12 +385,8 @@ struct Writer {
     /// raised it may refuse it too. Each tick tries again, so it reaches the alert list
     /// and the hub once there is room.
     disk_full_unstored: Option<Alert>,
-    /// Item-hour figures committed and not yet folded into the rollup rows.
-    item_pending: rollup::ItemPending,
-    /// The last sales event of this epoch the item-hour rows count.
-    item_mark: i64,
-    /// After a failed fold, no other is tried before this time.
-    item_fold_retry_ms: i64,
+    /// When the item-hour delta rows are folded next (see `rollup`).
+    item_fold: rollup::FoldDue,
 }
 
 /// Starts the writer on `conn`; it runs until every [`WriterHandle`] is dropped, then
@@ -413,24 +409,15 @@ pub async fn spawn(
     )
     .await?;
     metrics.set_dedupe_keys(dedupe.len());
-    // What the last run committed and did not fold, it folds now: from here on the
-    // item-hour rows count every stored sales event, and the writer's sum starts empty.
-    // A fold that fails (a full disk needs no more than that) does not keep the agent
-    // from starting: the writer takes up this epoch's tail as its sum, to fold when it
-    // can, and readers count the tail meanwhile.
-    let (item_pending, item_mark) = match rollup::fold_item_tail(&mut conn, &settings.tz).await {
-        Ok(()) => (rollup::ItemPending::default(), sales_head(&sealer)),
-        Err(error) => {
-            tracing::warn!(%error, "folding item rollups at start failed; the writer carries them");
-            rollup::ItemPending::from_tail(
-                &mut conn,
-                &settings.tz,
-                epoch_sql(sealer.epoch()),
-                now_ms,
-            )
-            .await?
-        }
-    };
+    // What the last run committed and did not fold, it folds now. A fold that fails (a
+    // full disk needs no more than that) does not keep the agent from starting: the delta
+    // rows stay, readers count them, and the writer tries again.
+    let mut item_fold = rollup::FoldDue::default();
+    if let Err(error) = rollup::fold_item_deltas(&mut conn).await {
+        tracing::warn!(%error, "folding item rollups at start failed; tried again later");
+        item_fold.waiting(now_ms);
+        item_fold.failed(now_ms);
+    }
     let (tx, rx) = mpsc::channel(settings.config.limits.queue_requests_max);
     let writer = Writer {
         conn,
@@ -446,9 +433,7 @@ pub async fn spawn(
         commits_since_checkpoint: 0,
         day_revenue: alerts::DayRevenue::new(),
         disk_full_unstored: None,
-        item_pending,
-        item_mark,
-        item_fold_retry_ms: 0,
+        item_fold,
     };
     let task = tokio::spawn(writer.run(rx));
     let completed = Arc::new(watch::Sender::new(0));
@@ -538,7 +523,9 @@ impl Writer {
             }
         }
         // Every handle is gone: the queue is drained and every request answered.
-        self.fold_items(crate::ingest::now_ms()).await;
+        if self.item_fold.any() {
+            self.fold_items(crate::ingest::now_ms()).await;
+        }
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut self.conn)
             .await
@@ -906,19 +893,19 @@ impl Writer {
             );
             let mut sales = 0;
             for sealed in events {
-                if sealed.event.key.stream.class == EventClass::Sales {
-                    sales += 1;
-                }
                 if let EventBody::Transaction(t) = &sealed.event.body {
                     rollup::add_transaction(&mut delta, &mut items, t, tz);
+                    sales += 1;
                 }
             }
             let mut rest = values::Batch::default();
-            rollup::upsert(&mut rest, &delta).map(|()| (delta, items, sales, rest))
+            rollup::upsert(&mut rest, &delta)
+                .and_then(|()| rollup::push_item_delta(&mut rest, &items))
+                .map(|()| (delta, sales, rest))
         };
         let (inserted, summed) = futures::join!(first.execute(&mut *tx), sum);
         inserted?;
-        let (rollup_delta, items, sales, mut batch) = summed?;
+        let (rollup_delta, sales, mut batch) = summed?;
         // Inventory: apply the batch's movements to the cached cells, refold the SKUs
         // whose movements arrived older than their last count.
         let changed = inventory::apply(tx, &mut self.on_hand, movements).await?;
@@ -958,44 +945,24 @@ impl Writer {
         push_state(&mut batch, &changed, &self.sealer, now_ms)?;
         batch.push_sql("COMMIT");
         batch.execute(tx).await?;
-        self.item_pending.add(&items, sales, now_ms);
+        self.item_fold.committed(sales, now_ms);
         Ok((raised, day_revenue))
     }
 
-    /// Folds the item-hour figures summed since the last fold into the rollup rows and
-    /// moves this epoch's mark to the sales head, in one transaction (see
-    /// `rollup`). On failure the sum is kept for the next try; readers count the log's
-    /// tail meanwhile, so nothing is off but the tail's length.
     async fn fold_items_if_due(&mut self, now_ms: i64) {
-        if self.item_pending.due(now_ms) && now_ms >= self.item_fold_retry_ms {
+        if self.item_fold.due(now_ms) {
             self.fold_items(now_ms).await;
         }
     }
 
+    /// Folds the item-hour delta rows into the rollup rows (see `rollup`). On failure the
+    /// rows stay, readers count them, and the next try waits.
     async fn fold_items(&mut self, now_ms: i64) {
-        let head = sales_head(&self.sealer);
-        if head == self.item_mark {
-            return;
-        }
-        let mut batch = values::Batch::default();
-        batch.push_sql("BEGIN IMMEDIATE");
-        let pushed = self.item_pending.upsert(&mut batch).and_then(|()| {
-            rollup::push_item_mark(&mut batch, epoch_sql(self.sealer.epoch()), head)
-        });
-        batch.push_sql("COMMIT");
-        let result = match pushed {
-            Ok(()) => batch.execute(&mut self.conn).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                self.item_pending = rollup::ItemPending::default();
-                self.item_mark = head;
-            }
+        match rollup::fold_item_deltas(&mut self.conn).await {
+            Ok(()) => self.item_fold.folded(),
             Err(error) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
-                self.item_fold_retry_ms = now_ms.saturating_add(rollup::ITEM_FOLD_AGE_MS);
-                tracing::warn!(%error, "folding item rollups failed; kept for the next try");
+                self.item_fold.failed(now_ms);
+                tracing::warn!(%error, "folding item rollups failed; tried again later");
             }
         }
     }
@@ -1188,11 +1155,9 @@ impl Writer {
         let letters_cutoff = now_ms - i64::from(r.dead_letter_days) * day_ms;
         let keys_cutoff = now_ms - i64::from(r.dedupe_days) * day_ms;
         let mut tx = self.conn.begin().await?;
-        // Only what the hub acknowledged (seq <= acked), is past retention and, for sales,
-        // is counted by the item-hour rows (seq <= the fold mark).
+        // Only what the hub acknowledged (seq <= acked) and is past retention.
         let prunable = "FROM events WHERE recorded_ms < ?1 AND seq <= \
-             (SELECT acked FROM stream_heads h WHERE h.epoch = events.epoch AND h.class = events.class) \
-             AND (class <> 0 OR seq <= (SELECT seq FROM item_fold f WHERE f.epoch = events.epoch))";
+             (SELECT acked FROM stream_heads h WHERE h.epoch = events.epoch AND h.class = events.class)";
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT OR REPLACE INTO dedupe_archive (dedupe_key, content_tag, pruned_ms) \
              SELECT dedupe_key, content_tag, ?2 {prunable} AND dedupe_key IS NOT NULL"
@@ -1426,11 +1391,6 @@ fn push_state(
     batch.bind(now_ms)?;
     batch.bind(to_json(&on_hand_rows, "on-hand cells")?)?;
     batch.bind(to_json(&head_rows, "stream heads")?)
-}
-
-/// The seq of the last sales event `sealer` sealed, as stored.
-fn sales_head(sealer: &Sealer) -> i64 {
-    i64::try_from(sealer.head(EventClass::Sales).seq.0).unwrap_or(i64::MAX)
 }
 
 /// Begins the writer's transaction, taking the database's write lock at once.

@@ -278,9 +278,9 @@ fn day_and_week_rows_by_item_sum_the_hours() {
     assert_eq!((units("pen"), units("cup")), (7, 1), "{weeks:?}");
 }
 
-/// The item fold mark of the agent's epoch and its sales head, read beside the running
+/// How many commits' item-hour increments wait to be folded, read beside the running
 /// agent.
-fn item_fold_state(dir: &std::path::Path) -> (Option<i64>, i64) {
+fn unfolded_item_deltas(dir: &std::path::Path) -> i64 {
     use sqlx::Connection as _;
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -289,30 +289,16 @@ fn item_fold_state(dir: &std::path::Path) -> (Option<i64>, i64) {
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
             .unwrap();
-        // The agent's current epoch, a u64 in `meta`, stored as its i64 bits in the tables.
-        let epoch: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
+        sqlx::query_scalar("SELECT COUNT(*) FROM item_deltas")
             .fetch_one(&mut conn)
             .await
-            .unwrap();
-        let epoch = epoch.parse::<u64>().unwrap() as i64;
-        let head: i64 =
-            sqlx::query_scalar("SELECT seq FROM stream_heads WHERE class = 0 AND epoch = ?")
-                .bind(epoch)
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        let mark: Option<i64> = sqlx::query_scalar("SELECT seq FROM item_fold WHERE epoch = ?")
-            .bind(epoch)
-            .fetch_optional(&mut conn)
-            .await
-            .unwrap();
-        (mark, head)
+            .unwrap()
     })
 }
 
-/// Hour rows by item are folded in from the log thousands of sales at a time; until then
-/// every reader adds the log's tail. The answers are the same before a fold, after it,
-/// mixed (a folded row and a tail for one key) and after a kill -9 lost the writer's sum.
+/// Hour rows by item are folded in from the commits' delta rows thousands of sales at a
+/// time; until then every reader adds the delta rows. The answers are the same before a
+/// fold, after it, mixed (a folded row and a delta for one key) and after a kill -9.
 #[test]
 fn item_rollups_answer_the_same_before_and_after_the_fold() {
     let (_tmp, mut agent) = Agent::new(|c| c);
@@ -357,8 +343,8 @@ fn item_rollups_answer_the_same_before_and_after_the_fold() {
         (h3, "cup".to_owned(), 1),
         (h3, "pen".to_owned(), 4),
     ];
-    // Nothing is folded yet: the answer is the log's tail alone.
-    assert_eq!(item_fold_state(&agent.dir).0.unwrap_or(0), 0);
+    // Nothing is folded yet: the answer is the delta row alone.
+    assert_eq!(unfolded_item_deltas(&agent.dir), 1);
     assert_eq!(hours(&agent), expected);
     assert_eq!(
         top(&agent),
@@ -373,20 +359,13 @@ fn item_rollups_answer_the_same_before_and_after_the_fold() {
     assert_eq!(status, 200, "{v}");
     // The writer folds right after it answered the commit that made the sum due.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (mark, head) = item_fold_state(&agent.dir);
-        if mark == Some(head) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no fold: mark {mark:?}, head {head}"
-        );
+    while unfolded_item_deltas(&agent.dir) > 0 {
+        assert!(std::time::Instant::now() < deadline, "no fold");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(hours(&agent), expected);
 
-    // A folded row and a tail for the same key add up; a sale's rows are counted once.
+    // A folded row and a delta for the same key add up; a sale's rows are counted once.
     let (status, v) = agent.post(
         "/api/v1/transactions",
         &body(&Value::Array(vec![
@@ -395,8 +374,11 @@ fn item_rollups_answer_the_same_before_and_after_the_fold() {
         ])),
     );
     assert_eq!(status, 200, "{v}");
-    let (mark, head) = item_fold_state(&agent.dir);
-    assert!(mark < Some(head), "the new sale is in the tail");
+    assert_eq!(
+        unfolded_item_deltas(&agent.dir),
+        1,
+        "the new sale waits in a delta"
+    );
     let expected = vec![
         (h5, "pen".to_owned(), 2),
         (h3, "cup".to_owned(), 1),
@@ -408,11 +390,14 @@ fn item_rollups_answer_the_same_before_and_after_the_fold() {
         vec![("pen".to_owned(), 11), ("cup".to_owned(), 1)]
     );
 
-    // The writer's unfolded sum dies with it; the next start folds the log's tail.
+    // What a killed writer did not fold, the next start folds.
     agent.kill9();
     agent.restart();
-    let (mark, head) = item_fold_state(&agent.dir);
-    assert_eq!(mark, Some(head), "the start folded the tail");
+    assert_eq!(
+        unfolded_item_deltas(&agent.dir),
+        0,
+        "the start folded the deltas"
+    );
     assert_eq!(hours(&agent), expected);
     assert_eq!(
         top(&agent),
@@ -1156,9 +1141,9 @@ fn full_disk_answers_503_and_keeps_the_database_intact() {
     }
 }
 
-/// A full database starts again after a crash although the hour rows by item its writer
-/// had not folded need pages the database cannot have: the agent starts (its writer
-/// carrying the unfolded sum) and answers from the stored rows and the log's tail.
+/// A full database starts again after a crash although folding the item-hour delta rows
+/// needs pages the database cannot have: the agent starts and answers from the stored rows
+/// and the delta rows.
 #[test]
 fn a_full_database_with_unfolded_item_rows_starts_after_a_crash() {
     let (_tmp, mut agent) = Agent::new(|c| c.replace("db_size_max_mib = 0", "db_size_max_mib = 1"));
@@ -1202,12 +1187,13 @@ fn a_full_database_with_unfolded_item_rows_starts_after_a_crash() {
     };
     let (store_units, item_units) = units(&agent);
     assert_eq!(store_units, item_units);
-    eprintln!(
-        "DEBUG accepted {accepted} state {:?}",
-        item_fold_state(&agent.dir)
-    );
+    assert!(unfolded_item_deltas(&agent.dir) > 0, "nothing folded yet");
     agent.kill9();
     agent.restart();
+    assert!(
+        unfolded_item_deltas(&agent.dir) > 0,
+        "the fold at start had no room"
+    );
     assert_eq!(units(&agent), (store_units, store_units));
     assert!(agent.terminate());
 }
