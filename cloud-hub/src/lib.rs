@@ -36,10 +36,10 @@
 //! after `commit_events` returned sees the figures of that run, and rollups can never be
 //! ahead of or behind the events. Minute, hour and day rollups (by store, item, payment
 //! method, register) are computed with the protocol's `rollup_rows` in the store's time
-//! zone, so hub and edge figures are equal; weeks are summed from days, regions from stores
-//! and categories from items at query time, the last in the database joined with the
-//! tenant's catalog so one row per category leaves it (recategorizing an item restates
-//! history).
+//! zone, so hub and edge figures are equal; weeks are summed from days (read summed by the
+//! stores' time zone, as a week starts on a local Monday), regions from stores and
+//! categories from items at query time, the last in the database joined with the tenant's
+//! catalog so one row per category leaves it (recategorizing an item restates history).
 //! What is not fresh is *completeness*: a store that has not synced yet is behind, and every
 //! series says so with a per-store watermark (`completeUpTo`) and `storesBehind`.
 //!

@@ -1336,7 +1336,7 @@ async fn item_rollups_sum_into_catalog_categories(store: Arc<dyn Store>) {
     setup_tenant(&*store, "globex", &[("g1", "north", "UTC")]).await;
     for (store_id, device_id) in [("s1", "d1"), ("s2", "d2")] {
         let mut device = Device::new("acme", store_id, device_id, 1);
-        let (stream, events, head) = device.run(sample_bodies(store_id));
+        let (stream, events, head) = device.run(store_sales(store_id));
         store.commit_events(&stream, &events, head).await.unwrap();
     }
     let sku = |s: &str| storesync_protocol::ids::Sku::new(s).unwrap();
@@ -1386,6 +1386,10 @@ async fn item_rollups_sum_into_catalog_categories(store: Arc<dyn Store>) {
                 })
                 .collect();
             assert_eq!(got, expected, "{granularity:?}, by store {by_store}");
+            if by_store {
+                let stores: std::collections::BTreeSet<_> = got.keys().map(|k| &k.0).collect();
+                assert_eq!(stores.len(), 2, "{got:?}");
+            }
             assert!(
                 got.keys().any(|k| k.1 == "pens") && got.keys().any(|k| k.1 == "uncategorized")
             );
@@ -1393,7 +1397,93 @@ async fn item_rollups_sum_into_catalog_categories(store: Arc<dyn Store>) {
     }
 }
 
+/// Two sales of `store` with ids of their own (transaction ids are unique in a tenant).
+fn store_sales(store: &str) -> Vec<EventBody> {
+    vec![
+        sale(
+            &format!("{store}-a"),
+            store,
+            T0,
+            &[("sku-1", 2, 150), ("sku-2", 1, 999)],
+        ),
+        sale(
+            &format!("{store}-b"),
+            store,
+            T0 + 90_000_000,
+            &[("sku-3", 4, 250)],
+        ),
+    ]
+}
+
+/// Rows read by zone sum the stores of each time zone, and the store a row names is one
+/// of that zone's.
+async fn rollups_by_zone_sum_the_stores_of_each_time_zone(store: Arc<dyn Store>) {
+    let stores = [
+        ("s1", "Europe/Paris"),
+        ("s2", "UTC"),
+        ("s3", "Europe/Paris"),
+    ];
+    setup_tenant(
+        &*store,
+        "acme",
+        &[
+            ("s1", "north", "Europe/Paris"),
+            ("s2", "south", "UTC"),
+            ("s3", "south", "Europe/Paris"),
+        ],
+    )
+    .await;
+    for (n, (store_id, _)) in stores.iter().enumerate() {
+        let mut device = Device::new("acme", store_id, &format!("d{n}"), 1);
+        let (stream, events, head) = device.run(store_sales(store_id));
+        store.commit_events(&stream, &events, head).await.unwrap();
+    }
+    let zone = |store_id: &str| {
+        stores
+            .iter()
+            .find(|(s, _)| *s == store_id)
+            .map(|(_, z)| *z)
+            .unwrap()
+    };
+    let acme = tenant("acme");
+    for (dim, by_value) in [(DimKind::Store, false), (DimKind::Item, true)] {
+        let by_store = every_bucket(Granularity::Day, dim, true, by_value);
+        let mut expected: BTreeMap<(&str, String, i64), SalesFigures> = BTreeMap::new();
+        for row in store.rollups(&acme, &by_store).await.unwrap() {
+            let key = (
+                zone(row.store_id.unwrap().as_str()),
+                row.value,
+                row.bucket_ms,
+            );
+            expected.entry(key).or_default().add(&row.figures);
+        }
+        let mut by_zone = by_store.clone();
+        by_zone.by_zone = true;
+        let rows = store.rollups(&acme, &by_zone).await.unwrap();
+        let got: BTreeMap<(&str, String, i64), SalesFigures> = rows
+            .into_iter()
+            .map(|row| {
+                let key = (
+                    zone(row.store_id.unwrap().as_str()),
+                    row.value,
+                    row.bucket_ms,
+                );
+                (key, row.figures)
+            })
+            .collect();
+        assert_eq!(got, expected, "{dim:?}");
+        assert_eq!(
+            got.keys()
+                .map(|k| k.0)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            2
+        );
+    }
+}
+
 on_both_backends!(
+    rollups_by_zone_sum_the_stores_of_each_time_zone,
     item_rollups_sum_into_catalog_categories,
     rollup_reads_stop_at_their_limit,
     gated_runs_commit_in_order,

@@ -1264,6 +1264,8 @@ async fn compute_series(
                 stores: stores.clone(),
                 values,
                 by_store,
+                // Weeks need a store only for its zone; stores and regions need the store.
+                by_zone: !matches!(group_by, GroupBy::Store | GroupBy::Region),
                 by_value: matches!(
                     group_by,
                     GroupBy::Item | GroupBy::Category | GroupBy::Payment
@@ -1564,6 +1566,7 @@ async fn top_items(
                     stores: stores.clone(),
                     values: None,
                     by_store: false,
+                    by_zone: false,
                     by_value: true,
                     by_category: false,
                     by_bucket: false,
@@ -1616,6 +1619,7 @@ async fn basket(
                     stores: stores.clone(),
                     values: None,
                     by_store: false,
+                    by_zone: false,
                     by_value: false,
                     by_category: false,
                     by_bucket: false,

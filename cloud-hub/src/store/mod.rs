@@ -316,6 +316,9 @@ pub struct RollupQuery {
     pub values: Option<Vec<String>>,
     /// Keep stores apart.
     pub by_store: bool,
+    /// With `by_store`, keep apart only stores of different time zones: a row's store is
+    /// one of its zone's, which is all a caller finding local week starts needs.
+    pub by_zone: bool,
     /// Keep dimension values apart.
     pub by_value: bool,
     /// Sum item rows into their catalog category, read in the database with the catalog

@@ -1071,7 +1071,16 @@ impl Store for PgStore {
         q: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError> {
         let tenant_id = tenant.as_str();
-        let store_col = if q.by_store { "store_id" } else { "''::text" };
+        let store_col = match (q.by_store, q.by_zone) {
+            (false, _) => "''::text",
+            (true, false) => "r.store_id",
+            (true, true) => "min(r.store_id)",
+        };
+        let group_by = if q.by_store && q.by_zone {
+            "s.time_zone, 2, 3"
+        } else {
+            "1, 2, 3"
+        };
         let value_col = match (q.by_value, q.by_category) {
             (false, _) => "''::text",
             (true, false) => "dim_value",
@@ -1102,6 +1111,11 @@ impl Store for PgStore {
         // Categories are the catalog's as it stands, joined where the rows are summed, so
         // only one row per category (and store and bucket) leaves the database.
         let mut from = "sales_rollups r".to_owned();
+        if q.by_store && q.by_zone {
+            from.push_str(
+                " JOIN stores s ON s.tenant_id = r.tenant_id AND s.store_id = r.store_id",
+            );
+        }
         if q.by_category {
             from.push_str(
                 " LEFT JOIN items i ON i.tenant_id = r.tenant_id AND i.sku = r.dim_value",
@@ -1110,7 +1124,7 @@ impl Store for PgStore {
         let mut filters = String::new();
         if let Some(stores) = &stores {
             params.push(stores);
-            filters.push_str(&format!(" AND store_id = ANY(${})", params.len()));
+            filters.push_str(&format!(" AND r.store_id = ANY(${})", params.len()));
         }
         if let Some(values) = &values {
             params.push(values);
@@ -1126,11 +1140,14 @@ impl Store for PgStore {
         // (store-level rows have an empty value): read them as they are. Summing them would
         // cost a hash table, numeric accumulators and a sort per read, for 3,000 rows in the
         // all-stores 30-day daily read. Callers do not depend on the order of rows.
-        let unique =
-            q.by_store && q.by_bucket && !q.by_category && (q.by_value || q.dim == DimKind::Store);
+        let unique = q.by_store
+            && q.by_bucket
+            && !q.by_category
+            && !q.by_zone
+            && (q.by_value || q.dim == DimKind::Store);
         let sql = if unique {
             format!(
-                "SELECT store_id, dim_value, bucket_ms, revenue_e4, units, transactions, refunds, refund_amount_e4, voids \
+                "SELECT r.store_id, dim_value, bucket_ms, revenue_e4, units, transactions, refunds, refund_amount_e4, voids \
                  FROM {from} WHERE r.tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5{filters}{limit_clause}"
             )
         } else {
@@ -1138,7 +1155,7 @@ impl Store for PgStore {
                 "SELECT {store_col}, {value_col}, {bucket_col}, sum(revenue_e4)::bigint, sum(units)::bigint, sum(transactions)::bigint, \
                    sum(refunds)::bigint, sum(refund_amount_e4)::bigint, sum(voids)::bigint \
                  FROM {from} WHERE r.tenant_id = $1 AND granularity = $2 AND dim = $3 AND bucket_ms >= $4 AND bucket_ms < $5{filters} \
-                 GROUP BY 1, 2, 3{limit_clause}"
+                 GROUP BY {group_by}{limit_clause}"
             )
         };
         let rows = self

@@ -912,7 +912,12 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         q: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError> {
-        let store_col = if q.by_store { "store_id" } else { "''" };
+        let store_col = match (q.by_store, q.by_zone) {
+            (false, _) => "''",
+            (true, false) => "r.store_id",
+            (true, true) => "min(r.store_id)",
+        };
+        let by_zone = q.by_store && q.by_zone;
         let value_col = match (q.by_value, q.by_category) {
             (false, _) => "''",
             (true, false) => "dim_value",
@@ -926,6 +931,9 @@ impl Store for SqliteStore {
         if q.by_category {
             qb.push(" LEFT JOIN items i ON i.tenant_id = r.tenant_id AND i.sku = r.dim_value");
         }
+        if by_zone {
+            qb.push(" JOIN stores s ON s.tenant_id = r.tenant_id AND s.store_id = r.store_id");
+        }
         qb.push(" WHERE r.tenant_id = ");
         qb.push_bind(tenant.as_str().to_owned())
             .push(" AND granularity = ")
@@ -938,12 +946,16 @@ impl Store for SqliteStore {
             .push_bind(q.to_ms);
         if let Some(stores) = &q.stores {
             let stores: Vec<String> = stores.iter().map(|s| s.as_str().to_owned()).collect();
-            push_in(&mut qb, "store_id", &stores);
+            push_in(&mut qb, "r.store_id", &stores);
         }
         if let Some(values) = &q.values {
             push_in(&mut qb, "dim_value", values);
         }
-        qb.push(" GROUP BY 1, 2, 3 ORDER BY 3, 1, 2");
+        qb.push(if by_zone {
+            " GROUP BY s.time_zone, 2, 3 ORDER BY 3, 1, 2"
+        } else {
+            " GROUP BY 1, 2, 3 ORDER BY 3, 1, 2"
+        });
         if let Some(limit) = q.limit {
             qb.push(" LIMIT ")
                 .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));

@@ -222,6 +222,7 @@ pub fn every_bucket(
         stores: None,
         values: None,
         by_store,
+        by_zone: false,
         by_value,
         by_category: false,
         by_bucket: true,
