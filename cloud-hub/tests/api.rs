@@ -701,6 +701,43 @@ async fn series_figures(hub: Hub) {
     let (again, top) = get(uri).await;
     assert_eq!(again, "miss");
     assert_eq!(top["items"][0]["sku"], "sku-7");
+    // A catalog change (a write of the tenant document) invalidates too: a series by
+    // category follows a recategorized item.
+    let by_category =
+        format!("/api/v1/sales/series?bucket=day&group_by=category&from={from}&to={to}");
+    let groups = |series: &Value| -> Vec<String> {
+        series["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["group"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The sale above also raised alerts, whose changes may still be on their way to the
+    // cache: let them land before the series is cached.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, series) = get(by_category.clone()).await;
+    assert_eq!(groups(&series), ["drinks", "uncategorized"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(by_category.clone()).await.0, "hit");
+    let (status, item) = call_with_body(
+        &hub.router,
+        "PUT",
+        "/api/v1/catalog/sku-2",
+        &admin,
+        &serde_json::json!({"name": "Cola", "category": "snacks", "price": 9.99, "reorderThreshold": 5})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{item}");
+    let mut waited = 0;
+    while !hub.state.cache().is_empty() && waited < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let (again, series) = get(by_category).await;
+    assert_eq!(again, "miss");
+    assert_eq!(groups(&series), ["snacks", "uncategorized"]);
 }
 
 #[tokio::test]
