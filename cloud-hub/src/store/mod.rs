@@ -415,6 +415,16 @@ pub struct Change {
 }
 
 impl Change {
+    /// The tenant's catalog changed: what is grouped by category may have, in any store.
+    pub fn catalog(tenant: &str) -> Change {
+        Change {
+            tenant: tenant.to_owned(),
+            sales: Vec::new(),
+            alerts: Vec::new(),
+            stores: Vec::new(),
+        }
+    }
+
     /// One alert of `store` created or changed.
     pub fn alert(tenant: &str, alert_id: &str, store: &str) -> Change {
         Change {

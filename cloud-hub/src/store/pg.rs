@@ -821,12 +821,22 @@ impl Store for PgStore {
         sku: &Sku,
         category: &str,
     ) -> Result<(), StoreError> {
-        self.tenant_execute(
-            tenant.as_str(),
-            "INSERT INTO items (tenant_id, sku, category) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, sku) DO UPDATE SET category = excluded.category",
-            &[&tenant.as_str(), &sku.as_str(), &category],
-        )
-        .await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant.as_str())).await?;
+        let changed = tx
+            .execute(
+                "INSERT INTO items (tenant_id, sku, category) VALUES ($1, $2, $3) ON CONFLICT (tenant_id, sku) \
+                 DO UPDATE SET category = excluded.category WHERE items.category IS DISTINCT FROM excluded.category",
+                &[&tenant.as_str(), &sku.as_str(), &category],
+            )
+            .await?;
+        // Series by category change with it: announced with the write, so no cache (of
+        // any replica) keeps what was computed between a catalog edit and this commit.
+        if changed > 0 {
+            notify(&tx, &Change::catalog(tenant.as_str())).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -658,13 +658,21 @@ impl Store for SqliteStore {
         category: &str,
     ) -> Result<(), StoreError> {
         let (_g, mut tx) = self.begin_write().await?;
-        sqlx::query("INSERT INTO items (tenant_id, sku, category) VALUES (?, ?, ?) ON CONFLICT (tenant_id, sku) DO UPDATE SET category = excluded.category")
-            .bind(tenant.as_str())
-            .bind(sku.as_str())
-            .bind(category)
-            .execute(&mut *tx)
-            .await?;
+        let changed = sqlx::query(
+            "INSERT INTO items (tenant_id, sku, category) VALUES (?, ?, ?) ON CONFLICT (tenant_id, sku) \
+             DO UPDATE SET category = excluded.category WHERE items.category IS NOT excluded.category",
+        )
+        .bind(tenant.as_str())
+        .bind(sku.as_str())
+        .bind(category)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
+        // Series by category change with it (see the PostgreSQL store).
+        if changed > 0 {
+            let _ = self.changes.send(Change::catalog(tenant.as_str()));
+        }
         Ok(())
     }
 
