@@ -560,6 +560,19 @@ async fn series_figures_grouping_csv_and_cache_on_postgres() {
     series_figures(hub_with(pg_store("t_api_series").await, limits).await).await;
 }
 
+/// Puts `sku` of acme in `category` through the store, as a catalog edit does.
+async fn set_category(hub: &Hub, sku: &str, category: &str) {
+    hub.state
+        .store()
+        .set_item_category(
+            &tenant("acme"),
+            &storesync_protocol::ids::Sku::new(sku).unwrap(),
+            category,
+        )
+        .await
+        .unwrap();
+}
+
 async fn series_figures(hub: Hub) {
     let admin = token(&hub, "acme", Role::Admin, &[]);
     let from = T0 - 86_400_000;
@@ -590,15 +603,7 @@ async fn series_figures(hub: Hub) {
         .map(|g| g["group"].as_str().unwrap())
         .collect();
     assert_eq!(regions, ["north", "south"]);
-    hub.state
-        .store()
-        .set_item_category(
-            &tenant("acme"),
-            &storesync_protocol::ids::Sku::new("sku-2").unwrap(),
-            "drinks",
-        )
-        .await
-        .unwrap();
+    set_category(&hub, "sku-2", "drinks").await;
     let (_, by_cat) = call(
         &hub.router,
         "GET",
@@ -744,15 +749,7 @@ async fn series_figures(hub: Hub) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     get(by_category.clone()).await;
     assert_eq!(get(by_category.clone()).await.0, "hit");
-    hub.state
-        .store()
-        .set_item_category(
-            &tenant("acme"),
-            &storesync_protocol::ids::Sku::new("sku-2").unwrap(),
-            "drinks",
-        )
-        .await
-        .unwrap();
+    set_category(&hub, "sku-2", "drinks").await;
     let mut waited = 0;
     while !hub.state.cache().is_empty() && waited < 200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
