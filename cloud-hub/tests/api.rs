@@ -1623,6 +1623,48 @@ async fn series_points_capped(store: Arc<dyn Store>) {
     check(format!("bucket=week&group_by=category&{week}"), Ok(1)).await;
 }
 
+/// A store added after the hub cached the tenant's store list (stores are added by another
+/// process) has its weeks start on its own local Monday at once, even where it is the one
+/// store a zone's summed rows name.
+#[tokio::test]
+async fn a_store_added_since_the_list_was_cached_has_its_own_weeks() {
+    let hub = hub().await;
+    let admin = token(&hub, "acme", Role::Admin, &[]);
+    let from = T0 - 8 * 86_400_000;
+    let to = T0 + 86_400_000;
+    let week = |to: i64| format!("/api/v1/sales/series?bucket=week&from={from}&to={to}");
+    let (status, _) = call(&hub.router, "GET", &week(to), Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    // Store "a0" sorts first and has a zone of its own.
+    hub.state
+        .store()
+        .upsert_store(
+            &tenant("acme"),
+            &storesync_hub::store::StoreInfo {
+                store_id: store_id("a0"),
+                name: "Store a0".into(),
+                region: "west".into(),
+                time_zone: "America/New_York".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut device = Device::new("acme", "a0", "d-a0", 1);
+    let (st, ev, h) = device.run(vec![sale("a0-1", "a0", T0, &[("sku-1", 1, 100)])]);
+    hub.state.store().commit_events(&st, &ev, h).await.unwrap();
+    // Another range, so the series is computed, not served from the cache.
+    let (status, series) = call(&hub.router, "GET", &week(to - 60_000), Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    let starts: Vec<&str> = series["series"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["t"].as_str().unwrap())
+        .collect();
+    // Monday 2026-11-16 begins at 05:00Z in New York, at 23:00Z the day before in Paris.
+    assert!(starts.contains(&"2026-11-16T05:00:00Z"), "{series}");
+}
+
 /// Requests that fail authentication (no token, a forged one) spend their address's
 /// budget, so hammering with bad tokens is limited like anything else; other addresses and
 /// valid tokens from the same address are not.

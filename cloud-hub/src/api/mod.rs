@@ -244,6 +244,14 @@ impl AppState {
         {
             return Ok(stores.clone());
         }
+        self.tenant_stores_reloaded(tenant).await
+    }
+
+    /// The tenant's stores read again (and cached), whatever the cached list's age.
+    async fn tenant_stores_reloaded(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Arc<Vec<StoreInfo>>, StoreError> {
         let stores = Arc::new(self.inner.store.stores(tenant).await?);
         self.inner
             .stores
@@ -1230,7 +1238,7 @@ async fn compute_series(
     } else {
         bucket
     };
-    let all_stores = state.tenant_stores(&caller.tenant).await?;
+    let mut all_stores = state.tenant_stores(&caller.tenant).await?;
     let devices = state.inner.store.device_status(&caller.tenant).await?;
     let by_store =
         matches!(group_by, GroupBy::Store | GroupBy::Region) || bucket == Granularity::Week;
@@ -1285,6 +1293,17 @@ async fn compute_series(
         } else {
             too_many_points(points_max)
         });
+    }
+    // A row of a store added since the list was cached (stores are added by another
+    // process): read the list again, or its rows would take UTC weeks and no region. With
+    // weeks read by zone, one such store stands for its whole zone.
+    let known = |stores: &[StoreInfo], id: &StoreId| stores.iter().any(|s| s.store_id == *id);
+    if rows.iter().any(|r| {
+        r.store_id
+            .as_ref()
+            .is_some_and(|id| !known(&all_stores, id))
+    }) {
+        all_stores = state.tenant_stores_reloaded(&caller.tenant).await?;
     }
     // Week buckets need each store's zone; regions need each store's region.
     let zones: HashMap<&str, jiff::tz::TimeZone> = if bucket == Granularity::Week {
