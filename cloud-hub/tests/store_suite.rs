@@ -210,13 +210,7 @@ async fn same_key_other_content_is_a_conflict(store: Arc<dyn Store>) {
     assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.starts_with("conflict"), "{}", dead[0].reason);
     let alerts = store
-        .alerts(
-            &tenant("acme"),
-            &AlertQuery {
-                limit: 10,
-                ..AlertQuery::default()
-            },
-        )
+        .alerts(&tenant("acme"), &AlertQuery::newest(10))
         .await
         .unwrap();
     assert_eq!(alerts.len(), 1);
@@ -442,16 +436,7 @@ async fn alerts_list_acknowledge_resolve(store: Arc<dyn Store>) {
     store.commit_events(&st1, &ev1, h1).await.unwrap();
     store.commit_events(&st2, &ev2, h2).await.unwrap();
     let acme = tenant("acme");
-    let all = store
-        .alerts(
-            &acme,
-            &AlertQuery {
-                limit: 10,
-                ..AlertQuery::default()
-            },
-        )
-        .await
-        .unwrap();
+    let all = store.alerts(&acme, &AlertQuery::newest(10)).await.unwrap();
     assert_eq!(
         all.iter()
             .map(|a| a.alert.alert_id.as_str())
@@ -705,13 +690,7 @@ async fn fleet_alerts_dedupe_clear_and_reopen(store: Arc<dyn Store>) {
         .unwrap();
     let open_kinds = |store: Arc<dyn Store>| async move {
         store
-            .alerts(
-                &tenant("acme"),
-                &AlertQuery {
-                    limit: 50,
-                    ..AlertQuery::default()
-                },
-            )
+            .alerts(&tenant("acme"), &AlertQuery::newest(50))
             .await
             .unwrap()
             .into_iter()
@@ -1260,16 +1239,7 @@ async fn sync_alarms_become_alerts_once(store: Arc<dyn Store>) {
                 .unwrap();
         }
     }
-    let listed = store
-        .alerts(
-            &acme,
-            &AlertQuery {
-                limit: 10,
-                ..AlertQuery::default()
-            },
-        )
-        .await
-        .unwrap();
+    let listed = store.alerts(&acme, &AlertQuery::newest(10)).await.unwrap();
     let mut kinds: Vec<(&str, &str)> = listed
         .iter()
         .map(|a| (a.alert.kind.as_str(), a.alert.severity.as_str()))

@@ -19,7 +19,7 @@
 //! and their upserts were a fifth of such a commit's cost. Each commit stores its item-hour
 //! increments in the same transaction as one row of `item_deltas` (a few kilobytes,
 //! appended), and the writer folds the delta rows into the hour rows, deleting them in the
-//! same transaction, every [`ITEM_FOLD_TRANSACTIONS`] sales, every [`ITEM_FOLD_AGE_MS`], at
+//! same transaction, every `ITEM_FOLD_TRANSACTIONS` sales, every `ITEM_FOLD_AGE_MS`, at
 //! each tick, at start and at shutdown. Every reader of the hour rows by item adds the delta
 //! rows in the same read transaction (`item_deltas`), so what it answers equals a
 //! recomputation from the log at every commit, as for the rows a commit upserts itself.
@@ -43,18 +43,19 @@ fn stored(granularity: Granularity, dimension: &DimensionRef<'_>) -> bool {
     !matches!(dimension, DimensionRef::Item(_)) || granularity == Granularity::Hour
 }
 
-/// Transactions the writer sums in memory before it folds their item-hour rows in.
+/// Sales whose item-hour delta rows wait before the writer folds them in.
 pub(crate) const ITEM_FOLD_TRANSACTIONS: usize = 2_048;
 
-/// The longest the writer leaves a transaction's item-hour rows unfolded while it commits.
+/// The longest the writer leaves a sale's item-hour delta row unfolded while it commits.
 pub(crate) const ITEM_FOLD_AGE_MS: i64 = 10_000;
 
 /// A rollup row's key as stored, `(granularity, bucket_ms, dim_kind, dim_value)`, its text
 /// borrowed from the transaction it counts.
 pub(crate) type RowKey<'a> = (i64, i64, i64, &'a str);
 
-/// Rollup increments summed per stored row. A commit adds about nine rows per transaction
-/// to it, so its hasher is a fast one (seeded per process).
+/// Rollup increments summed per row a commit upserts (store, payment and register rows:
+/// minute, hour and day for each transaction), so its hasher is a fast one (seeded per
+/// process).
 pub(crate) type Delta<'a> = HashMap<RowKey<'a>, SalesFigures, foldhash::fast::RandomState>;
 
 /// An empty [`Delta`] with room for the rows of `transactions` transactions of a few items.

@@ -26,13 +26,14 @@
 //! `BEGIN IMMEDIATE` and the sealed events as bound multi-row inserts ([`EVENTS`], see
 //! [`values`]); while SQLite inserts them, the writer sums the batch's rollup increments
 //! per key and binds their upserts, so the two run on two cores. The second call holds the
-//! rollup upserts, the on-hand cells and stream heads ([`WRITE_BATCH`], each table's rows
-//! as one JSON array), the events of alerts the batch raised, and `COMMIT`. sqlx's own
-//! `begin` and `commit` are not used: each is a handshake of its own with that thread. Dead
-//! letters and resubmissions begin the transaction earlier, with calls of their own, only
-//! when a batch has them. The rollup upserts are most of a small commit's work: the items
-//! of 64 transactions rarely share a row, so each adds its own (which is why only hour
-//! rows are stored by item, see [`crate::rollup`]). Throughput is therefore set by how many
+//! rollup upserts, the batch's item-hour increments as one `item_deltas` row, the on-hand
+//! cells and stream heads ([`WRITE_BATCH`], each table's rows as one JSON array), the
+//! events of alerts the batch raised, and `COMMIT`. sqlx's own `begin` and `commit` are not
+//! used: each is a handshake of its own with that thread. Dead letters and resubmissions
+//! begin the transaction earlier, with calls of their own, only when a batch has them. The
+//! items of 64 transactions rarely share a rollup row, so upserting rows by item would be
+//! most of a small commit's work: they go as one delta row, folded into the hour rows every
+//! few thousand sales (see [`crate::rollup`]). Throughput is therefore set by how many
 //! records wait per commit: the writer yields once before draining the queue so callers
 //! answered by the previous commit can join the next one.
 //!

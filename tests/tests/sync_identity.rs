@@ -271,13 +271,7 @@ async fn a_device_claiming_another_store_is_refused_and_alerted() {
     for _ in 0..100 {
         alerts = s
             .store
-            .alerts(
-                &acme,
-                &AlertQuery {
-                    limit: 10,
-                    ..AlertQuery::default()
-                },
-            )
+            .alerts(&acme, &AlertQuery::newest(10))
             .await
             .unwrap();
         if !alerts.is_empty() {

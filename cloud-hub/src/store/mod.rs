@@ -358,6 +358,16 @@ pub struct AlertQuery {
     pub limit: u32,
 }
 
+impl AlertQuery {
+    /// The newest `limit` alerts, of every store and in any state.
+    pub fn newest(limit: u32) -> AlertQuery {
+        AlertQuery {
+            limit,
+            ..AlertQuery::default()
+        }
+    }
+}
+
 /// A stored alert, with when the hub last changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertRecord {
