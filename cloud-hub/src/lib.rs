@@ -69,8 +69,9 @@
 //! cached in process ([`cache`]): a hit takes one uncontended lock and allocates nothing to
 //! look up; identical misses arriving together are computed once; at most
 //! `limits.dashboard_queries_max` responses (default twice the cores) are computed at once,
-//! since the database answers a few queries at a time faster than many. Inventory still
-//! folds stock movements and line items per request. A series is bounded before and while
+//! since the database answers a few queries at a time faster than many. Inventory
+//! ([`store::inventory`]) reads the stock movements and, for sales, the daily item rollups
+//! (line items only between a count and the end of its day), and is cached too. A series is bounded before and while
 //! it is read: `from`/`to` must be writable dates, its buckets and its points (groups ×
 //! buckets) are capped by `limits.series_points_max`, and the rollup read carries a `LIMIT`
 //! (`limits.series_rows_max` where several rows make one point), so a wide grouping is

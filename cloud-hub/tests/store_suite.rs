@@ -387,36 +387,173 @@ async fn partly_known_run_applies_only_the_new_events(store: Arc<dyn Store>) {
     );
 }
 
+/// On hand as the protocol's fold of every movement makes it, for a store in a zone whose
+/// day does not start at UTC midnight: counts in the middle of a day with sales before, at
+/// and after them that day and on later days, returns and voids, two counts at one instant,
+/// a count older than the last, deltas at a count's instant, SKUs never counted.
 async fn inventory_equals_the_protocol_fold(store: Arc<dyn Store>) {
-    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
-    let mut device = Device::new("acme", "s1", "d1", 1);
-    let sales = sample_bodies("s1");
-    let stock = vec![
-        scan("c1", "s1", T0 - 1000, "sku-1", ScanPurpose::StockCount, 50),
-        scan("r1", "s1", T0 + 10, "sku-2", ScanPurpose::Receiving, 12),
-        scan("x1", "s1", T0 + 11, "sku-2", ScanPurpose::Sale, 1),
-        scan(
-            "c2",
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "Europe/Paris"), ("s2", "south", "UTC")],
+    )
+    .await;
+    const H: i64 = 3_600_000;
+    // T0 is 10:00 in Paris; the next local midnight is T0 + 14 h.
+    let c1 = T0 + 2 * H;
+    let s1 = vec![
+        sale("t1", "s1", T0, &[("sku-1", 2, 150), ("sku-2", 1, 999)]),
+        sale("t2", "s1", c1, &[("sku-1", 5, 150)]),
+        sale("t3", "s1", c1 + 1, &[("sku-1", 1, 150), ("sku-3", 4, 200)]),
+        sale("t4", "s1", T0 + 14 * H - 1, &[("sku-1", 3, 150)]),
+        sale("t5", "s1", T0 + 14 * H, &[("sku-1", 1, 150)]),
+        sale(
+            "t6",
             "s1",
-            T0 + 61_000,
-            "sku-1",
-            ScanPurpose::StockCount,
-            40,
+            T0 + 40 * H,
+            &[("sku-1", 2, 150), ("sku-2", 6, 999)],
         ),
+        EventBody::Transaction(txn(
+            "t7",
+            "s1",
+            T0 + 41 * H,
+            &[("sku-1", 1, 150)],
+            "cash",
+            TransactionKind::Return,
+        )),
+        EventBody::Transaction(txn(
+            "t8",
+            "s1",
+            T0 + 42 * H,
+            &[("sku-1", 9, 150)],
+            "cash",
+            TransactionKind::Void,
+        )),
+        sale("t9", "s1", T0 + 3 * H, &[("sku-4", 2, 100)]),
     ];
-    let adjust = vec![adjustment("a1", "s1", T0 + 5, "sku-3", 7)];
-    for bodies in [sales.clone(), stock.clone(), adjust.clone()] {
-        let (stream, events, head) = device.run(bodies);
-        store.commit_events(&stream, &events, head).await.unwrap();
+    let stock = vec![
+        scan("c1", "s1", c1, "sku-1", ScanPurpose::StockCount, 50),
+        adjustment("a1", "s1", c1, "sku-1", 100),
+        adjustment("a2", "s1", c1 + 5, "sku-1", -4),
+        // Older than c1: changes nothing.
+        scan("c0", "s1", c1 - 1, "sku-1", ScanPurpose::StockCount, 7),
+        // Two counts at one instant: the greater source id is the last.
+        scan(
+            "c-b",
+            "s1",
+            T0 + 20 * H,
+            "sku-2",
+            ScanPurpose::StockCount,
+            30,
+        ),
+        scan(
+            "c-a",
+            "s1",
+            T0 + 20 * H,
+            "sku-2",
+            ScanPurpose::StockCount,
+            20,
+        ),
+        scan("r1", "s1", T0 + 1, "sku-3", ScanPurpose::Receiving, 12),
+        scan("x1", "s1", T0 + 2, "sku-3", ScanPurpose::Sale, 1),
+        adjustment("a3", "s1", T0 + 5, "sku-5", 7),
+    ];
+    let s2 = vec![
+        sale("u1", "s2", T0, &[("sku-1", 3, 150)]),
+        scan("c2", "s2", T0 + 60 * H, "sku-1", ScanPurpose::StockCount, 8),
+    ];
+    // One run per device and event class.
+    let mut d1 = Device::new("acme", "s1", "d1", 1);
+    let mut d2 = Device::new("acme", "s2", "d2", 1);
+    let class_of = |b: &EventBody| std::mem::discriminant(b);
+    for (device, bodies) in [
+        (&mut d1, s1.iter().chain(&stock)),
+        (&mut d2, s2.iter().chain(&[])),
+    ] {
+        let mut runs: Vec<Vec<EventBody>> = Vec::new();
+        for body in bodies {
+            match runs.iter_mut().find(|r| class_of(&r[0]) == class_of(body)) {
+                Some(run) => run.push(body.clone()),
+                None => runs.push(vec![body.clone()]),
+            }
+        }
+        for run in runs {
+            let (stream, events, head) = device.run(run);
+            let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+            assert_eq!(outcome.inserted as usize, events.len());
+        }
     }
-    let all: Vec<EventBody> = sales.into_iter().chain(stock).chain(adjust).collect();
-    let expected = fold(all.iter().flat_map(movements).collect());
-    let stored = store
-        .movements(&tenant("acme"), None, None, 10_000)
+
+    let expected = |bodies: &[EventBody], store: &str, sku: Option<&str>| {
+        fold(bodies.iter().flat_map(movements).collect())
+            .into_iter()
+            .filter(|(k, _)| sku.is_none_or(|s| k.as_str() == s))
+            .map(|(k, q)| (store.to_owned(), k.as_str().to_owned(), q))
+            .collect::<Vec<_>>()
+    };
+    let s1_all: Vec<EventBody> = s1.iter().chain(&stock).cloned().collect();
+    let on_hand = |stores: Option<Vec<&'static str>>, sku: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            let stores: Option<Vec<_>> = stores.map(|s| s.into_iter().map(store_id).collect());
+            let sku = sku.map(|s| storesync_protocol::ids::Sku::new(s).unwrap());
+            storesync_hub::store::inventory::on_hand(
+                &*store,
+                &tenant("acme"),
+                stores.as_deref(),
+                sku.as_ref(),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(st, k, q)| (st.as_str().to_owned(), k.as_str().to_owned(), q))
+            .collect::<Vec<_>>()
+        }
+    };
+    let mut everything = expected(&s1_all, "s1", None);
+    everything.extend(expected(&s2, "s2", None));
+    assert_eq!(on_hand(None, None).await, everything);
+    // sku-1 at s1: counted 50 at c1, +100 at c1 ignored, then -1 (t3), -4, -3 (t4), -1 (t5),
+    // -2 (t6), +1 (t7 return), void ignored.
+    assert!(everything.contains(&("s1".into(), "sku-1".into(), 40)));
+    assert!(everything.contains(&("s1".into(), "sku-2".into(), 24)));
+    assert_eq!(
+        on_hand(Some(vec!["s1"]), None).await,
+        expected(&s1_all, "s1", None)
+    );
+    assert_eq!(
+        on_hand(None, Some("sku-1")).await,
+        [
+            expected(&s1_all, "s1", Some("sku-1")),
+            expected(&s2, "s2", Some("sku-1"))
+        ]
+        .concat()
+    );
+    assert!(
+        storesync_hub::store::inventory::on_hand(&*store, &tenant("globex"), None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Past its limit, the stock movement read refuses rather than cuts.
+    let stock_count = stock
+        .iter()
+        .chain(&s2)
+        .filter(|b| !matches!(b, EventBody::Transaction(_)))
+        .flat_map(movements)
+        .count();
+    let all = store
+        .stock_movements(&tenant("acme"), None, None, stock_count as u32)
         .await
         .unwrap();
-    let got = fold(stored.into_iter().map(|(_, m)| m).collect());
-    assert_eq!(got, expected);
+    assert_eq!(all.len(), stock_count);
+    let refused = store
+        .stock_movements(&tenant("acme"), None, None, stock_count as u32 - 1)
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Invalid(m)) if m.contains("more than")),
+        "{refused:?}"
+    );
 }
 
 async fn alerts_list_acknowledge_resolve(store: Arc<dyn Store>) {
@@ -520,7 +657,13 @@ async fn tenants_do_not_see_each_other(store: Arc<dyn Store>) {
     assert!(stored_rollups(&*store, "globex").await.is_empty());
     assert!(
         store
-            .movements(&tenant("globex"), None, None, 100)
+            .stock_movements(&tenant("globex"), None, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        storesync_hub::store::inventory::on_hand(&*store, &tenant("globex"), None, None)
             .await
             .unwrap()
             .is_empty()

@@ -38,7 +38,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use storesync_protocol::domain::AlertState;
 use storesync_protocol::ids::{AlertId, Sku, StoreId, TenantId};
-use storesync_protocol::inventory::fold;
 use storesync_protocol::rollup::{Granularity, SalesFigures, bucket_start};
 use tokio_stream::wrappers::BroadcastStream;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -1666,7 +1665,7 @@ async fn inventory(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(q): Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let stores = scope(&state, &caller, parse_stores(&q)?).await?;
     let sku = param(&q, "sku")
         .map(Sku::new)
@@ -1678,25 +1677,25 @@ async fn inventory(
         .transpose()
         .map_err(|_| AppError::BadRequest("offset: must be a non-negative integer".into()))?
         .unwrap_or(0);
-    let movements = state
-        .inner
-        .store
-        .movements(&caller.tenant, stores.as_deref(), sku.as_ref(), 5_000_000)
+    let key = series_key("inventory", &q);
+    cached(&state, &caller, key, &stores, async {
+        let levels = crate::store::inventory::on_hand(
+            &*state.inner.store,
+            &caller.tenant,
+            stores.as_deref(),
+            sku.as_ref(),
+        )
         .await?;
-    let mut per_store: BTreeMap<StoreId, Vec<storesync_protocol::inventory::Movement>> =
-        BTreeMap::new();
-    for (store, m) in movements {
-        per_store.entry(store).or_default().push(m);
-    }
-    let rows: Vec<Value> = per_store
-        .into_iter()
-        .flat_map(|(store, moves)| fold(moves).into_iter().map(move |(sku, qty)| json!({"storeId": store.as_str(), "sku": sku.as_str(), "onHand": qty})))
-        .collect();
-    let total = rows.len();
-    let page: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
-    Ok(Json(
-        json!({"items": page, "total": total, "offset": offset, "limit": limit}),
-    ))
+        let total = levels.len();
+        let page: Vec<Value> = levels
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(store, sku, qty)| json!({"storeId": store.as_str(), "sku": sku.as_str(), "onHand": qty}))
+            .collect();
+        Ok(json_cached(&json!({"items": page, "total": total, "offset": offset, "limit": limit})))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------

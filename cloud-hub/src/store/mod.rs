@@ -11,6 +11,7 @@
 
 pub mod docs;
 pub mod fleet;
+pub mod inventory;
 pub mod pg;
 pub mod pki;
 pub mod sqlite;
@@ -290,6 +291,19 @@ pub fn granularity_code(g: Granularity) -> i16 {
         Granularity::Day => 2,
         Granularity::Week => 3,
     }
+}
+
+/// A store's SKU between two instants, both excluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockWindow {
+    /// The store.
+    pub store: StoreId,
+    /// The item.
+    pub sku: Sku,
+    /// Start, excluded.
+    pub after_ms: i64,
+    /// End, excluded.
+    pub before_ms: i64,
 }
 
 /// The category of items the catalog names none for.
@@ -608,15 +622,36 @@ pub trait Store: Send + Sync + fmt::Debug {
         query: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError>;
 
-    /// Stock movements of the given stores (all when `None`), optionally of one SKU,
-    /// with their store; at most `limit`.
-    async fn movements(
+    /// Stock movements recorded by scans and adjustments (sales are line items) of the given
+    /// stores (all when `None`), optionally of one SKU, with their store. More than `limit`
+    /// of them is an error, never a cut list.
+    async fn stock_movements(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
         limit: u32,
     ) -> Result<Vec<(StoreId, Movement)>, StoreError>;
+
+    /// For each window, in order, the stock change of the line items of its store and SKU
+    /// recorded strictly inside it: sales take units out, returns put them back, voids
+    /// change nothing.
+    async fn sales_change_in(
+        &self,
+        tenant: &TenantId,
+        windows: &[StockWindow],
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Net units sold (sales minus returns) per store and SKU, summed from the daily item
+    /// rollups of the given stores (all when `None`), of one SKU when given. A store and SKU
+    /// listed in `from_day` counts only the days that start at or after its instant.
+    async fn units_sold_by_day(
+        &self,
+        tenant: &TenantId,
+        stores: Option<&[StoreId]>,
+        sku: Option<&Sku>,
+        from_day: &[(StoreId, Sku, i64)],
+    ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError>;
 
     /// Alerts, newest first.
     async fn alerts(

@@ -61,8 +61,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
-    DimKind, Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, Store, StoreError,
-    StoreInfo, granularity_code, now_ms, time_zone,
+    DimKind, Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, StockWindow, Store,
+    StoreError, StoreInfo, granularity_code, now_ms, time_zone,
 };
 use crate::ingest::alert_state_rank;
 
@@ -1195,7 +1195,7 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn movements(
+    async fn stock_movements(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
@@ -1204,19 +1204,21 @@ impl Store for PgStore {
     ) -> Result<Vec<(StoreId, Movement)>, StoreError> {
         let stores: Option<Vec<&str>> = stores.map(|s| s.iter().map(|s| s.as_str()).collect());
         let sku = sku.map(|s| s.as_str());
+        // One row past the limit tells a full list from a cut one.
         let rows = self
             .tenant_query(
                 tenant.as_str(),
-                "SELECT store_id, sku, at_ms, transaction_id, false, \
-                   (CASE WHEN kind = 0 THEN -abs(quantity) ELSE abs(quantity) END)::bigint \
-                 FROM line_items WHERE tenant_id = $1 AND kind <> 2 AND ($2::text[] IS NULL OR store_id = ANY($2)) AND ($3::text IS NULL OR sku = $3) \
-                 UNION ALL \
-                 SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements \
+                "SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements \
                  WHERE tenant_id = $1 AND ($2::text[] IS NULL OR store_id = ANY($2)) AND ($3::text IS NULL OR sku = $3) \
                  LIMIT $4",
-                &[&tenant.as_str(), &stores, &sku, &i64::from(limit)],
+                &[&tenant.as_str(), &stores, &sku, &(i64::from(limit) + 1)],
             )
             .await?;
+        if rows.len() > limit as usize {
+            return Err(StoreError::Invalid(format!(
+                "stock movements: more than {limit} in the stores asked for; ask for fewer stores or one SKU"
+            )));
+        }
         rows.iter()
             .map(|r| {
                 let is_count: bool = r.get(4);
@@ -1235,6 +1237,89 @@ impl Store for PgStore {
                             StockChange::Delta(qty)
                         },
                     },
+                ))
+            })
+            .collect()
+    }
+
+    async fn sales_change_in(
+        &self,
+        tenant: &TenantId,
+        windows: &[StockWindow],
+    ) -> Result<Vec<i64>, StoreError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stores: Vec<&str> = windows.iter().map(|w| w.store.as_str()).collect();
+        let skus: Vec<&str> = windows.iter().map(|w| w.sku.as_str()).collect();
+        let after: Vec<i64> = windows.iter().map(|w| w.after_ms).collect();
+        let before: Vec<i64> = windows.iter().map(|w| w.before_ms).collect();
+        // Each window probes the (store, SKU, time) index of the line items.
+        let rows = self
+            .tenant_query(
+                tenant.as_str(),
+                "SELECT w.n, coalesce(sum(CASE WHEN l.kind = 0 THEN -abs(l.quantity) ELSE abs(l.quantity) END), 0)::bigint \
+                 FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS w(s, k, a, b, n) \
+                 LEFT JOIN line_items l ON l.tenant_id = $1 AND l.store_id = w.s AND l.sku = w.k \
+                   AND l.at_ms > w.a AND l.at_ms < w.b AND l.kind <> 2 \
+                 GROUP BY w.n",
+                &[&tenant.as_str(), &stores, &skus, &after, &before],
+            )
+            .await?;
+        let mut changes = vec![0i64; windows.len()];
+        for r in rows {
+            let n: i64 = r.get(0);
+            if let Some(c) = usize::try_from(n - 1).ok().and_then(|i| changes.get_mut(i)) {
+                *c = r.get(1);
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn units_sold_by_day(
+        &self,
+        tenant: &TenantId,
+        stores: Option<&[StoreId]>,
+        sku: Option<&Sku>,
+        from_day: &[(StoreId, Sku, i64)],
+    ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError> {
+        let stores: Option<Vec<&str>> = stores.map(|s| s.iter().map(|s| s.as_str()).collect());
+        let sku = sku.map(|s| s.as_str());
+        let from_stores: Vec<&str> = from_day.iter().map(|(s, _, _)| s.as_str()).collect();
+        let from_skus: Vec<&str> = from_day.iter().map(|(_, k, _)| k.as_str()).collect();
+        let from_ms: Vec<i64> = from_day.iter().map(|(_, _, d)| *d).collect();
+        let granularity = granularity_code(storesync_protocol::rollup::Granularity::Day);
+        let dim = DimKind::Item as i16;
+        let rows = self
+            .tenant_query_with(
+                tenant.as_str(),
+                "SELECT r.store_id, r.dim_value, sum(r.units)::bigint FROM sales_rollups r \
+                 LEFT JOIN unnest($6::text[], $7::text[], $8::bigint[]) AS f(s, k, d) ON f.s = r.store_id AND f.k = r.dim_value \
+                 WHERE r.tenant_id = $1 AND r.granularity = $2 AND r.dim = $3 \
+                   AND ($4::text[] IS NULL OR r.store_id = ANY($4)) AND ($5::text IS NULL OR r.dim_value = $5) \
+                   AND (f.d IS NULL OR r.bucket_ms >= f.d) \
+                 GROUP BY r.store_id, r.dim_value",
+                &[
+                    &tenant.as_str(),
+                    &granularity,
+                    &dim,
+                    &stores,
+                    &sku,
+                    &from_stores,
+                    &from_skus,
+                    &from_ms,
+                ],
+                ROLLUP_READ_SETTINGS,
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    StoreId::new(r.get::<_, String>(0))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    Sku::new(r.get::<_, String>(1))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    r.get(2),
                 ))
             })
             .collect()

@@ -38,8 +38,8 @@ use tokio::sync::{Mutex, broadcast};
 use super::pg::alert_from_parts;
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
-    Principal, RefreshRecord, RefreshUse, Role, RollupQuery, RollupRow, Store, StoreError,
-    StoreInfo, granularity_code, key_text, now_ms, time_zone,
+    Principal, RefreshRecord, RefreshUse, Role, RollupQuery, RollupRow, StockWindow, Store,
+    StoreError, StoreInfo, granularity_code, key_text, now_ms, time_zone,
 };
 use crate::ingest::{self, Plan, alert_state_rank, body_kind, body_time, event_bytes};
 
@@ -993,7 +993,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn movements(
+    async fn stock_movements(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
@@ -1003,8 +1003,7 @@ impl Store for SqliteStore {
         let stores: Option<Vec<String>> =
             stores.map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT store_id, sku, at_ms, transaction_id AS source_id, 0 AS is_count, \
-             CASE WHEN kind = 0 THEN -abs(quantity) ELSE abs(quantity) END AS quantity FROM line_items WHERE kind <> 2 AND tenant_id = ",
+            "SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements WHERE tenant_id = ",
         );
         qb.push_bind(tenant.as_str().to_owned());
         if let Some(s) = &stores {
@@ -1013,16 +1012,14 @@ impl Store for SqliteStore {
         if let Some(sku) = sku {
             qb.push(" AND sku = ").push_bind(sku.as_str().to_owned());
         }
-        qb.push(" UNION ALL SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements WHERE tenant_id = ");
-        qb.push_bind(tenant.as_str().to_owned());
-        if let Some(s) = &stores {
-            push_in(&mut qb, "store_id", s);
-        }
-        if let Some(sku) = sku {
-            qb.push(" AND sku = ").push_bind(sku.as_str().to_owned());
-        }
-        qb.push(" LIMIT ").push_bind(i64::from(limit));
+        // One row past the limit tells a full list from a cut one.
+        qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
         let rows = qb.build().fetch_all(&self.pool).await?;
+        if rows.len() > limit as usize {
+            return Err(StoreError::Invalid(format!(
+                "stock movements: more than {limit} in the stores asked for; ask for fewer stores or one SKU"
+            )));
+        }
         rows.iter()
             .map(|r| {
                 let is_count: bool = r.try_get(4)?;
@@ -1039,6 +1036,94 @@ impl Store for SqliteStore {
                             StockChange::Delta(qty)
                         },
                     },
+                ))
+            })
+            .collect()
+    }
+
+    async fn sales_change_in(
+        &self,
+        tenant: &TenantId,
+        windows: &[StockWindow],
+    ) -> Result<Vec<i64>, StoreError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The windows go in as one JSON array, each probing the (store, SKU, time) index.
+        let list = serde_json::to_string(
+            &windows
+                .iter()
+                .map(|w| (w.store.as_str(), w.sku.as_str(), w.after_ms, w.before_ms))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::Invalid(format!("stock windows: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT w.key, coalesce(sum(CASE WHEN l.kind = 0 THEN -abs(l.quantity) ELSE abs(l.quantity) END), 0) \
+             FROM json_each(?2) w LEFT JOIN line_items l ON l.tenant_id = ?1 \
+               AND l.store_id = json_extract(w.value, '$[0]') AND l.sku = json_extract(w.value, '$[1]') \
+               AND l.at_ms > json_extract(w.value, '$[2]') AND l.at_ms < json_extract(w.value, '$[3]') AND l.kind <> 2 \
+             GROUP BY w.key",
+        )
+        .bind(tenant.as_str())
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut changes = vec![0i64; windows.len()];
+        for r in rows {
+            let n: i64 = r.try_get(0)?;
+            if let Some(c) = usize::try_from(n).ok().and_then(|i| changes.get_mut(i)) {
+                *c = r.try_get(1)?;
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn units_sold_by_day(
+        &self,
+        tenant: &TenantId,
+        stores: Option<&[StoreId]>,
+        sku: Option<&Sku>,
+        from_day: &[(StoreId, Sku, i64)],
+    ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError> {
+        let stores: Option<Vec<String>> =
+            stores.map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
+        let list = serde_json::to_string(
+            &from_day
+                .iter()
+                .map(|(s, k, d)| (s.as_str(), k.as_str(), *d))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::Invalid(format!("stock days: {e}")))?;
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "WITH f AS (SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS k, \
+               json_extract(value, '$[2]') AS d FROM json_each(",
+        );
+        qb.push_bind(list);
+        qb.push(
+            ")) SELECT r.store_id, r.dim_value, sum(r.units) FROM sales_rollups r \
+             LEFT JOIN f ON f.s = r.store_id AND f.k = r.dim_value WHERE r.tenant_id = ",
+        );
+        qb.push_bind(tenant.as_str().to_owned());
+        qb.push(" AND r.granularity = ").push_bind(granularity_code(
+            storesync_protocol::rollup::Granularity::Day,
+        ));
+        qb.push(" AND r.dim = ")
+            .push_bind(super::DimKind::Item as i16);
+        if let Some(s) = &stores {
+            push_in(&mut qb, "r.store_id", s);
+        }
+        if let Some(sku) = sku {
+            qb.push(" AND r.dim_value = ")
+                .push_bind(sku.as_str().to_owned());
+        }
+        qb.push(" AND (f.d IS NULL OR r.bucket_ms >= f.d) GROUP BY r.store_id, r.dim_value");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    StoreId::new(r.try_get::<String, _>(0)?).map_err(corrupt)?,
+                    Sku::new(r.try_get::<String, _>(1)?).map_err(corrupt)?,
+                    r.try_get(2)?,
                 ))
             })
             .collect()
