@@ -322,6 +322,26 @@ async fn rejected_records_become_dead_letters(store: Arc<dyn Store>) {
         .map(|(_, f)| f.transactions)
         .sum();
     assert_eq!(tx_count, 1);
+    // A refused transaction never took its id: sent again corrected, it is new, not a
+    // conflict, and so is the one that named the wrong store, sent by its own store.
+    let (stream, events, head) = device.run(vec![sale("t9", "s1", T0, &[("sku-1", 1, 100)])]);
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.conflicts.len()), (1, 0));
+    let mut other = Device::new("acme", "s2", "d2", 1);
+    let (stream, events, head) = other.run(vec![sale("t8", "s2", T0, &[("sku-1", 1, 100)])]);
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.conflicts.len()), (1, 0));
+    assert_eq!(
+        store.dead_letters(&tenant("acme"), 10).await.unwrap().len(),
+        2
+    );
+    let tx_count: i64 = stored_rollups(&*store, "acme")
+        .await
+        .iter()
+        .filter(|(k, _)| k.0 == 2 && k.2 == 0)
+        .map(|(_, f)| f.transactions)
+        .sum();
+    assert_eq!(tx_count, 3);
 }
 
 /// A run that is mostly new but repeats a stored event at its end: whatever the backend

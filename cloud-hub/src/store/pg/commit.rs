@@ -261,7 +261,10 @@ impl PgStore {
             .iter()
             .map(|&i| events[i].key.clone())
             .collect();
-        let (ids, hashes) = txn_ids(events, &decision.apply);
+        // Rows are planned first: a transaction re-validation refuses is a dead letter and
+        // never takes its id in the registry.
+        let plan = plan_rows(events, &mut decision, tz, now);
+        let (ids, hashes) = txn_ids(events, &plan.transactions);
         let expected_ids = ids.len() as u64;
         let mut leading = vec![columns.keys_statement(stream, events, INSERT_KEYS)];
         if !ids.is_empty() {
@@ -273,7 +276,6 @@ impl PgStore {
             );
         }
         let lead = leading.len();
-        let plan = plan_rows(events, &mut decision, tz, now);
         let writes = self.writes(
             stream,
             events,
@@ -398,7 +400,19 @@ impl PgStore {
             .outcome
             .conflicts
             .extend(screened.conflicts.iter().map(|&i| events[i].key.clone()));
-        let candidates = screened.candidates;
+        // Re-validation before the registry: a transaction it refuses is a dead letter and
+        // never takes its id (sent again corrected, it is new).
+        let checked = Plan::new(events, &screened.candidates, tz, now);
+        let refused: HashSet<usize> = checked.rejected.iter().map(|r| r.index).collect();
+        decision.outcome.inserted += refused.len() as u64;
+        decision
+            .dead
+            .extend(checked.rejected.into_iter().map(|r| (r.index, r.reason)));
+        let candidates: Vec<usize> = screened
+            .candidates
+            .into_iter()
+            .filter(|i| !refused.contains(i))
+            .collect();
         let (ids, hashes) = txn_ids(events, &candidates);
         if ids.is_empty() {
             decision.apply = candidates;
