@@ -41,7 +41,7 @@ pub enum StoreConfig {
         /// Pooled connections.
         #[serde(default = "default_pool")]
         pool_size_max: usize,
-        /// Days of event partitions kept (0: forever).
+        /// Days of event partitions kept (0: forever); stock movements are always kept.
         #[serde(default)]
         retention_days: u32,
     },
@@ -515,7 +515,7 @@ listen = "127.0.0.1:8080"
 #   admin_url = "host=db user=storesync_owner dbname=storesync"  # runs migrations
 #   app_role = "storesync_app"
 #   pool_size_max = 32
-#   retention_days = 400
+#   retention_days = 400    # event partitions; stock movements are kept
 backend = "sqlite"
 path = "hub.db"
 

@@ -555,25 +555,34 @@ async fn inventory_equals_the_protocol_fold(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
-    // Past its limit, the stock movement read refuses rather than cuts.
-    let stock_count = stock
-        .iter()
-        .chain(&s2)
-        .filter(|b| !matches!(b, EventBody::Transaction(_)))
-        .flat_map(movements)
-        .count();
-    let all = store
-        .stock_movements(&tenant("acme"), None, None, stock_count as u32)
+    // A zone changed since the sales were bucketed: the day boundary is the stored one.
+    // (The sale is bucketed in UTC, the count falls before the new zone's midnight.)
+    let late = vec![
+        sale("u2", "s2", T0 + 9 * H, &[("sku-7", 1, 100)]),
+        scan("c3", "s2", T0 + 3 * H, "sku-7", ScanPurpose::StockCount, 50),
+    ];
+    let (stream, events, head) = d2.run(vec![late[0].clone()]);
+    store.commit_events(&stream, &events, head).await.unwrap();
+    store
+        .upsert_store(
+            &tenant("acme"),
+            &storesync_hub::store::StoreInfo {
+                store_id: store_id("s2"),
+                name: "s2".into(),
+                region: "south".into(),
+                time_zone: "Asia/Tokyo".into(),
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(all.len(), stock_count);
-    let refused = store
-        .stock_movements(&tenant("acme"), None, None, stock_count as u32 - 1)
-        .await;
-    assert!(
-        matches!(&refused, Err(StoreError::Invalid(m)) if m.contains("more than")),
-        "{refused:?}"
+    let (stream, events, head) = d2.run(vec![late[1].clone()]);
+    store.commit_events(&stream, &events, head).await.unwrap();
+    let s2_all: Vec<EventBody> = s2.iter().chain(&late).cloned().collect();
+    assert_eq!(
+        on_hand(Some(vec!["s2"]), None).await,
+        expected(&s2_all, "s2", None)
     );
+    assert!(on_hand(Some(vec!["s2"]), Some("sku-7")).await == [("s2".into(), "sku-7".into(), 49)]);
 }
 
 async fn alerts_list_acknowledge_resolve(store: Arc<dyn Store>) {
@@ -677,7 +686,7 @@ async fn tenants_do_not_see_each_other(store: Arc<dyn Store>) {
     assert!(stored_rollups(&*store, "globex").await.is_empty());
     assert!(
         store
-            .stock_movements(&tenant("globex"), None, None, 100)
+            .stock_levels(&tenant("globex"), None, None)
             .await
             .unwrap()
             .is_empty()
@@ -1132,6 +1141,49 @@ async fn pg_gated_run_refuses_a_head_its_predecessor_did_not_reach() {
     store.commit_events(&stream, &skipped, head2).await.unwrap();
     let outcome = store.commit_events(&stream, &next, head3).await.unwrap();
     assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
+}
+
+/// Retention drops old sales but keeps stock movements, and inventory reads sales from the
+/// daily rollups: on hand is the same before and after old partitions go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_inventory_outlives_retention() {
+    use storesync_hub::store::pg::PARTITION_WIDTH_MS;
+    let cluster = storesync_hub::testing::shared_cluster().expect("test cluster");
+    let config = cluster
+        .database("t_inventory_retention")
+        .await
+        .expect("database");
+    let pg = storesync_hub::store::pg::PgStore::connect(config)
+        .await
+        .unwrap();
+    pg.migrate().await.unwrap();
+    let pg = Arc::new(pg);
+    let store: Arc<dyn Store> = pg.clone();
+    setup_tenant(&*store, "acme", &[("s1", "north", "UTC")]).await;
+    let old = T0 - 400 * 86_400_000;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    for bodies in [
+        vec![scan("r1", "s1", old, "sku-1", ScanPurpose::Receiving, 100)],
+        vec![
+            sale("t1", "s1", old + 3_600_000, &[("sku-1", 10, 100)]),
+            sale("t2", "s1", T0, &[("sku-1", 1, 100)]),
+        ],
+    ] {
+        let (stream, events, head) = device.run(bodies);
+        store.commit_events(&stream, &events, head).await.unwrap();
+    }
+    let read = || async {
+        storesync_hub::store::inventory::on_hand(&*store, &tenant("acme"), None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, sku, q)| (sku.as_str().to_owned(), q))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read().await, [("sku-1".to_owned(), 89)]);
+    let cutoff = (old.div_euclid(PARTITION_WIDTH_MS) + 1) * PARTITION_WIDTH_MS;
+    assert_eq!(pg.drop_partitions_before(cutoff).await.unwrap(), 3);
+    assert_eq!(read().await, [("sku-1".to_owned(), 89)]);
 }
 
 /// With a single pooled connection, a gated run that starts before its predecessor does not

@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use storesync_protocol::domain::Alert;
 use storesync_protocol::event::{Event, EventKey, Hash, SeqNo, StreamHead, StreamId};
 use storesync_protocol::ids::{AlertId, DeviceId, Sku, StoreId, TenantId};
-use storesync_protocol::inventory::Movement;
 use storesync_protocol::rollup::{Granularity, SalesFigures};
 use storesync_protocol::time::UnixMillis;
 use tokio::sync::broadcast;
@@ -291,6 +290,32 @@ pub fn granularity_code(g: Granularity) -> i16 {
         Granularity::Day => 2,
         Granularity::Week => 3,
     }
+}
+
+/// What the stock movements of one store's SKU say (see [`Store::stock_levels`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockLevel {
+    /// The store.
+    pub store: StoreId,
+    /// The item.
+    pub sku: Sku,
+    /// The last count: its time and the quantity counted.
+    pub count: Option<(i64, i64)>,
+    /// The deltas after the count, or all of them.
+    pub delta: i64,
+}
+
+/// Net units sold of one store's SKU (see [`Store::units_sold_by_day`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitsSold {
+    /// The store.
+    pub store: StoreId,
+    /// The item.
+    pub sku: Sku,
+    /// Units sold minus units returned.
+    pub units: i64,
+    /// Start of the first day counted.
+    pub first_day_ms: i64,
 }
 
 /// A store's SKU between two instants, both excluded.
@@ -622,16 +647,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         query: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError>;
 
-    /// Stock movements recorded by scans and adjustments (sales are line items) of the given
-    /// stores (all when `None`), optionally of one SKU, with their store. More than `limit`
-    /// of them is an error, never a cut list.
-    async fn stock_movements(
+    /// Per store and SKU with stock movements (scans and adjustments; sales are line items)
+    /// in the given stores (all when `None`), of one SKU when given: the last count (latest
+    /// time, then greatest source id in byte order) and the sum of the deltas after it (of
+    /// all deltas when there is none). Sorted by store and SKU.
+    async fn stock_levels(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
-        limit: u32,
-    ) -> Result<Vec<(StoreId, Movement)>, StoreError>;
+    ) -> Result<Vec<StockLevel>, StoreError>;
 
     /// For each window, in order, the stock change of the line items of its store and SKU
     /// recorded strictly inside it: sales take units out, returns put them back, voids
@@ -644,14 +669,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Net units sold (sales minus returns) per store and SKU, summed from the daily item
     /// rollups of the given stores (all when `None`), of one SKU when given. A store and SKU
-    /// listed in `from_day` counts only the days that start at or after its instant.
+    /// listed (once) in `after` counts only the days that start strictly after its instant.
     async fn units_sold_by_day(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
-        from_day: &[(StoreId, Sku, i64)],
-    ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError>;
+        after: &[(StoreId, Sku, i64)],
+    ) -> Result<Vec<UnitsSold>, StoreError>;
 
     /// Alerts, newest first.
     async fn alerts(

@@ -11,7 +11,8 @@
 //! [`PgStore::migrate`] and the maintenance task and on demand before an ingest that needs
 //! one (through the `SECURITY DEFINER` function `storesync_ensure_partitions`, so the hub's
 //! role needs no DDL rights), and detached and dropped by retention
-//! (`storesync_drop_partitions_before`). When the `timescaledb` extension can be created at
+//! (`storesync_drop_partitions_before`), all but those of `stock_movements`, which inventory
+//! reads in full (they are few beside sales). When the `timescaledb` extension can be created at
 //! the first migration the same tables become hypertables instead (installed but not
 //! preloaded, the hub falls back to native partitions with a warning); later starts follow
 //! what the schema was created with. That path is written but cannot be exercised on
@@ -52,7 +53,6 @@ use storesync_protocol::event::{
     Epoch, Event, EventClass, EventKey, Hash, SeqNo, StreamHead, StreamId,
 };
 use storesync_protocol::ids::{AlertId, DeviceId, Sku, StoreId, TenantId};
-use storesync_protocol::inventory::{Movement, StockChange};
 use storesync_protocol::rollup::SalesFigures;
 use storesync_protocol::time::{EventTime, UnixMillis};
 use tokio::sync::broadcast;
@@ -61,8 +61,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
-    DimKind, Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, StockWindow, Store,
-    StoreError, StoreInfo, granularity_code, now_ms, time_zone,
+    DimKind, Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, StockLevel, StockWindow,
+    Store, StoreError, StoreInfo, UnitsSold, granularity_code, now_ms, time_zone,
 };
 use crate::ingest::alert_state_rank;
 
@@ -574,8 +574,13 @@ async fn listen_once(url: &str, sender: &broadcast::Sender<Change>) -> Result<()
     Err(StoreError::Postgres("listener connection closed".into()))
 }
 
+/// Tables retention drops partitions of: all partitioned ones but `stock_movements`, which
+/// inventory reads back to each SKU's first movement (see `store::inventory`).
+const RETAINED: [&str; 3] = ["transactions", "line_items", "other_events"];
+
 fn partition_functions(timescale: bool) -> String {
     let tables = PARTITIONED.map(|t| format!("'{t}'")).join(", ");
+    let retained = RETAINED.map(|t| format!("'{t}'")).join(", ");
     if timescale {
         // Hypertables create their own chunks; retention drops chunks.
         return format!(
@@ -584,7 +589,7 @@ fn partition_functions(timescale: bool) -> String {
              CREATE OR REPLACE FUNCTION storesync_drop_partitions_before(cutoff_ms bigint) RETURNS bigint \
              LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$ \
              DECLARE t text; n bigint := 0; BEGIN \
-               FOREACH t IN ARRAY ARRAY[{tables}] LOOP \
+               FOREACH t IN ARRAY ARRAY[{retained}] LOOP \
                  n := n + (SELECT count(*) FROM drop_chunks(t::regclass, older_than => cutoff_ms)); \
                END LOOP; RETURN n; END $$;"
         );
@@ -615,7 +620,7 @@ fn partition_functions(timescale: bool) -> String {
          BEGIN \
            FOR r IN SELECT parent.relname AS parent, child.relname AS child FROM pg_inherits i \
                JOIN pg_class parent ON parent.oid = i.inhparent JOIN pg_class child ON child.oid = i.inhrelid \
-               WHERE parent.relname = ANY(ARRAY[{tables}]) AND child.relname ~ '_w[0-9]+$' LOOP \
+               WHERE parent.relname = ANY(ARRAY[{retained}]) AND child.relname ~ '_w[0-9]+$' LOOP \
              IF (substring(r.child FROM '_w([0-9]+)$')::bigint + 1) * w <= cutoff_ms THEN \
                EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', r.parent, r.child); \
                EXECUTE format('DROP TABLE %I', r.child); \
@@ -1195,49 +1200,41 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn stock_movements(
+    async fn stock_levels(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
-        limit: u32,
-    ) -> Result<Vec<(StoreId, Movement)>, StoreError> {
+    ) -> Result<Vec<StockLevel>, StoreError> {
         let stores: Option<Vec<&str>> = stores.map(|s| s.iter().map(|s| s.as_str()).collect());
         let sku = sku.map(|s| s.as_str());
-        // One row past the limit tells a full list from a cut one.
+        // Source ids compare in byte order (`COLLATE "C"`), as the protocol's fold does.
         let rows = self
             .tenant_query(
                 tenant.as_str(),
-                "SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements \
-                 WHERE tenant_id = $1 AND ($2::text[] IS NULL OR store_id = ANY($2)) AND ($3::text IS NULL OR sku = $3) \
-                 LIMIT $4",
-                &[&tenant.as_str(), &stores, &sku, &(i64::from(limit) + 1)],
+                "WITH m AS (SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements \
+                   WHERE tenant_id = $1 AND ($2::text[] IS NULL OR store_id = ANY($2)) AND ($3::text IS NULL OR sku = $3)), \
+                 c AS (SELECT DISTINCT ON (store_id, sku) store_id, sku, at_ms, quantity FROM m WHERE is_count \
+                   ORDER BY store_id, sku, at_ms DESC, source_id COLLATE \"C\" DESC) \
+                 SELECT m.store_id, m.sku, c.at_ms, c.quantity, \
+                   coalesce(sum(m.quantity) FILTER (WHERE NOT m.is_count AND (c.at_ms IS NULL OR m.at_ms > c.at_ms)), 0)::bigint \
+                 FROM m LEFT JOIN c ON c.store_id = m.store_id AND c.sku = m.sku \
+                 GROUP BY m.store_id, m.sku, c.at_ms, c.quantity ORDER BY m.store_id, m.sku",
+                &[&tenant.as_str(), &stores, &sku],
             )
             .await?;
-        if rows.len() > limit as usize {
-            return Err(StoreError::Invalid(format!(
-                "stock movements: more than {limit} in the stores asked for; ask for fewer stores or one SKU"
-            )));
-        }
         rows.iter()
             .map(|r| {
-                let is_count: bool = r.get(4);
-                let qty: i64 = r.get(5);
-                Ok((
-                    StoreId::new(r.get::<_, String>(0))
+                let at: Option<i64> = r.get(2);
+                let counted: Option<i64> = r.get(3);
+                Ok(StockLevel {
+                    store: StoreId::new(r.get::<_, String>(0))
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    Movement {
-                        sku: Sku::new(r.get::<_, String>(1))
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        at_ms: r.get(2),
-                        source_id: r.get(3),
-                        change: if is_count {
-                            StockChange::Count(qty)
-                        } else {
-                            StockChange::Delta(qty)
-                        },
-                    },
-                ))
+                    sku: Sku::new(r.get::<_, String>(1))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    count: at.zip(counted),
+                    delta: r.get(4),
+                })
             })
             .collect()
     }
@@ -1281,23 +1278,23 @@ impl Store for PgStore {
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
-        from_day: &[(StoreId, Sku, i64)],
-    ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError> {
+        after: &[(StoreId, Sku, i64)],
+    ) -> Result<Vec<UnitsSold>, StoreError> {
         let stores: Option<Vec<&str>> = stores.map(|s| s.iter().map(|s| s.as_str()).collect());
         let sku = sku.map(|s| s.as_str());
-        let from_stores: Vec<&str> = from_day.iter().map(|(s, _, _)| s.as_str()).collect();
-        let from_skus: Vec<&str> = from_day.iter().map(|(_, k, _)| k.as_str()).collect();
-        let from_ms: Vec<i64> = from_day.iter().map(|(_, _, d)| *d).collect();
+        let after_stores: Vec<&str> = after.iter().map(|(s, _, _)| s.as_str()).collect();
+        let after_skus: Vec<&str> = after.iter().map(|(_, k, _)| k.as_str()).collect();
+        let after_ms: Vec<i64> = after.iter().map(|(_, _, t)| *t).collect();
         let granularity = granularity_code(storesync_protocol::rollup::Granularity::Day);
         let dim = DimKind::Item as i16;
         let rows = self
             .tenant_query_with(
                 tenant.as_str(),
-                "SELECT r.store_id, r.dim_value, sum(r.units)::bigint FROM sales_rollups r \
-                 LEFT JOIN unnest($6::text[], $7::text[], $8::bigint[]) AS f(s, k, d) ON f.s = r.store_id AND f.k = r.dim_value \
+                "SELECT r.store_id, r.dim_value, sum(r.units)::bigint, min(r.bucket_ms) FROM sales_rollups r \
+                 LEFT JOIN unnest($6::text[], $7::text[], $8::bigint[]) AS f(s, k, t) ON f.s = r.store_id AND f.k = r.dim_value \
                  WHERE r.tenant_id = $1 AND r.granularity = $2 AND r.dim = $3 \
                    AND ($4::text[] IS NULL OR r.store_id = ANY($4)) AND ($5::text IS NULL OR r.dim_value = $5) \
-                   AND (f.d IS NULL OR r.bucket_ms >= f.d) \
+                   AND (f.t IS NULL OR r.bucket_ms > f.t) \
                  GROUP BY r.store_id, r.dim_value",
                 &[
                     &tenant.as_str(),
@@ -1305,22 +1302,23 @@ impl Store for PgStore {
                     &dim,
                     &stores,
                     &sku,
-                    &from_stores,
-                    &from_skus,
-                    &from_ms,
+                    &after_stores,
+                    &after_skus,
+                    &after_ms,
                 ],
                 ROLLUP_READ_SETTINGS,
             )
             .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    StoreId::new(r.get::<_, String>(0))
+                Ok(UnitsSold {
+                    store: StoreId::new(r.get::<_, String>(0))
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    Sku::new(r.get::<_, String>(1))
+                    sku: Sku::new(r.get::<_, String>(1))
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    r.get(2),
-                ))
+                    units: r.get(2),
+                    first_day_ms: r.get(3),
+                })
             })
             .collect()
     }

@@ -30,7 +30,6 @@ use storesync_protocol::event::{
     Epoch, Event, EventBody, EventClass, Hash, SeqNo, StreamHead, StreamId,
 };
 use storesync_protocol::ids::{AlertId, DeviceId, Sku, StoreId, TenantId};
-use storesync_protocol::inventory::{Movement, StockChange};
 use storesync_protocol::rollup::SalesFigures;
 use storesync_protocol::time::UnixMillis;
 use tokio::sync::{Mutex, broadcast};
@@ -38,8 +37,8 @@ use tokio::sync::{Mutex, broadcast};
 use super::pg::alert_from_parts;
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
-    Principal, RefreshRecord, RefreshUse, Role, RollupQuery, RollupRow, StockWindow, Store,
-    StoreError, StoreInfo, granularity_code, key_text, now_ms, time_zone,
+    Principal, RefreshRecord, RefreshUse, Role, RollupQuery, RollupRow, StockLevel, StockWindow,
+    Store, StoreError, StoreInfo, UnitsSold, granularity_code, key_text, now_ms, time_zone,
 };
 use crate::ingest::{self, Plan, alert_state_rank, body_kind, body_time, event_bytes};
 
@@ -993,17 +992,16 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn stock_movements(
+    async fn stock_levels(
         &self,
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
-        limit: u32,
-    ) -> Result<Vec<(StoreId, Movement)>, StoreError> {
+    ) -> Result<Vec<StockLevel>, StoreError> {
         let stores: Option<Vec<String>> =
             stores.map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements WHERE tenant_id = ",
+            "WITH m AS (SELECT store_id, sku, at_ms, source_id, is_count, quantity FROM stock_movements WHERE tenant_id = ",
         );
         qb.push_bind(tenant.as_str().to_owned());
         if let Some(s) = &stores {
@@ -1012,31 +1010,27 @@ impl Store for SqliteStore {
         if let Some(sku) = sku {
             qb.push(" AND sku = ").push_bind(sku.as_str().to_owned());
         }
-        // One row past the limit tells a full list from a cut one.
-        qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+        // Text compares bytewise here (BINARY), as the protocol's fold does.
+        qb.push(
+            "), c AS (SELECT store_id, sku, at_ms, quantity FROM (SELECT store_id, sku, at_ms, quantity, \
+               row_number() OVER (PARTITION BY store_id, sku ORDER BY at_ms DESC, source_id DESC) AS n \
+               FROM m WHERE is_count) WHERE n = 1) \
+             SELECT m.store_id, m.sku, c.at_ms, c.quantity, \
+               coalesce(sum(CASE WHEN NOT m.is_count AND (c.at_ms IS NULL OR m.at_ms > c.at_ms) THEN m.quantity ELSE 0 END), 0) \
+             FROM m LEFT JOIN c ON c.store_id = m.store_id AND c.sku = m.sku \
+             GROUP BY m.store_id, m.sku, c.at_ms, c.quantity ORDER BY m.store_id, m.sku",
+        );
         let rows = qb.build().fetch_all(&self.pool).await?;
-        if rows.len() > limit as usize {
-            return Err(StoreError::Invalid(format!(
-                "stock movements: more than {limit} in the stores asked for; ask for fewer stores or one SKU"
-            )));
-        }
         rows.iter()
             .map(|r| {
-                let is_count: bool = r.try_get(4)?;
-                let qty: i64 = r.try_get(5)?;
-                Ok((
-                    StoreId::new(r.try_get::<String, _>(0)?).map_err(corrupt)?,
-                    Movement {
-                        sku: Sku::new(r.try_get::<String, _>(1)?).map_err(corrupt)?,
-                        at_ms: r.try_get(2)?,
-                        source_id: r.try_get(3)?,
-                        change: if is_count {
-                            StockChange::Count(qty)
-                        } else {
-                            StockChange::Delta(qty)
-                        },
-                    },
-                ))
+                let at: Option<i64> = r.try_get(2)?;
+                let counted: Option<i64> = r.try_get(3)?;
+                Ok(StockLevel {
+                    store: StoreId::new(r.try_get::<String, _>(0)?).map_err(corrupt)?,
+                    sku: Sku::new(r.try_get::<String, _>(1)?).map_err(corrupt)?,
+                    count: at.zip(counted),
+                    delta: r.try_get(4)?,
+                })
             })
             .collect()
     }
@@ -1083,12 +1077,12 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         stores: Option<&[StoreId]>,
         sku: Option<&Sku>,
-        from_day: &[(StoreId, Sku, i64)],
-    ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError> {
+        after: &[(StoreId, Sku, i64)],
+    ) -> Result<Vec<UnitsSold>, StoreError> {
         let stores: Option<Vec<String>> =
             stores.map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
         let list = serde_json::to_string(
-            &from_day
+            &after
                 .iter()
                 .map(|(s, k, d)| (s.as_str(), k.as_str(), *d))
                 .collect::<Vec<_>>(),
@@ -1100,7 +1094,7 @@ impl Store for SqliteStore {
         );
         qb.push_bind(list);
         qb.push(
-            ")) SELECT r.store_id, r.dim_value, sum(r.units) FROM sales_rollups r \
+            ")) SELECT r.store_id, r.dim_value, sum(r.units), min(r.bucket_ms) FROM sales_rollups r \
              LEFT JOIN f ON f.s = r.store_id AND f.k = r.dim_value WHERE r.tenant_id = ",
         );
         qb.push_bind(tenant.as_str().to_owned());
@@ -1116,15 +1110,16 @@ impl Store for SqliteStore {
             qb.push(" AND r.dim_value = ")
                 .push_bind(sku.as_str().to_owned());
         }
-        qb.push(" AND (f.d IS NULL OR r.bucket_ms >= f.d) GROUP BY r.store_id, r.dim_value");
+        qb.push(" AND (f.d IS NULL OR r.bucket_ms > f.d) GROUP BY r.store_id, r.dim_value");
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    StoreId::new(r.try_get::<String, _>(0)?).map_err(corrupt)?,
-                    Sku::new(r.try_get::<String, _>(1)?).map_err(corrupt)?,
-                    r.try_get(2)?,
-                ))
+                Ok(UnitsSold {
+                    store: StoreId::new(r.try_get::<String, _>(0)?).map_err(corrupt)?,
+                    sku: Sku::new(r.try_get::<String, _>(1)?).map_err(corrupt)?,
+                    units: r.try_get(2)?,
+                    first_day_ms: r.try_get(3)?,
+                })
             })
             .collect()
     }
