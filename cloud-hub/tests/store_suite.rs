@@ -1143,6 +1143,70 @@ async fn pg_gated_run_refuses_a_head_its_predecessor_did_not_reach() {
     assert_eq!((outcome.inserted, outcome.duplicates), (1, 0));
 }
 
+/// A store's zone changed by another process (the `store add` command, another replica)
+/// reaches this one's ingest once its looked-up zone expires (here after 200 ms).
+async fn zone_changed_elsewhere_reaches_ingest(here: Arc<dyn Store>, elsewhere: Arc<dyn Store>) {
+    const H: i64 = 3_600_000;
+    setup_tenant(&*elsewhere, "acme", &[("s1", "north", "UTC")]).await;
+    let mut device = Device::new("acme", "s1", "d1", 1);
+    let (stream, events, head) = device.run(vec![sale("t1", "s1", T0, &[("sku-1", 1, 100)])]);
+    here.commit_events(&stream, &events, head).await.unwrap();
+    elsewhere
+        .upsert_store(
+            &tenant("acme"),
+            &storesync_hub::store::StoreInfo {
+                store_id: store_id("s1"),
+                name: "s1".into(),
+                region: "north".into(),
+                time_zone: "Asia/Tokyo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // T0 + 16 h is 2026-11-18T01:00Z: the 18th in Tokyo since 2026-11-17T15:00Z.
+    let (stream, events, head) =
+        device.run(vec![sale("t2", "s1", T0 + 16 * H, &[("sku-1", 1, 100)])]);
+    here.commit_events(&stream, &events, head).await.unwrap();
+    let days: Vec<i64> = stored_rollups(&*here, "acme")
+        .await
+        .keys()
+        .filter(|k| k.0 == 2 && k.2 == 0)
+        .map(|k| k.1)
+        .collect();
+    assert_eq!(days, [T0 - 9 * H, T0 + 6 * H], "UTC day, then Tokyo day");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_zone_changed_by_a_replica_reaches_ingest() {
+    let cluster = storesync_hub::testing::shared_cluster().expect("test cluster");
+    let config = cluster.database("t_zone_replica").await.expect("database");
+    let here = storesync_hub::store::pg::PgStore::connect(config.clone())
+        .await
+        .unwrap()
+        .with_zone_ttl(std::time::Duration::from_millis(200));
+    here.migrate().await.unwrap();
+    let elsewhere = storesync_hub::store::pg::PgStore::connect(config)
+        .await
+        .unwrap();
+    zone_changed_elsewhere_reaches_ingest(Arc::new(here), Arc::new(elsewhere)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_zone_changed_by_another_process_reaches_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let here = storesync_hub::store::sqlite::SqliteStore::open(&path)
+        .await
+        .unwrap()
+        .with_zone_ttl(std::time::Duration::from_millis(200));
+    here.migrate().await.unwrap();
+    let elsewhere = storesync_hub::store::sqlite::SqliteStore::open(&path)
+        .await
+        .unwrap();
+    zone_changed_elsewhere_reaches_ingest(Arc::new(here), Arc::new(elsewhere)).await;
+}
+
 /// Retention drops old sales but keeps stock movements, and inventory reads sales from the
 /// daily rollups: on hand is the same before and after old partitions go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

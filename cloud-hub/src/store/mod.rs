@@ -17,7 +17,7 @@ pub mod pki;
 pub mod sqlite;
 pub mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use async_trait::async_trait;
@@ -289,6 +289,55 @@ pub fn granularity_code(g: Granularity) -> i16 {
         Granularity::Hour => 1,
         Granularity::Day => 2,
         Granularity::Week => 3,
+    }
+}
+
+/// How long a store's time zone, once looked up, is used without looking again: a zone
+/// changed by another process (the `store add` command, another hub replica) reaches ingest
+/// within this time.
+pub const ZONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Store time zones as ingest looked them up, each kept for a while (see [`ZONE_TTL`]).
+#[derive(Debug)]
+pub(crate) struct ZoneCache {
+    entries: std::sync::Mutex<HashMap<(String, String), (jiff::tz::TimeZone, std::time::Instant)>>,
+    ttl: std::time::Duration,
+}
+
+impl ZoneCache {
+    pub(crate) fn new(ttl: std::time::Duration) -> ZoneCache {
+        ZoneCache {
+            entries: std::sync::Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        HashMap<(String, String), (jiff::tz::TimeZone, std::time::Instant)>,
+    > {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The zone of `store`, if looked up less than the time-to-live ago.
+    pub(crate) fn get(&self, tenant: &str, store: &str) -> Option<jiff::tz::TimeZone> {
+        let entries = self.entries();
+        let (tz, at) = entries.get(&(tenant.to_owned(), store.to_owned()))?;
+        (at.elapsed() < self.ttl).then(|| tz.clone())
+    }
+
+    pub(crate) fn insert(&self, tenant: &str, store: &str, tz: jiff::tz::TimeZone) {
+        self.entries().insert(
+            (tenant.to_owned(), store.to_owned()),
+            (tz, std::time::Instant::now()),
+        );
+    }
+
+    pub(crate) fn remove(&self, tenant: &str, store: &str) {
+        self.entries()
+            .remove(&(tenant.to_owned(), store.to_owned()));
     }
 }
 

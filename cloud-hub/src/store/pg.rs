@@ -40,7 +40,7 @@ mod fleet;
 mod pki;
 mod views;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -113,7 +113,7 @@ pub struct PgConfig {
 pub struct PgStore {
     pool: Pool,
     config: PgConfig,
-    zones: Mutex<HashMap<(String, String), TimeZone>>,
+    zones: super::ZoneCache,
     partitions: Mutex<HashSet<i64>>,
     changes: broadcast::Sender<Change>,
 }
@@ -168,7 +168,7 @@ impl PgStore {
         let store = PgStore {
             pool,
             config,
-            zones: Mutex::new(HashMap::new()),
+            zones: super::ZoneCache::new(super::ZONE_TTL),
             partitions: Mutex::new(HashSet::new()),
             changes,
         };
@@ -176,6 +176,13 @@ impl PgStore {
             store.spawn_listener();
         }
         Ok(store)
+    }
+
+    /// Keeps each store's time zone, once looked up, for `ttl` instead of
+    /// [`ZONE_TTL`](super::ZONE_TTL).
+    pub fn with_zone_ttl(mut self, ttl: Duration) -> Self {
+        self.zones = super::ZoneCache::new(ttl);
+        self
     }
 
     /// The pool, for benchmarks and tests.
@@ -240,14 +247,8 @@ impl PgStore {
     }
 
     async fn zone(&self, tenant: &str, store: &str) -> Result<TimeZone, StoreError> {
-        let key = (tenant.to_owned(), store.to_owned());
-        if let Some(tz) = self
-            .zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(tz.clone());
+        if let Some(tz) = self.zones.get(tenant, store) {
+            return Ok(tz);
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -263,10 +264,7 @@ impl PgStore {
             .ok_or_else(|| StoreError::NotFound(format!("store {store} of tenant {tenant}")))?
             .get(0);
         let tz = time_zone(&name)?;
-        self.zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, tz.clone());
+        self.zones.insert(tenant, store, tz.clone());
         Ok(tz)
     }
 
@@ -789,13 +787,7 @@ impl Store for PgStore {
             &[&tenant.as_str(), &store.store_id.as_str(), &store.name, &store.region, &store.time_zone],
         )
         .await?;
-        self.zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(
-                tenant.as_str().to_owned(),
-                store.store_id.as_str().to_owned(),
-            ));
+        self.zones.remove(tenant.as_str(), store.store_id.as_str());
         Ok(())
     }
 

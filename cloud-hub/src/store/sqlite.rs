@@ -52,7 +52,7 @@ const ROWS_PER_STATEMENT_MAX: usize = 1000;
 pub struct SqliteStore {
     pool: SqlitePool,
     write: Mutex<()>,
-    zones: std::sync::Mutex<HashMap<(String, String), TimeZone>>,
+    zones: super::ZoneCache,
     changes: broadcast::Sender<Change>,
 }
 
@@ -100,9 +100,16 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             write: Mutex::new(()),
-            zones: std::sync::Mutex::new(HashMap::new()),
+            zones: super::ZoneCache::new(super::ZONE_TTL),
             changes,
         })
+    }
+
+    /// Keeps each store's time zone, once looked up, for `ttl` instead of
+    /// [`ZONE_TTL`](super::ZONE_TTL).
+    pub fn with_zone_ttl(mut self, ttl: Duration) -> Self {
+        self.zones = super::ZoneCache::new(ttl);
+        self
     }
 
     async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx), StoreError> {
@@ -112,14 +119,8 @@ impl SqliteStore {
     }
 
     async fn zone(&self, tenant: &str, store: &str) -> Result<TimeZone, StoreError> {
-        let key = (tenant.to_owned(), store.to_owned());
-        if let Some(tz) = self
-            .zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(tz.clone());
+        if let Some(tz) = self.zones.get(tenant, store) {
+            return Ok(tz);
         }
         let row = sqlx::query("SELECT time_zone FROM stores WHERE tenant_id = ? AND store_id = ?")
             .bind(tenant)
@@ -128,10 +129,7 @@ impl SqliteStore {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("store {store} of tenant {tenant}")))?;
         let tz = time_zone(row.try_get::<&str, _>(0)?)?;
-        self.zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, tz.clone());
+        self.zones.insert(tenant, store, tz.clone());
         Ok(tz)
     }
 
@@ -623,13 +621,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(
-                tenant.as_str().to_owned(),
-                store.store_id.as_str().to_owned(),
-            ));
+        self.zones.remove(tenant.as_str(), store.store_id.as_str());
         Ok(())
     }
 
