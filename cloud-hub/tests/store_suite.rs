@@ -344,6 +344,61 @@ async fn rejected_records_become_dead_letters(store: Arc<dyn Store>) {
     assert_eq!(tx_count, 3);
 }
 
+/// The registry decides before re-validation: a registered id sent again by a transaction
+/// re-validation would refuse is a conflict when its content differs and a duplicate when it
+/// is the same, never a fresh dead letter.
+async fn a_registered_id_decides_before_re_validation(store: Arc<dyn Store>) {
+    setup_tenant(
+        &*store,
+        "acme",
+        &[("s1", "north", "UTC"), ("s2", "south", "UTC")],
+    )
+    .await;
+    let mut d1 = Device::new("acme", "s1", "d1", 1);
+    let t1 = sale("t1", "s1", T0, &[("sku-1", 1, 100)]);
+    let (stream, events, head) = d1.run(vec![t1.clone()]);
+    store.commit_events(&stream, &events, head).await.unwrap();
+    // The same id, another content that re-validation refuses (its total does not add up).
+    let mut bad_total = txn(
+        "t1",
+        "s1",
+        T0,
+        &[("sku-1", 1, 100)],
+        "card",
+        TransactionKind::Sale,
+    );
+    bad_total.total_amount = storesync_protocol::money::Money::from_cents(100_000);
+    let (stream, events, head) = d1.run(vec![EventBody::Transaction(bad_total)]);
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!(
+        (
+            outcome.inserted,
+            outcome.duplicates,
+            outcome.conflicts.len()
+        ),
+        (0, 0, 1)
+    );
+    let dead = store.dead_letters(&tenant("acme"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("reused"), "{dead:?}");
+    // The same content from another store's device, which names s1: a duplicate.
+    let mut d2 = Device::new("acme", "s2", "d2", 1);
+    let (stream, events, head) = d2.run(vec![t1]);
+    let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+    assert_eq!(
+        (
+            outcome.inserted,
+            outcome.duplicates,
+            outcome.conflicts.len()
+        ),
+        (0, 1, 0)
+    );
+    assert_eq!(
+        store.dead_letters(&tenant("acme"), 10).await.unwrap().len(),
+        1
+    );
+}
+
 /// A run that is mostly new but repeats a stored event at its end: whatever the backend
 /// tried first, the stored result is the one of applying exactly the new events once — the
 /// rollups of all bodies, one head, each dead letter once.
@@ -1208,7 +1263,8 @@ async fn sqlite_zone_changed_by_another_process_reaches_ingest() {
 }
 
 /// Retention drops old sales but keeps stock movements, and inventory reads sales from the
-/// daily rollups: on hand is the same before and after old partitions go.
+/// daily rollups: on hand of a SKU counted after the cut-off, or never counted (as here),
+/// is the same before and after old partitions go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_inventory_outlives_retention() {
     use storesync_hub::store::pg::PARTITION_WIDTH_MS;
@@ -1747,6 +1803,7 @@ on_both_backends!(
     same_key_other_prev_is_a_conflict,
     transaction_ids_are_idempotent_across_epochs,
     rejected_records_become_dead_letters,
+    a_registered_id_decides_before_re_validation,
     partly_known_run_applies_only_the_new_events,
     inventory_equals_the_protocol_fold,
     alerts_list_acknowledge_resolve,

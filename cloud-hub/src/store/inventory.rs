@@ -17,7 +17,10 @@
 //! changed on the count's own day (two overlapping day buckets) could split a sale out.
 //!
 //! Retention keeps stock movements (they are few); it drops line items. A count older than
-//! the line-item retention therefore misses the sales between it and the end of its day.
+//! the line-item retention therefore misses the sales between it and the end of its day, and
+//! on hand reads that much too high. Two counts of one SKU at one instant with one source id
+//! (a scan id reused by two devices) are taken in the order the database returns them, as
+//! the fold takes them in arrival order.
 
 use std::collections::BTreeMap;
 

@@ -302,6 +302,9 @@ pub const ZONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) struct ZoneCache {
     entries: std::sync::Mutex<HashMap<(String, String), (jiff::tz::TimeZone, std::time::Instant)>>,
     ttl: std::time::Duration,
+    /// Moves on every removal, so a lookup that read the stored zone before a change cannot
+    /// put the old zone back after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl ZoneCache {
@@ -309,7 +312,13 @@ impl ZoneCache {
         ZoneCache {
             entries: std::sync::Mutex::new(HashMap::new()),
             ttl,
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Taken before reading a zone from the database, handed to [`ZoneCache::insert`].
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn entries(
@@ -328,16 +337,28 @@ impl ZoneCache {
         (at.elapsed() < self.ttl).then(|| tz.clone())
     }
 
-    pub(crate) fn insert(&self, tenant: &str, store: &str, tz: jiff::tz::TimeZone) {
-        self.entries().insert(
-            (tenant.to_owned(), store.to_owned()),
-            (tz, std::time::Instant::now()),
-        );
+    /// Keeps a zone read from the database, unless a zone was removed since `generation`.
+    pub(crate) fn insert(
+        &self,
+        tenant: &str,
+        store: &str,
+        tz: jiff::tz::TimeZone,
+        generation: u64,
+    ) {
+        let mut entries = self.entries();
+        if self.generation() == generation {
+            entries.insert(
+                (tenant.to_owned(), store.to_owned()),
+                (tz, std::time::Instant::now()),
+            );
+        }
     }
 
     pub(crate) fn remove(&self, tenant: &str, store: &str) {
-        self.entries()
-            .remove(&(tenant.to_owned(), store.to_owned()));
+        let mut entries = self.entries();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        entries.remove(&(tenant.to_owned(), store.to_owned()));
     }
 }
 
@@ -804,5 +825,22 @@ mod tests {
     #[test]
     fn the_category_column_falls_back_to_uncategorized() {
         assert!(super::CATEGORY_COLUMN.contains(&format!("'{}')", super::UNCATEGORIZED)));
+    }
+
+    #[test]
+    fn a_zone_read_before_a_change_is_not_kept_after_it() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let cache = super::ZoneCache::new(std::time::Duration::from_secs(60));
+        let before = cache.generation();
+        cache.insert("acme", "s1", utc.clone(), before);
+        assert_eq!(cache.get("acme", "s1"), Some(utc.clone()));
+        // A lookup starts, the zone changes (and is removed), the lookup ends.
+        let lookup = cache.generation();
+        cache.remove("acme", "s1");
+        cache.insert("acme", "s1", utc.clone(), lookup);
+        assert_eq!(cache.get("acme", "s1"), None);
+        let expired = super::ZoneCache::new(std::time::Duration::ZERO);
+        expired.insert("acme", "s1", utc, expired.generation());
+        assert_eq!(expired.get("acme", "s1"), None);
     }
 }

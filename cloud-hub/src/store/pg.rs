@@ -250,6 +250,7 @@ impl PgStore {
         if let Some(tz) = self.zones.get(tenant, store) {
             return Ok(tz);
         }
+        let generation = self.zones.generation();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(&tenant_sql(tenant)).await?;
@@ -264,7 +265,7 @@ impl PgStore {
             .ok_or_else(|| StoreError::NotFound(format!("store {store} of tenant {tenant}")))?
             .get(0);
         let tz = time_zone(&name)?;
-        self.zones.insert(tenant, store, tz.clone());
+        self.zones.insert(tenant, store, tz.clone(), generation);
         Ok(tz)
     }
 
@@ -574,11 +575,11 @@ async fn listen_once(url: &str, sender: &broadcast::Sender<Change>) -> Result<()
 
 /// Tables retention drops partitions of: all partitioned ones but `stock_movements`, which
 /// inventory reads back to each SKU's first movement (see `store::inventory`).
-const RETAINED: [&str; 3] = ["transactions", "line_items", "other_events"];
+const RETENTION_DROPS: [&str; 3] = ["transactions", "line_items", "other_events"];
 
 fn partition_functions(timescale: bool) -> String {
     let tables = PARTITIONED.map(|t| format!("'{t}'")).join(", ");
-    let retained = RETAINED.map(|t| format!("'{t}'")).join(", ");
+    let dropped_tables = RETENTION_DROPS.map(|t| format!("'{t}'")).join(", ");
     if timescale {
         // Hypertables create their own chunks; retention drops chunks.
         return format!(
@@ -587,7 +588,7 @@ fn partition_functions(timescale: bool) -> String {
              CREATE OR REPLACE FUNCTION storesync_drop_partitions_before(cutoff_ms bigint) RETURNS bigint \
              LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$ \
              DECLARE t text; n bigint := 0; BEGIN \
-               FOREACH t IN ARRAY ARRAY[{retained}] LOOP \
+               FOREACH t IN ARRAY ARRAY[{dropped_tables}] LOOP \
                  n := n + (SELECT count(*) FROM drop_chunks(t::regclass, older_than => cutoff_ms)); \
                END LOOP; RETURN n; END $$;"
         );
@@ -618,7 +619,7 @@ fn partition_functions(timescale: bool) -> String {
          BEGIN \
            FOR r IN SELECT parent.relname AS parent, child.relname AS child FROM pg_inherits i \
                JOIN pg_class parent ON parent.oid = i.inhparent JOIN pg_class child ON child.oid = i.inhrelid \
-               WHERE parent.relname = ANY(ARRAY[{retained}]) AND child.relname ~ '_w[0-9]+$' LOOP \
+               WHERE parent.relname = ANY(ARRAY[{dropped_tables}]) AND child.relname ~ '_w[0-9]+$' LOOP \
              IF (substring(r.child FROM '_w([0-9]+)$')::bigint + 1) * w <= cutoff_ms THEN \
                EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', r.parent, r.child); \
                EXECUTE format('DROP TABLE %I', r.child); \

@@ -122,6 +122,7 @@ impl SqliteStore {
         if let Some(tz) = self.zones.get(tenant, store) {
             return Ok(tz);
         }
+        let generation = self.zones.generation();
         let row = sqlx::query("SELECT time_zone FROM stores WHERE tenant_id = ? AND store_id = ?")
             .bind(tenant)
             .bind(store)
@@ -129,7 +130,7 @@ impl SqliteStore {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("store {store} of tenant {tenant}")))?;
         let tz = time_zone(row.try_get::<&str, _>(0)?)?;
-        self.zones.insert(tenant, store, tz.clone());
+        self.zones.insert(tenant, store, tz.clone(), generation);
         Ok(tz)
     }
 

@@ -160,6 +160,51 @@ struct Decision {
     dead: Vec<(usize, String)>,
 }
 
+impl Decision {
+    /// A transaction whose id the registry holds with `hash`: a duplicate when the content
+    /// is the same, else a conflict kept as a dead letter.
+    fn known_id(&mut self, events: &[Event], index: usize, hash: &[u8]) {
+        let event = &events[index];
+        if hash == &event.content_hash.0[..] {
+            self.outcome.duplicates += 1;
+        } else {
+            self.outcome.conflicts.push(event.key.clone());
+            self.dead.push((
+                index,
+                ingest::conflict_reason(event, "transaction id reused with other content"),
+            ));
+        }
+    }
+}
+
+/// The registered content hashes of `ids`.
+async fn registered(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(tx
+        .query(
+            "SELECT transaction_id, content_hash FROM transaction_ids WHERE tenant_id = $1 AND transaction_id = ANY($2)",
+            &[&tenant, &ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// The hash `stored` holds for the id of `event`, when it is a transaction whose id is there.
+fn registered_hash<'a>(stored: &'a HashMap<String, Vec<u8>>, event: &Event) -> Option<&'a [u8]> {
+    match &event.body {
+        EventBody::Transaction(t) => stored.get(t.transaction_id.as_str()).map(Vec::as_slice),
+        _ => None,
+    }
+}
+
 impl PgStore {
     #[tracing::instrument(name = "commit_events", level = "info", skip_all, fields(
         tenant = %stream.tenant, store = %stream.store, events = events.len(), inserted = tracing::field::Empty
@@ -266,6 +311,16 @@ impl PgStore {
         let plan = plan_rows(events, &mut decision, tz, now);
         let (ids, hashes) = txn_ids(events, &plan.transactions);
         let expected_ids = ids.len() as u64;
+        // A refused transaction whose id is registered is a duplicate or a conflict (the
+        // registry decides before re-validation): that is for the careful path.
+        let refused_ids: Vec<&str> = plan
+            .rejected
+            .iter()
+            .filter_map(|r| match &events[r.index].body {
+                EventBody::Transaction(t) => Some(t.transaction_id.as_str()),
+                _ => None,
+            })
+            .collect();
         let mut leading = vec![columns.keys_statement(stream, events, INSERT_KEYS)];
         if !ids.is_empty() {
             leading.push(
@@ -273,6 +328,16 @@ impl PgStore {
                     .bind(stream.tenant.as_str())
                     .bind(ids)
                     .bind(hashes),
+            );
+        }
+        let refused_check = !refused_ids.is_empty();
+        if refused_check {
+            leading.push(
+                Statement::new(
+                    "SELECT 1 FROM transaction_ids WHERE tenant_id = $1 AND transaction_id = ANY($2)",
+                )
+                .bind(stream.tenant.as_str())
+                .bind(refused_ids),
             );
         }
         let lead = leading.len();
@@ -301,8 +366,9 @@ impl PgStore {
         for result in results {
             counts.push(result?);
         }
-        let all_new = counts.first() == Some(&(events.len() as u64))
-            && counts.get(1).is_none_or(|&n| n == expected_ids);
+        let ids_ok = expected_ids == 0 || counts.get(1) == Some(&expected_ids);
+        let refused_unknown = !refused_check || counts.last() == Some(&0);
+        let all_new = counts.first() == Some(&(events.len() as u64)) && ids_ok && refused_unknown;
         if !all_new {
             tx.rollback().await?;
             return Ok(None);
@@ -391,7 +457,9 @@ impl PgStore {
             }
         }
 
-        // 2. Re-validation, then the transaction-id registry.
+        // 2. The transaction-id registry, then re-validation, as on SQLite: a registered id
+        // makes a duplicate or a conflict; only transactions re-validation accepts register
+        // theirs, so one it refuses, sent again corrected, is new.
         let screened = ingest::screen(events, stream, |e| new_seqs.contains(&(e.key.seq.0 as i64)));
         decision.dead.extend(screened.dead);
         decision.outcome.inserted += screened.inserted;
@@ -400,69 +468,40 @@ impl PgStore {
             .outcome
             .conflicts
             .extend(screened.conflicts.iter().map(|&i| events[i].key.clone()));
-        // Re-validation before the registry: a transaction it refuses is a dead letter and
-        // never takes its id (sent again corrected, it is new).
-        let checked = Plan::new(events, &screened.candidates, tz, now);
-        let refused: HashSet<usize> = checked.rejected.iter().map(|r| r.index).collect();
-        decision.outcome.inserted += refused.len() as u64;
-        decision
-            .dead
-            .extend(checked.rejected.into_iter().map(|r| (r.index, r.reason)));
-        let candidates: Vec<usize> = screened
-            .candidates
-            .into_iter()
-            .filter(|i| !refused.contains(i))
-            .collect();
-        let (ids, hashes) = txn_ids(events, &candidates);
-        if ids.is_empty() {
-            decision.apply = candidates;
-        } else {
+        let (ids, _) = txn_ids(events, &screened.candidates);
+        let stored = registered(&tx, tenant, &ids).await?;
+        let mut fresh = Vec::new();
+        for index in screened.candidates {
+            match registered_hash(&stored, &events[index]) {
+                Some(hash) => decision.known_id(events, index, hash),
+                None => fresh.push(index),
+            }
+        }
+        let checked = Plan::new(events, &fresh, tz, now);
+        let (ids, hashes) = txn_ids(events, &checked.transactions);
+        let mut lost = HashMap::new();
+        if !ids.is_empty() {
             let rows = tx
                 .query(
                     &format!("{INSERT_TXN_IDS} RETURNING transaction_id"),
                     &[&tenant, &ids, &hashes],
                 )
                 .await?;
-            let fresh: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
-            let known: Vec<&str> = ids
+            let went_in: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+            let missing: Vec<&str> = ids
                 .iter()
                 .copied()
-                .filter(|id| !fresh.contains(*id))
+                .filter(|id| !went_in.contains(*id))
                 .collect();
-            let mut stored: HashMap<String, Vec<u8>> = HashMap::new();
-            if !known.is_empty() {
-                for row in tx
-                    .query(
-                        "SELECT transaction_id, content_hash FROM transaction_ids WHERE tenant_id = $1 AND transaction_id = ANY($2)",
-                        &[&tenant, &known],
-                    )
-                    .await?
-                {
-                    stored.insert(row.get(0), row.get(1));
-                }
+            if !missing.is_empty() {
+                // Registered meanwhile by another commit: a duplicate or a conflict after all.
+                lost = registered(&tx, tenant, &missing).await?;
             }
-            for index in candidates {
-                let event = &events[index];
-                match &event.body {
-                    EventBody::Transaction(t) if !fresh.contains(t.transaction_id.as_str()) => {
-                        let same = stored
-                            .get(t.transaction_id.as_str())
-                            .is_some_and(|h| h.as_slice() == &event.content_hash.0[..]);
-                        if same {
-                            decision.outcome.duplicates += 1;
-                        } else {
-                            decision.outcome.conflicts.push(event.key.clone());
-                            decision.dead.push((
-                                index,
-                                ingest::conflict_reason(
-                                    event,
-                                    "transaction id reused with other content",
-                                ),
-                            ));
-                        }
-                    }
-                    _ => decision.apply.push(index),
-                }
+        }
+        for index in fresh {
+            match registered_hash(&lost, &events[index]) {
+                Some(hash) => decision.known_id(events, index, hash),
+                None => decision.apply.push(index),
             }
         }
 
