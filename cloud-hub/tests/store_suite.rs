@@ -279,6 +279,20 @@ async fn transaction_ids_are_idempotent_across_epochs(store: Arc<dyn Store>) {
     assert_eq!(day(&after), day(&before) + 1);
 }
 
+/// A sale of one `sku-1` at s1 whose total does not add up: re-validation refuses it.
+fn bad_total(id: &str) -> EventBody {
+    let mut t = txn(
+        id,
+        "s1",
+        T0,
+        &[("sku-1", 1, 100)],
+        "card",
+        TransactionKind::Sale,
+    );
+    t.total_amount = storesync_protocol::money::Money::from_cents(100_000);
+    EventBody::Transaction(t)
+}
+
 async fn rejected_records_become_dead_letters(store: Arc<dyn Store>) {
     setup_tenant(
         &*store,
@@ -288,18 +302,9 @@ async fn rejected_records_become_dead_letters(store: Arc<dyn Store>) {
     .await;
     let mut device = Device::new("acme", "s1", "d1", 1);
     // A transaction claiming another store, and one whose total does not add up.
-    let mut bad_total = txn(
-        "t9",
-        "s1",
-        T0,
-        &[("sku-1", 1, 100)],
-        "card",
-        TransactionKind::Sale,
-    );
-    bad_total.total_amount = storesync_protocol::money::Money::from_cents(100_000);
     let (stream, events, head) = device.run(vec![
         sale("t8", "s2", T0, &[("sku-1", 1, 100)]),
-        EventBody::Transaction(bad_total),
+        bad_total("t9"),
         sale("t10", "s1", T0, &[("sku-1", 1, 100)]),
     ]);
     let outcome = store.commit_events(&stream, &events, head).await.unwrap();
@@ -359,16 +364,7 @@ async fn a_registered_id_decides_before_re_validation(store: Arc<dyn Store>) {
     let (stream, events, head) = d1.run(vec![t1.clone()]);
     store.commit_events(&stream, &events, head).await.unwrap();
     // The same id, another content that re-validation refuses (its total does not add up).
-    let mut bad_total = txn(
-        "t1",
-        "s1",
-        T0,
-        &[("sku-1", 1, 100)],
-        "card",
-        TransactionKind::Sale,
-    );
-    bad_total.total_amount = storesync_protocol::money::Money::from_cents(100_000);
-    let (stream, events, head) = d1.run(vec![EventBody::Transaction(bad_total)]);
+    let (stream, events, head) = d1.run(vec![bad_total("t1")]);
     let outcome = store.commit_events(&stream, &events, head).await.unwrap();
     assert_eq!(
         (
