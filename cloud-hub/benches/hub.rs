@@ -111,6 +111,13 @@
 //!   by day), beside the registry, key and transaction rows. After rollup rows are planned
 //!   under borrowed keys (no allocation per row), two more runs (load average 2-6): raw
 //!   144,942 / 157,297 rows/s, hub 59,546 / 62,695 line items/s = 0.41x / 0.40x.
+//! - ingest again, default size, three runs on a quiet machine (load average 2-7): raw COPY
+//!   171,661 / 178,898 / 186,819 rows/s, hub 64,624 / 66,058 / 65,114 line items/s = 0.38x /
+//!   0.37x / 0.35x (commit p50 665-735 ms). The hub is where it was (59,546-67,530); the raw
+//!   baseline is faster than in the runs above. A profile of the hub phase: PostgreSQL 84% of
+//!   both cores (index inserts 28% of it, `ON CONFLICT` pre-checks 17%, key comparisons 21%),
+//!   this process 11%. Without the rollup upserts (a temporary switch) the hub reached 0.86x
+//!   raw: rollups are two thirds of its ingest.
 //! - inventory read from stock levels summed in the database and daily item rollups
 //!   (`store::inventory`), 100 stores x 30 days (3,329,540 line items), two runs on the kept
 //!   set, nothing else running: one store's inventory p50 18.7 / 15.4 ms, p99 30.5 / 26.3 ms
