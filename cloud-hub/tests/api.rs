@@ -589,20 +589,48 @@ async fn series_figures(hub: Hub) {
     assert_eq!(points.len(), 2);
     assert_eq!(points[0]["revenue"], 25.98); // two stores × (2 × 1.50 + 9.99)
     assert_eq!(points[0]["transactions"], 2);
-    let (_, by_region) = call(
-        &hub.router,
-        "GET",
-        &format!("/api/v1/sales/series?bucket=week&group_by=region&from={from}&to={to}"),
-        Some(&admin),
-    )
-    .await;
-    let regions: Vec<&str> = by_region["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["group"].as_str().unwrap())
-        .collect();
-    assert_eq!(regions, ["north", "south"]);
+    let regions = || async {
+        let (_, by_region) = call(
+            &hub.router,
+            "GET",
+            &format!("/api/v1/sales/series?bucket=week&group_by=region&from={from}&to={to}"),
+            Some(&admin),
+        )
+        .await;
+        by_region["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["group"].as_str().unwrap().to_owned())
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(regions().await, ["north", "south"]);
+    // A store moved to another region, through the store as `storesync-hub store add` does:
+    // the cached series and the store list it was grouped with go.
+    let invalidation = hub.state.spawn_invalidation();
+    hub.state
+        .store()
+        .upsert_store(
+            &tenant("acme"),
+            &storesync_hub::store::StoreInfo {
+                store_id: storesync_protocol::ids::StoreId::new("s1").unwrap(),
+                name: "s1".into(),
+                region: "west".into(),
+                time_zone: "Europe/Paris".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut now = regions().await;
+    for _ in 0..50 {
+        if now != ["north", "south"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        now = regions().await;
+    }
+    assert_eq!(now, ["south", "west"]);
+    invalidation.abort();
     set_category(&hub, "sku-2", "drinks").await;
     let (_, by_cat) = call(
         &hub.router,

@@ -283,9 +283,26 @@ impl AppState {
         tokio::spawn(async move {
             loop {
                 match changes.recv().await {
-                    Ok(change) => state.inner.cache.invalidate(&change),
+                    Ok(change) => {
+                        if change.is_tenant_wide() {
+                            // A store edit may be among them: read the store list again.
+                            state
+                                .inner
+                                .stores
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(change.tenant.as_str());
+                        }
+                        state.inner.cache.invalidate(&change)
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Missed changes: nothing cached can be trusted.
+                        state
+                            .inner
+                            .stores
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clear();
                         state.inner.cache.invalidate_all();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

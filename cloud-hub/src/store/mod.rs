@@ -544,6 +544,17 @@ impl Change {
         }
     }
 
+    /// A store's name, region or time zone changed: series grouped or bucketed by them may
+    /// have, and so has the tenant's store list.
+    pub fn stores_edited(tenant: &str) -> Change {
+        Change::catalog(tenant)
+    }
+
+    /// Whether the change is tenant-wide (a catalog or store edit) rather than one of data.
+    pub fn is_tenant_wide(&self) -> bool {
+        self.sales.is_empty() && self.alerts.is_empty() && self.stores.is_empty()
+    }
+
     /// One alert of `store` created or changed.
     pub fn alert(tenant: &str, alert_id: &str, store: &str) -> Change {
         Change {

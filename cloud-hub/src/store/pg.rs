@@ -781,13 +781,38 @@ impl Store for PgStore {
         if !self.tenant_exists(tenant).await? {
             return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
-        self.tenant_execute(
-            tenant.as_str(),
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(&tenant_sql(tenant.as_str())).await?;
+        let before = tx
+            .query_opt(
+                "SELECT name, region, time_zone FROM stores WHERE tenant_id = $1 AND store_id = $2 FOR UPDATE",
+                &[&tenant.as_str(), &store.store_id.as_str()],
+            )
+            .await?;
+        tx.execute(
             "INSERT INTO stores (tenant_id, store_id, name, region, time_zone) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant_id, store_id) DO UPDATE SET name = excluded.name, region = excluded.region, time_zone = excluded.time_zone",
             &[&tenant.as_str(), &store.store_id.as_str(), &store.name, &store.region, &store.time_zone],
         )
         .await?;
+        // Series by region or week and every replica's store list change with an edit:
+        // announced with the write.
+        let edited = before.is_some_and(|r| {
+            (
+                r.get::<_, &str>(0),
+                r.get::<_, &str>(1),
+                r.get::<_, &str>(2),
+            ) != (
+                store.name.as_str(),
+                store.region.as_str(),
+                store.time_zone.as_str(),
+            )
+        });
+        if edited {
+            notify(&tx, &Change::stores_edited(tenant.as_str())).await?;
+        }
+        tx.commit().await?;
         self.zones.remove(tenant.as_str(), store.store_id.as_str());
         Ok(())
     }

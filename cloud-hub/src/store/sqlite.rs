@@ -610,6 +610,13 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound(format!("tenant {tenant}")));
         }
         let (_g, mut tx) = self.begin_write().await?;
+        let before: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT name, region, time_zone FROM stores WHERE tenant_id = ? AND store_id = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(store.store_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO stores (tenant_id, store_id, name, region, time_zone) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (tenant_id, store_id) DO UPDATE SET name = excluded.name, region = excluded.region, time_zone = excluded.time_zone",
@@ -623,6 +630,17 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         self.zones.remove(tenant.as_str(), store.store_id.as_str());
+        // Series by region or week and the store list change with an edit (see the
+        // PostgreSQL store).
+        if before.is_some_and(|b| {
+            b != (
+                store.name.clone(),
+                store.region.clone(),
+                store.time_zone.clone(),
+            )
+        }) {
+            let _ = self.changes.send(Change::stores_edited(tenant.as_str()));
+        }
         Ok(())
     }
 
