@@ -1,8 +1,8 @@
 //! Inventory on hand per SKU, from the shared fold in `storesync_protocol::inventory`.
 //!
 //! The writer keeps every SKU's [`OnHand`] cell in memory and applies a batch's movements
-//! incrementally; when a movement arrives older than the SKU's last stock count (so the
-//! order matters), that SKU is refolded from the event log with
+//! incrementally; when the order matters (a delta at or before the SKU's last stock count,
+//! a count at or before its latest movement), that SKU is refolded from the event log with
 //! `storesync_protocol::inventory::fold`, inside the same transaction. The refold sees only
 //! the retained log: after acknowledged events were pruned, a late movement is folded onto
 //! the last count the log still holds.
@@ -19,7 +19,7 @@ use crate::store::StoreError;
 pub(crate) async fn load_on_hand(
     conn: &mut SqliteConnection,
 ) -> Result<HashMap<Sku, OnHand>, StoreError> {
-    let rows = sqlx::query("SELECT sku, quantity, last_count_ms FROM on_hand")
+    let rows = sqlx::query("SELECT sku, quantity, last_count_ms, last_move_ms FROM on_hand")
         .fetch_all(&mut *conn)
         .await?;
     let mut map = HashMap::with_capacity(rows.len());
@@ -30,6 +30,7 @@ pub(crate) async fn load_on_hand(
                 OnHand {
                     quantity: r.get(1),
                     last_count_ms: r.get(2),
+                    last_move_ms: r.get(3),
                 },
             );
         }
@@ -119,15 +120,22 @@ async fn refold_skus(
             *e = (*e).max(m.at_ms);
             acc
         });
+    let last_move: HashMap<Sku, i64> = relevant.iter().fold(HashMap::new(), |mut acc, m| {
+        let e = acc.entry(m.sku.clone()).or_insert(m.at_ms);
+        *e = (*e).max(m.at_ms);
+        acc
+    });
     Ok(fold(relevant)
         .into_iter()
         .map(|(sku, quantity)| {
             let last_count_ms = last_count.get(&sku).copied();
+            let last_move_ms = last_move.get(&sku).copied();
             (
                 sku,
                 OnHand {
                     quantity,
                     last_count_ms,
+                    last_move_ms,
                 },
             )
         })

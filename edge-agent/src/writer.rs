@@ -1297,10 +1297,11 @@ pub fn event_time(settings: &Settings, now_ms: i64) -> EventTime {
 /// most rows and bytes by far, go as bound values instead ([`EVENTS`], [`rollup::upsert`]):
 /// no hex, no JSON.
 const WRITE_BATCH: &str = "\
-INSERT INTO on_hand (sku, quantity, last_count_ms, updated_ms) \
-  SELECT value->>0, value->>1, value->>2, ? FROM jsonb_each(?) WHERE true \
+INSERT INTO on_hand (sku, quantity, last_count_ms, last_move_ms, updated_ms) \
+  SELECT value->>0, value->>1, value->>2, value->>3, ? FROM jsonb_each(?) WHERE true \
   ON CONFLICT(sku) DO UPDATE SET quantity = excluded.quantity, \
-  last_count_ms = excluded.last_count_ms, updated_ms = excluded.updated_ms; \
+  last_count_ms = excluded.last_count_ms, last_move_ms = excluded.last_move_ms, \
+  updated_ms = excluded.updated_ms; \
 INSERT INTO stream_heads (epoch, class, seq, hash, acked) \
   SELECT value->>0, value->>1, value->>2, unhex(value->>3), 0 FROM jsonb_each(?) WHERE true \
   ON CONFLICT(epoch, class) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
@@ -1371,9 +1372,16 @@ fn push_state(
     sealer: &Sealer,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let on_hand_rows: Vec<(&str, i64, Option<i64>)> = on_hand
+    let on_hand_rows: Vec<(&str, i64, Option<i64>, Option<i64>)> = on_hand
         .iter()
-        .map(|(sku, cell)| (sku.as_str(), cell.quantity, cell.last_count_ms))
+        .map(|(sku, cell)| {
+            (
+                sku.as_str(),
+                cell.quantity,
+                cell.last_count_ms,
+                cell.last_move_ms,
+            )
+        })
         .collect();
     let epoch = epoch_sql(sealer.epoch());
     let head_rows: Vec<(i64, i64, i64, String)> = EventClass::ALL

@@ -152,7 +152,8 @@ fn http_ingest_duplicates_conflicts_and_dead_letters() {
 
 /// The writer folds inventory and crosses revenue milestones before it writes the batch's
 /// rows: a movement older than the last stock count is refolded with the count (not added
-/// after it), and a milestone crossed by a day's first batch fires once.
+/// after it), a count older than a movement already applied does not override it, and a
+/// milestone crossed by a day's first batch fires once.
 #[test]
 fn late_stock_movements_refold_and_a_first_batch_crosses_a_milestone() {
     let (_tmp, agent) = Agent::new(|c| c);
@@ -169,6 +170,11 @@ fn late_stock_movements_refold_and_a_first_batch_crosses_a_milestone() {
     assert_eq!(status, 200, "{v}");
     let (_, inv) = agent.get(&format!("/api/v1/inventory?sku={gtin}"));
     assert_eq!(inv["items"][0]["onHand"], 48, "{inv}");
+    // A count that arrives after a newer movement: the newer one still applies after it.
+    let recount = json!({"scanId": "count-2", "storeId": "s1", "gtin": gtin, "purpose": "stockCount", "quantity": 100, "timestamp": at(3)});
+    assert_eq!(agent.post("/api/v1/scans", &body(&recount)).0, 200);
+    let (_, inv) = agent.get(&format!("/api/v1/inventory?sku={gtin}"));
+    assert_eq!(inv["items"][0]["onHand"], 98, "{inv}");
 
     // 1,200.00 in the day's first batch passes the 1,000 milestone.
     let big = json!({"transactionId": "big-1", "storeId": "s1", "timestamp": at(0),

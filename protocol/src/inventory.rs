@@ -107,23 +107,30 @@ pub fn fold(mut movements: Vec<Movement>) -> BTreeMap<Sku, i64> {
 
 /// Incremental on-hand for one SKU, for a shell that sees movements mostly in time order.
 ///
-/// [`OnHand::apply`] answers `false` when a movement arrives older than the last count it
-/// applied and could change the result; the shell then recomputes that SKU with [`fold`].
+/// [`OnHand::apply`] answers `false` when the order of movements could change the result:
+/// a delta at or before the last count applied, or a count at or before the latest
+/// movement applied. The shell then recomputes that SKU with [`fold`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OnHand {
     /// Current on-hand.
     pub quantity: i64,
     /// Time of the last count applied, if any.
     pub last_count_ms: Option<UnixMillis>,
+    /// Time of the latest movement applied, if any.
+    pub last_move_ms: Option<UnixMillis>,
 }
 
 impl OnHand {
     /// Applies one movement; `false` means "refold this SKU".
     #[must_use]
     pub fn apply(&mut self, change: StockChange, at_ms: UnixMillis) -> bool {
-        if let Some(last) = self.last_count_ms
-            && at_ms < last
-        {
+        // A delta at a count's instant comes before it; a count decides only over what
+        // came before it (and counts at one instant go by source id).
+        let out_of_order = match change {
+            StockChange::Delta(_) => self.last_count_ms.is_some_and(|c| at_ms <= c),
+            StockChange::Count(_) => self.last_move_ms.is_some_and(|m| at_ms <= m),
+        };
+        if out_of_order {
             return false;
         }
         match change {
@@ -133,6 +140,7 @@ impl OnHand {
                 self.last_count_ms = Some(at_ms);
             }
         }
+        self.last_move_ms = Some(self.last_move_ms.map_or(at_ms, |m| m.max(at_ms)));
         true
     }
 }
@@ -176,5 +184,9 @@ mod tests {
         assert!(cell.apply(StockChange::Delta(-1), 6));
         assert_eq!(cell.quantity, 9);
         assert!(!cell.apply(StockChange::Delta(-1), 4));
+        // A delta at the count's instant came before it; a count before a movement applied
+        // does not override that movement.
+        assert!(!cell.apply(StockChange::Delta(-1), 5));
+        assert!(!cell.apply(StockChange::Count(3), 6));
     }
 }
