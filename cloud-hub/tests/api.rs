@@ -1268,6 +1268,39 @@ async fn admin_adds_users_and_inventory_folds() {
     let rows = inv["items"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["onHand"], -3);
+    // The answer is cached; a stock count ingested for s1 (after its last sale) drops it.
+    let _invalidation = hub.state.spawn_invalidation();
+    let sku = rows[0]["sku"].as_str().unwrap().to_owned();
+    let mut scanner = Device::new("acme", "s1", "d-scan", 1);
+    let (stream, events, head) = scanner.run(vec![scan(
+        "count-1",
+        "s1",
+        T0 + 7_200_000,
+        &sku,
+        storesync_protocol::domain::ScanPurpose::StockCount,
+        12,
+    )]);
+    hub.state
+        .store()
+        .commit_events(&stream, &events, head)
+        .await
+        .unwrap();
+    let mut on_hand = Value::Null;
+    for _ in 0..50 {
+        let (_, inv) = call(
+            &hub.router,
+            "GET",
+            "/api/v1/inventory?stores=s1",
+            Some(&admin),
+        )
+        .await;
+        on_hand = inv["items"][0]["onHand"].clone();
+        if on_hand != -3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(on_hand, 12);
     let (status, _) = call(
         &hub.router,
         "GET",

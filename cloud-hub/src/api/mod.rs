@@ -260,6 +260,17 @@ impl AppState {
         Ok(stores)
     }
 
+    /// Drops the cached store list of `tenant` (of every tenant when `None`).
+    fn forget_stores(&self, tenant: Option<&str>) {
+        let mut stores = self.inner.stores.lock().unwrap_or_else(|p| p.into_inner());
+        match tenant {
+            Some(tenant) => {
+                stores.remove(tenant);
+            }
+            None => stores.clear(),
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
@@ -286,23 +297,13 @@ impl AppState {
                     Ok(change) => {
                         if change.is_tenant_wide() {
                             // A store edit may be among them: read the store list again.
-                            state
-                                .inner
-                                .stores
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(change.tenant.as_str());
+                            state.forget_stores(Some(&change.tenant));
                         }
                         state.inner.cache.invalidate(&change)
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Missed changes: nothing cached can be trusted.
-                        state
-                            .inner
-                            .stores
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clear();
+                        state.forget_stores(None);
                         state.inner.cache.invalidate_all();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

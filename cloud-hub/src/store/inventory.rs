@@ -38,39 +38,37 @@ pub async fn on_hand(
 ) -> Result<Vec<(StoreId, Sku, i64)>, StoreError> {
     let levels = store.stock_levels(tenant, stores, sku).await?;
     let mut on_hand: BTreeMap<(StoreId, Sku), i64> = BTreeMap::new();
-    let mut counted: BTreeMap<(StoreId, Sku), i64> = BTreeMap::new();
+    // Per counted (store, SKU): the count's time, and the start of the first day summed
+    // after it (none: no sale on a later day).
+    let mut counted: BTreeMap<(StoreId, Sku), (i64, Option<i64>)> = BTreeMap::new();
     for level in levels {
         let base = level.count.map_or(0, |(_, q)| q);
         let key = (level.store, level.sku);
         if let Some((at, _)) = level.count {
-            counted.insert(key.clone(), at);
+            counted.insert(key.clone(), (at, None));
         }
         on_hand.insert(key, base.saturating_add(level.delta));
     }
     let after: Vec<(StoreId, Sku, i64)> = counted
         .iter()
-        .map(|((st, k), at)| (st.clone(), k.clone(), *at))
+        .map(|((st, k), (at, _))| (st.clone(), k.clone(), *at))
         .collect();
-    let mut first_day: BTreeMap<(StoreId, Sku), i64> = BTreeMap::new();
     for sold in store.units_sold_by_day(tenant, stores, sku, &after).await? {
         let key = (sold.store, sold.sku);
-        if counted.contains_key(&key) {
-            first_day.insert(key.clone(), sold.first_day_ms);
+        if let Some((_, first_day)) = counted.get_mut(&key) {
+            *first_day = Some(sold.first_day_ms);
         }
         let q = on_hand.entry(key).or_insert(0);
         *q = q.saturating_sub(sold.units);
     }
-    // Between a count and the first day counted after it, the line items themselves.
+    // Between a count and the first day summed after it, the line items themselves.
     let windows: Vec<StockWindow> = counted
         .into_iter()
-        .map(|(key, at)| {
-            let before = first_day.get(&key).copied().unwrap_or(i64::MAX);
-            StockWindow {
-                store: key.0,
-                sku: key.1,
-                after_ms: at,
-                before_ms: before,
-            }
+        .map(|((store, sku), (at, first_day))| StockWindow {
+            store,
+            sku,
+            after_ms: at,
+            before_ms: first_day.unwrap_or(i64::MAX),
         })
         .collect();
     let changes = store.sales_change_in(tenant, &windows).await?;

@@ -297,10 +297,13 @@ pub fn granularity_code(g: Granularity) -> i16 {
 /// within this time.
 pub const ZONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Zones by (tenant, store), with the instant each was looked up.
+type ZoneEntries = HashMap<(String, String), (jiff::tz::TimeZone, std::time::Instant)>;
+
 /// Store time zones as ingest looked them up, each kept for a while (see [`ZONE_TTL`]).
 #[derive(Debug)]
 pub(crate) struct ZoneCache {
-    entries: std::sync::Mutex<HashMap<(String, String), (jiff::tz::TimeZone, std::time::Instant)>>,
+    entries: std::sync::Mutex<ZoneEntries>,
     ttl: std::time::Duration,
     /// Moves on every removal, so a lookup that read the stored zone before a change cannot
     /// put the old zone back after it.
@@ -321,12 +324,7 @@ impl ZoneCache {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        HashMap<(String, String), (jiff::tz::TimeZone, std::time::Instant)>,
-    > {
+    fn entries(&self) -> std::sync::MutexGuard<'_, ZoneEntries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -477,8 +477,9 @@ impl PgStore {
                 None => fresh.push(index),
             }
         }
-        let checked = Plan::new(events, &fresh, tz, now);
-        let (ids, hashes) = txn_ids(events, &checked.transactions);
+        let plan = Plan::new(events, &fresh, tz, now);
+        let (ids, hashes) = txn_ids(events, &plan.transactions);
+        let mut checked = Some(plan);
         let mut lost = HashMap::new();
         if !ids.is_empty() {
             let rows = tx
@@ -496,6 +497,8 @@ impl PgStore {
             if !missing.is_empty() {
                 // Registered meanwhile by another commit: a duplicate or a conflict after all.
                 lost = registered(&tx, tenant, &missing).await?;
+                // The plan covered those too: plan again without them.
+                checked = None;
             }
         }
         for index in fresh {
@@ -506,7 +509,10 @@ impl PgStore {
         }
 
         // 3. The rows of the events that are new.
-        let plan = plan_rows(events, &mut decision, tz, now);
+        let plan = match checked {
+            Some(plan) => account(&mut decision, plan),
+            None => plan_rows(events, &mut decision, tz, now),
+        };
         let writes = self.writes(
             stream,
             events,
@@ -782,8 +788,14 @@ struct Writes<'a> {
 /// Counts the events of `decision.apply` as inserted and plans their rows; what planning
 /// rejects joins the dead letters.
 fn plan_rows(events: &[Event], decision: &mut Decision, tz: &TimeZone, now: UnixMillis) -> Plan {
-    decision.outcome.inserted += decision.apply.len() as u64;
     let plan = Plan::new(events, &decision.apply, tz, now);
+    account(decision, plan)
+}
+
+/// Counts the events of `decision.apply`, which `plan` was made of, as inserted; what
+/// planning rejected joins the dead letters.
+fn account(decision: &mut Decision, plan: Plan) -> Plan {
+    decision.outcome.inserted += decision.apply.len() as u64;
     for r in &plan.rejected {
         decision.dead.push((r.index, r.reason.clone()));
     }
