@@ -10,8 +10,8 @@
 //! `HUB_BENCH_LOAD_WRITERS` (connections loading the API data set, default 4),
 //! `HUB_BENCH_POOL` (the API hub's PostgreSQL connections, default 32) and
 //! `HUB_BENCH_QUERIES_MAX` (its `dashboard_queries_max`, default 0: twice the cores),
-//! `HUB_BENCH_CATEGORY_REQUESTS` and `HUB_BENCH_INVENTORY_REQUESTS` (one at a time, default
-//! 20 each).
+//! `HUB_BENCH_CATEGORY_REQUESTS`, `HUB_BENCH_ITEM_REQUESTS` and
+//! `HUB_BENCH_INVENTORY_REQUESTS` (one at a time, default 20 each).
 //!
 //! `HUB_BENCH_DATA_DIR=/tmp/DIR` keeps the API benchmark's PostgreSQL cluster in `DIR`:
 //! the first run loads the data set there, later runs with the same stores, days and
@@ -964,7 +964,50 @@ async fn api_bench(cluster: &PgCluster) {
                 h.value_at_quantile(0.99) as f64 / 1000.0,
             );
         }
+        items_phase(&mut stream, &token, stores, now).await;
         inventory_phase(&mut stream, &token, stores, days, &admin_url).await;
+    }
+}
+
+/// Reads of items by hour, which sum line items (the hub keeps item rows by day only): top
+/// items of one store and of all stores over 7 days, one store's hourly series of its items
+/// over a day. One request at a time, each uncached (its range ends a minute earlier).
+async fn items_phase(stream: &mut tokio::net::TcpStream, token: &str, stores: u64, now: i64) {
+    let requests = env("HUB_BENCH_ITEM_REQUESTS", 20) as i64;
+    let day = 86_400_000i64;
+    let path = |read: usize, i: i64, to: i64| {
+        let store = i as u64 % stores;
+        match read {
+            0 => format!(
+                "/api/v1/sales/top-items?stores=s{store}&from={}&to={to}",
+                to - 7 * day
+            ),
+            1 => format!("/api/v1/sales/top-items?from={}&to={to}", to - 7 * day),
+            _ => format!(
+                "/api/v1/sales/series?bucket=hour&group_by=item&stores=s{store}&from={}&to={to}",
+                to - day
+            ),
+        }
+    };
+    let names = [
+        "top items, one store, 7 days",
+        "top items, all stores, 7 days",
+        "hourly series by item, one store, 1 day",
+    ];
+    for (read, name) in names.into_iter().enumerate() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for i in 0..requests {
+            let path = path(read, i, now - (i + 1) * 60_000);
+            let t = Instant::now();
+            assert_eq!(http_get(stream, &path, token).await, 200, "{path}");
+            h.record(t.elapsed().as_micros() as u64).unwrap();
+        }
+        println!(
+            "{name}: {} requests one at a time, p50 {:.1} ms, p99 {:.1} ms",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        );
     }
 }
 

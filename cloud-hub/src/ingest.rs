@@ -289,10 +289,12 @@ impl Plan {
 
 /// Whether the hub keeps rollup rows of `dimension` at `granularity`.
 ///
-/// Minute rows are kept by store and by payment method only: a minute row per item sold is
-/// about one row per line item, which would double the cost of ingest for a series nobody
-/// reads at that resolution. Items and registers are kept by hour and day; the API refuses
-/// minute buckets for item series with a message saying so.
+/// Minute rows are kept by store and by payment method only, registers by hour and day,
+/// items by day only. A row per item and minute or hour is about one row per line item in
+/// store data (an item's hour holds about one sale), so it would cost ingest as much as the
+/// line items themselves and sum nothing: reads of items by hour sum the line items instead
+/// (`store::item_hours`), and the API refuses minute buckets for item series with a message
+/// saying so.
 pub fn stored(granularity: Granularity, dimension: &Dimension) -> bool {
     let dim = match dimension {
         Dimension::Store => 0,
@@ -303,9 +305,20 @@ pub fn stored(granularity: Granularity, dimension: &Dimension) -> bool {
     stored_code(granularity, dim)
 }
 
+/// Whether the hub answers reads of `dimension` at `granularity`: the rows it keeps
+/// ([`stored`]), and items by hour, summed from line items when read.
+pub fn served(granularity: Granularity, dimension: &Dimension) -> bool {
+    stored(granularity, dimension)
+        || (granularity == Granularity::Hour && matches!(dimension, Dimension::Item(_)))
+}
+
 /// [`stored`] by stored dimension number (0 store, 1 item, 2 payment, 3 register).
 fn stored_code(granularity: Granularity, dim: i16) -> bool {
-    granularity != Granularity::Minute || dim == 0 || dim == 2
+    match granularity {
+        Granularity::Minute => dim == 0 || dim == 2,
+        Granularity::Hour => dim != 1,
+        Granularity::Day | Granularity::Week => true,
+    }
 }
 
 /// Postcard bytes of an event, as kept in the event tables and dead letters.

@@ -63,8 +63,10 @@
 //!
 //! # Dashboard reads
 //!
-//! Sales series, top items and basket metrics read only `sales_rollups`, at the coarsest
-//! stored granularity that answers the bucket (weeks from days). Rollup reads run with JIT
+//! Sales series, top items and basket metrics read `sales_rollups`, at the coarsest stored
+//! granularity that answers the bucket (weeks from days), except items by hour (hourly item
+//! and category series, top items over 31 days or less): the hub keeps no item rows by
+//! hour, and [`store::Store::rollups`] sums those from line items (see `store/item_hours.rs`). Rollup reads run with JIT
 //! off (compiling a wide read's plan took 30 times longer than the read). Responses are
 //! cached in process ([`cache`]): a hit takes one uncontended lock and allocates nothing to
 //! look up; identical misses arriving together are computed once; at most

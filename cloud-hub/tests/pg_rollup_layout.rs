@@ -221,7 +221,8 @@ async fn store_level_series_equal_the_line_items_after_replays() {
     );
 }
 
-/// Every stored rollup row of `bodies`, keyed as the table is.
+/// Every rollup row of `bodies` that a v2 database kept (items by hour included, which
+/// schema v5 drops), keyed as the table is.
 fn protocol_rows(
     bodies: &[EventBody],
     tz: &str,
@@ -298,9 +299,15 @@ async fn migration_to_v3_moves_store_rows_and_keeps_every_figure() {
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
 
+    // Items by hour are summed from line items now (this database has none): v5 dropped
+    // their rows, and every other row is served as it was.
+    let item_hours = |g: i16, dim: i16| g == granularity_code(Granularity::Hour) && dim == 1;
+    assert!(rows.keys().any(|k| item_hours(k.0, k.1)));
+    rows.retain(|k, _| !item_hours(k.0, k.1));
     let served_rows: BTreeMap<_, _> = served_rollups(&store, "acme", true)
         .await
         .into_iter()
+        .filter(|(g, dim, _)| !item_hours(granularity_code(*g), *dim as i16))
         .map(|(g, dim, r)| {
             let key = (
                 granularity_code(g),

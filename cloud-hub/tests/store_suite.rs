@@ -1698,6 +1698,223 @@ async fn item_rollups_sum_into_catalog_categories(store: Arc<dyn Store>) {
     }
 }
 
+/// Items by hour are summed from line items when read (the hub keeps no item rows by hour).
+/// In zones a quarter or half hour off UTC and across daylight-saving changes, over ranges
+/// that start and end inside an hour, they equal the protocol's item rollup rows, whichever
+/// columns are kept apart; a read too large for its limit is refused, not cut.
+async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Store>) {
+    use rand::{Rng, SeedableRng};
+    use storesync_hub::store::RollupQuery;
+    use storesync_protocol::rollup::{Dimension, rollup_rows};
+
+    const HOUR: i64 = 3_600_000;
+    let stores = [
+        ("s1", "Europe/Paris"),
+        ("s2", "Asia/Kathmandu"),
+        ("s3", "America/St_Johns"),
+        ("s4", "UTC"),
+        ("s5", "Europe/Paris"),
+    ];
+    let regions: Vec<(&str, &str, &str)> = stores.iter().map(|(s, z)| (*s, "north", *z)).collect();
+    setup_tenant(&*store, "acme", &regions).await;
+    let zone = |id: &str| stores.iter().find(|(s, _)| *s == id).unwrap().1;
+    // Paris leaves summer time at 2026-10-25T01:00Z, St John's at 2026-11-01T04:30Z.
+    let paris_change = 1_792_890_000_000;
+    let st_johns_change = 1_793_507_400_000;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut expected_rows = Vec::new();
+    for (n, (store_id, tz)) in stores.iter().enumerate() {
+        let mut bodies = vec![
+            sale(
+                &format!("{store_id}-edge-a"),
+                store_id,
+                paris_change - 1,
+                &[("sku-1", 1, 100)],
+            ),
+            sale(
+                &format!("{store_id}-edge-b"),
+                store_id,
+                paris_change,
+                &[("sku-1", 2, 100)],
+            ),
+            sale(
+                &format!("{store_id}-edge-c"),
+                store_id,
+                st_johns_change,
+                &[("sku-2", 1, 300)],
+            ),
+        ];
+        for i in 0..60 {
+            let around = if i % 2 == 0 {
+                paris_change
+            } else {
+                st_johns_change
+            };
+            let at = around + rng.random_range(-20 * HOUR..20 * HOUR);
+            let lines: Vec<(String, i32, i64)> = (0..rng.random_range(1..4))
+                .map(|_| {
+                    (
+                        format!("sku-{}", rng.random_range(0..5)),
+                        rng.random_range(1..4),
+                        rng.random_range(50..2_000),
+                    )
+                })
+                .collect();
+            let kind = match rng.random_range(0..10) {
+                0 => TransactionKind::Return,
+                1 => TransactionKind::Void,
+                _ => TransactionKind::Sale,
+            };
+            let sign = if kind == TransactionKind::Return {
+                -1
+            } else {
+                1
+            };
+            let lines: Vec<(&str, i32, i64)> = lines
+                .iter()
+                .map(|(s, q, p)| (s.as_str(), q * sign, *p))
+                .collect();
+            bodies.push(EventBody::Transaction(txn(
+                &format!("{store_id}-{i}"),
+                store_id,
+                at,
+                &lines,
+                "card",
+                kind,
+            )));
+        }
+        let tz_rules = jiff::tz::TimeZone::get(tz).unwrap();
+        for body in &bodies {
+            if let EventBody::Transaction(t) = body {
+                for (key, f) in rollup_rows(t, &tz_rules) {
+                    if let (Granularity::Hour, Dimension::Item(sku)) =
+                        (key.granularity, key.dimension)
+                    {
+                        expected_rows.push((*store_id, sku.as_str().to_owned(), key.bucket_ms, f));
+                    }
+                }
+            }
+        }
+        let mut device = Device::new("acme", store_id, &format!("d{n}"), 1);
+        let (stream, events, head) = device.run(bodies);
+        let outcome = store.commit_events(&stream, &events, head).await.unwrap();
+        assert_eq!(outcome.inserted as usize, events.len());
+    }
+    // Another tenant's sales in the same hours count for nothing here.
+    setup_tenant(&*store, "globex", &[("s1", "north", "UTC")]).await;
+    let mut other = Device::new("globex", "s1", "g1", 1);
+    let (stream, events, head) =
+        other.run(vec![sale("g-1", "s1", paris_change, &[("sku-1", 9, 100)])]);
+    store.commit_events(&stream, &events, head).await.unwrap();
+
+    type Sums = BTreeMap<(String, String, i64), SalesFigures>;
+    let expect = |q: &RollupQuery| -> Sums {
+        let mut out = Sums::new();
+        for (store_id, sku, bucket, f) in &expected_rows {
+            let kept = *bucket >= q.from_ms
+                && *bucket < q.to_ms
+                && q.stores
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|s| s.as_str() == *store_id))
+                && q.values.as_ref().is_none_or(|v| v.contains(sku));
+            if !kept {
+                continue;
+            }
+            let group = match (q.by_store, q.by_zone) {
+                (false, _) => String::new(),
+                (true, false) => (*store_id).to_owned(),
+                (true, true) => zone(store_id).to_owned(),
+            };
+            let value = if q.by_value {
+                sku.clone()
+            } else {
+                String::new()
+            };
+            let bucket = if q.by_bucket { *bucket } else { 0 };
+            out.entry((group, value, bucket)).or_default().add(f);
+        }
+        out
+    };
+    let acme = tenant("acme");
+    let served = |q: RollupQuery| {
+        let store = store.clone();
+        let acme = acme.clone();
+        async move {
+            let rows = store.rollups(&acme, &q).await.unwrap();
+            let mut out = Sums::new();
+            for row in rows {
+                assert_eq!(row.store_id.is_some(), q.by_store, "{q:?}");
+                let group = match (&row.store_id, q.by_zone) {
+                    (None, _) => String::new(),
+                    (Some(id), false) => id.as_str().to_owned(),
+                    (Some(id), true) => zone(id.as_str()).to_owned(),
+                };
+                let key = (group, row.value, row.bucket_ms);
+                assert!(
+                    out.insert(key, row.figures).is_none(),
+                    "one row per key: {q:?}"
+                );
+            }
+            out
+        }
+    };
+    let ranges = [
+        (0, i64::MAX),
+        (
+            paris_change - 7 * HOUR - 17 * 60_000,
+            paris_change + 29 * HOUR + 43 * 60_000,
+        ),
+        (paris_change + 10 * 60_000, paris_change + 70 * 60_000),
+        (
+            st_johns_change - 3 * HOUR - 45 * 60_000,
+            st_johns_change + 2 * HOUR + 15 * 60_000,
+        ),
+    ];
+    let mut compared = 0;
+    for (from_ms, to_ms) in ranges {
+        for (by_store, by_zone) in [(false, false), (true, false), (true, true)] {
+            for by_value in [true, false] {
+                for by_bucket in [true, false] {
+                    let q = RollupQuery {
+                        from_ms,
+                        to_ms,
+                        by_zone,
+                        by_bucket,
+                        ..every_bucket(Granularity::Hour, DimKind::Item, by_store, by_value)
+                    };
+                    let want = expect(&q);
+                    assert_eq!(served(q.clone()).await, want, "{q:?}");
+                    compared += want.len();
+                }
+            }
+        }
+    }
+    assert!(compared > 1_000, "{compared} rows compared");
+    let filtered = RollupQuery {
+        stores: Some(vec![store_id("s2"), store_id("s3")]),
+        values: Some(vec!["sku-1".into(), "sku-4".into()]),
+        ..every_bucket(Granularity::Hour, DimKind::Item, true, true)
+    };
+    let want = expect(&filtered);
+    assert!(!want.is_empty());
+    assert_eq!(served(filtered).await, want);
+
+    // Limits: all rows under one they do not reach; a refusal naming the cause above one.
+    let mut q = every_bucket(Granularity::Hour, DimKind::Item, true, true);
+    let all = expect(&q).len() as u64;
+    for limit in [all, all + 1] {
+        q.limit = Some(limit);
+        assert_eq!(store.rollups(&acme, &q).await.unwrap().len() as u64, all);
+    }
+    q.limit = Some(1);
+    match store.rollups(&acme, &q).await {
+        Err(StoreError::Invalid(message)) => {
+            assert!(message.contains("too many rows"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 /// Two sales of `store` with ids of their own (transaction ids are unique in a tenant).
 fn store_sales(store: &str) -> Vec<EventBody> {
     vec![
@@ -1784,6 +2001,7 @@ async fn rollups_by_zone_sum_the_stores_of_each_time_zone(store: Arc<dyn Store>)
 }
 
 on_both_backends!(
+    item_hours_from_line_items_equal_the_protocol_rollup,
     rollups_by_zone_sum_the_stores_of_each_time_zone,
     item_rollups_sum_into_catalog_categories,
     rollup_reads_stop_at_their_limit,

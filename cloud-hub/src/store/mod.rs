@@ -12,6 +12,7 @@
 pub mod docs;
 pub mod fleet;
 pub mod inventory;
+mod item_hours;
 pub mod pg;
 pub mod pki;
 pub mod sqlite;

@@ -3,7 +3,9 @@
 //! Schema (see `schema/pg_v1.sql`, then `schema/pg_v2.sql`, which hash-partitions
 //! `sales_rollups` by store, `schema/pg_v3.sql`, which gives store-level rollup rows one
 //! table per granularity so that the all-stores daily read is dense, and
-//! `schema/pg_v4.sql`, which leaves event identity to `event_keys` alone; migrations are
+//! `schema/pg_v4.sql`, which leaves event identity to `event_keys` alone, and
+//! `schema/pg_v5.sql`, which drops item rows by hour (summed from line items when read,
+//! see `item_hours`); migrations are
 //! numbered in `schema_version`, an applied one is never edited, and each applies on its
 //! own: v4 may already be in place when v3 runs): `tenant_id` leads every key. Event tables
 //! (`transactions`, `line_items`, `stock_movements`, `other_events`) are range-partitioned
@@ -59,6 +61,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::item_hours;
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
     DimKind, Principal, RefreshRecord, RefreshUse, RollupQuery, RollupRow, StockLevel, StockWindow,
@@ -87,10 +90,35 @@ const PARTITIONED: [&str; 4] = [
     "other_events",
 ];
 
+/// A rollup read's store and value filters, as statement parameters.
+fn filter_values(q: &RollupQuery) -> (Option<Vec<&str>>, Option<Vec<&str>>) {
+    (
+        q.stores
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str()).collect()),
+        q.values
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect()),
+    )
+}
+
+/// The six sales figures of a row, from column `first` on.
+fn figures_at(r: &tokio_postgres::Row, first: usize) -> SalesFigures {
+    SalesFigures {
+        revenue_e4: r.get(first),
+        units: r.get(first + 1),
+        transactions: r.get(first + 2),
+        refunds: r.get(first + 3),
+        refund_amount_e4: r.get(first + 4),
+        voids: r.get(first + 5),
+    }
+}
+
 const SCHEMA_V1: &str = include_str!("schema/pg_v1.sql");
 const SCHEMA_V2: &str = include_str!("schema/pg_v2.sql");
 const SCHEMA_V3: &str = include_str!("schema/pg_v3.sql");
 const SCHEMA_V4: &str = include_str!("schema/pg_v4.sql");
+const SCHEMA_V5: &str = include_str!("schema/pg_v5.sql");
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,7 +389,12 @@ impl PgStore {
                 .await?;
         }
         // Each a simple-query string: one implicit transaction, schema_version row included.
-        for (version, sql) in [(2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4)] {
+        for (version, sql) in [
+            (2, SCHEMA_V2),
+            (3, SCHEMA_V3),
+            (4, SCHEMA_V4),
+            (5, SCHEMA_V5),
+        ] {
             let applied = client
                 .query_opt(
                     "SELECT 1 FROM schema_version WHERE version = $1",
@@ -455,6 +488,93 @@ impl PgStore {
             return Ok(Some(role.clone()));
         }
         Ok(pg_config(&self.config.url)?.get_user().map(str::to_owned))
+    }
+
+    /// Items by hour, summed from line items ([`item_hours`]).
+    async fn item_hours(
+        &self,
+        tenant: &TenantId,
+        q: &RollupQuery,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let tenant_id = tenant.as_str();
+        let (stores, values) = filter_values(q);
+        let zones = if q.limit.is_some() && !q.by_store {
+            let rows = self
+                .tenant_query(
+                    tenant_id,
+                    "SELECT count(DISTINCT time_zone) FROM stores WHERE tenant_id = $1 \
+                       AND ($2::text[] IS NULL OR store_id = ANY($2))",
+                    &[&tenant_id, &stores],
+                )
+                .await?;
+            rows.first().map_or(1, |r| r.get::<_, i64>(0).max(1) as u64)
+        } else {
+            1
+        };
+        let bound = item_hours::slot_limit(q, zones);
+        let range = item_hours::LineRange::of(q);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &tenant_id,
+            &range.from_ms,
+            &range.to_ms,
+            &range.inside_from,
+            &range.inside_to,
+        ];
+        let (store_col, group_by) = item_hours::store_grouping(q);
+        let value_col = match (q.by_value, q.by_category) {
+            (false, _) => "''",
+            (true, false) => "l.sku",
+            (true, true) => super::CATEGORY_COLUMN,
+        };
+        let mut from =
+            "line_items l JOIN stores s ON s.tenant_id = l.tenant_id AND s.store_id = l.store_id"
+                .to_owned();
+        if q.by_category {
+            from.push_str(" LEFT JOIN items i ON i.tenant_id = l.tenant_id AND i.sku = l.sku");
+        }
+        let mut filters = String::new();
+        if let Some(stores) = &stores {
+            params.push(stores);
+            filters.push_str(&format!(" AND l.store_id = ANY(${})", params.len()));
+        }
+        if let Some(values) = &values {
+            params.push(values);
+            filters.push_str(&format!(" AND l.sku = ANY(${})", params.len()));
+        }
+        let read_max = bound.map(|n| i64::try_from(n.saturating_add(1)).unwrap_or(i64::MAX));
+        let mut limit_clause = String::new();
+        if let Some(read_max) = &read_max {
+            params.push(read_max);
+            limit_clause = format!(" LIMIT ${}", params.len());
+        }
+        let sql = format!(
+            "SELECT {store_col}::text, s.time_zone, {value_col}::text, \
+               CASE WHEN l.at_ms >= $4 AND l.at_ms < $5 THEN {} ELSE {} END, {} \
+             FROM {from} WHERE l.tenant_id = $1 AND l.at_ms >= $2 AND l.at_ms < $3 AND l.kind <> 2{filters} \
+             GROUP BY {group_by}{limit_clause}",
+            item_hours::INSIDE,
+            item_hours::SLOT_OF_LINE,
+            item_hours::LINE_FIGURES,
+        );
+        let rows = self
+            .tenant_query_with(tenant_id, &sql, &params, ROLLUP_READ_SETTINGS)
+            .await?;
+        if let Some(bound) = bound
+            && rows.len() as u64 > bound
+        {
+            return Err(item_hours::too_many_slots(bound));
+        }
+        let slots = rows
+            .iter()
+            .map(|r| item_hours::SlotRow {
+                store_id: r.get(0),
+                time_zone: r.get(1),
+                value: r.get(2),
+                slot: r.get(3),
+                figures: figures_at(r, 4),
+            })
+            .collect();
+        item_hours::sum_slots(q, slots)
     }
 
     /// Runs one statement in its own transaction with the tenant set. The statement is
@@ -1103,6 +1223,9 @@ impl Store for PgStore {
         tenant: &TenantId,
         q: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError> {
+        if item_hours::from_lines(q) {
+            return self.item_hours(tenant, q).await;
+        }
         let tenant_id = tenant.as_str();
         let store_col = match (q.by_store, q.by_zone) {
             (false, _) => "''::text",
@@ -1124,14 +1247,7 @@ impl Store for PgStore {
         } else {
             "0::bigint"
         };
-        let stores: Option<Vec<&str>> = q
-            .stores
-            .as_ref()
-            .map(|s| s.iter().map(|s| s.as_str()).collect());
-        let values: Option<Vec<&str>> = q
-            .values
-            .as_ref()
-            .map(|v| v.iter().map(String::as_str).collect());
+        let (stores, values) = filter_values(q);
         // Only the filters in use appear in the statement, so a store filter probes the key
         // (tenant, granularity, dim, store, …) of one partition and a tenant-wide read uses
         // the bucket index. (A generic plan of the store-filtered statement would scan the
@@ -1205,14 +1321,7 @@ impl Store for PgStore {
                     },
                     value: r.get(1),
                     bucket_ms: r.get(2),
-                    figures: SalesFigures {
-                        revenue_e4: r.get(3),
-                        units: r.get(4),
-                        transactions: r.get(5),
-                        refunds: r.get(6),
-                        refund_amount_e4: r.get(7),
-                        voids: r.get(8),
-                    },
+                    figures: figures_at(r, 3),
                 })
             })
             .collect()

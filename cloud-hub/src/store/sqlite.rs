@@ -34,6 +34,7 @@ use storesync_protocol::rollup::SalesFigures;
 use storesync_protocol::time::UnixMillis;
 use tokio::sync::{Mutex, broadcast};
 
+use super::item_hours;
 use super::pg::alert_from_parts;
 use super::{
     AlertQuery, AlertRecord, Change, CommitOutcome, DeadLetter, DeviceContact, DeviceStatus,
@@ -529,6 +530,104 @@ fn alert_of(row: &SqliteRow) -> Result<AlertRecord, StoreError> {
 
 const ALERT_COLUMNS: &str = "alert_id, store_id, kind, severity, subject, raised_ms, raised_offset_min, state, changed_by, message, facts, updated_ms";
 
+impl SqliteStore {
+    /// Items by hour, summed from line items ([`item_hours`]).
+    async fn item_hours(
+        &self,
+        tenant: &TenantId,
+        q: &RollupQuery,
+    ) -> Result<Vec<RollupRow>, StoreError> {
+        let stores: Option<Vec<String>> = q
+            .stores
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
+        let zones = if q.limit.is_some() && !q.by_store {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT count(DISTINCT time_zone) FROM stores WHERE tenant_id = ",
+            );
+            qb.push_bind(tenant.as_str().to_owned());
+            if let Some(stores) = &stores {
+                push_in(&mut qb, "store_id", stores);
+            }
+            let n: i64 = qb.build().fetch_one(&self.pool).await?.try_get(0)?;
+            n.max(1) as u64
+        } else {
+            1
+        };
+        let bound = item_hours::slot_limit(q, zones);
+        let range = item_hours::LineRange::of(q);
+        let (store_col, group_by) = item_hours::store_grouping(q);
+        let value_col = match (q.by_value, q.by_category) {
+            (false, _) => "''",
+            (true, false) => "l.sku",
+            (true, true) => super::CATEGORY_COLUMN,
+        };
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {store_col}, s.time_zone, {value_col}, CASE WHEN l.at_ms >= "
+        ));
+        qb.push_bind(range.inside_from)
+            .push(" AND l.at_ms < ")
+            .push_bind(range.inside_to)
+            .push(format!(
+                " THEN {} ELSE {} END, {} FROM line_items l \
+                 JOIN stores s ON s.tenant_id = l.tenant_id AND s.store_id = l.store_id",
+                item_hours::INSIDE,
+                item_hours::SLOT_OF_LINE,
+                item_hours::LINE_FIGURES,
+            ));
+        if q.by_category {
+            qb.push(" LEFT JOIN items i ON i.tenant_id = l.tenant_id AND i.sku = l.sku");
+        }
+        qb.push(" WHERE l.tenant_id = ")
+            .push_bind(tenant.as_str().to_owned())
+            .push(" AND l.at_ms >= ")
+            .push_bind(range.from_ms)
+            .push(" AND l.at_ms < ")
+            .push_bind(range.to_ms)
+            .push(" AND l.kind <> 2");
+        if let Some(stores) = &stores {
+            push_in(&mut qb, "l.store_id", stores);
+        }
+        if let Some(values) = &q.values {
+            push_in(&mut qb, "l.sku", values);
+        }
+        qb.push(format!(" GROUP BY {group_by}"));
+        if let Some(bound) = bound {
+            qb.push(" LIMIT ")
+                .push_bind(i64::try_from(bound.saturating_add(1)).unwrap_or(i64::MAX));
+        }
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        if let Some(bound) = bound
+            && rows.len() as u64 > bound
+        {
+            return Err(item_hours::too_many_slots(bound));
+        }
+        let mut slots = Vec::with_capacity(rows.len());
+        for r in &rows {
+            slots.push(item_hours::SlotRow {
+                store_id: r.try_get(0)?,
+                time_zone: r.try_get(1)?,
+                value: r.try_get(2)?,
+                slot: r.try_get(3)?,
+                figures: figures_at(r, 4)?,
+            });
+        }
+        item_hours::sum_slots(q, slots)
+    }
+}
+
+/// The six sales figures of a row, from column `first` on.
+fn figures_at(r: &sqlx::sqlite::SqliteRow, first: usize) -> Result<SalesFigures, sqlx::Error> {
+    Ok(SalesFigures {
+        revenue_e4: r.try_get(first)?,
+        units: r.try_get(first + 1)?,
+        transactions: r.try_get(first + 2)?,
+        refunds: r.try_get(first + 3)?,
+        refund_amount_e4: r.try_get(first + 4)?,
+        voids: r.try_get(first + 5)?,
+    })
+}
+
 fn push_in(qb: &mut QueryBuilder<Sqlite>, column: &str, values: &[String]) {
     qb.push(format!(" AND {column} IN ("));
     let mut sep = qb.separated(", ");
@@ -930,6 +1029,9 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         q: &RollupQuery,
     ) -> Result<Vec<RollupRow>, StoreError> {
+        if item_hours::from_lines(q) {
+            return self.item_hours(tenant, q).await;
+        }
         let store_col = match (q.by_store, q.by_zone) {
             (false, _) => "''",
             (true, false) => "r.store_id",
@@ -990,14 +1092,7 @@ impl Store for SqliteStore {
                     },
                     value: r.try_get(1)?,
                     bucket_ms: r.try_get(2)?,
-                    figures: SalesFigures {
-                        revenue_e4: r.try_get(3)?,
-                        units: r.try_get(4)?,
-                        transactions: r.try_get(5)?,
-                        refunds: r.try_get(6)?,
-                        refund_amount_e4: r.try_get(7)?,
-                        voids: r.try_get(8)?,
-                    },
+                    figures: figures_at(r, 3)?,
                 })
             })
             .collect()

@@ -256,14 +256,14 @@ pub async fn served_rollups(
 }
 
 /// The protocol's own rollup rows of `bodies`' transactions, with their store, for the
-/// (granularity, dimension) pairs the hub keeps: minute rows by store and payment only.
+/// (granularity, dimension) pairs the hub serves: minute rows by store and payment only.
 pub fn kept_rollup_rows(bodies: &[EventBody], tz: &str) -> Vec<(StoreId, RollupKey, SalesFigures)> {
     let tz = jiff::tz::TimeZone::get(tz).unwrap();
     let mut out = Vec::new();
     for body in bodies {
         if let EventBody::Transaction(t) = body {
             for (key, f) in rollup_rows(t, &tz) {
-                if storesync_hub::ingest::stored(key.granularity, &key.dimension) {
+                if storesync_hub::ingest::served(key.granularity, &key.dimension) {
                     out.push((t.store_id.clone(), key, f));
                 }
             }
