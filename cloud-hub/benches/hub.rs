@@ -226,6 +226,45 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Writes the line items of `runs` to `line_items` in one binary COPY.
+async fn copy_line_items(
+    tx: &tokio_postgres::Transaction<'_>,
+    runs: impl IntoIterator<Item = &Run>,
+) {
+    let sink = tx.copy_in(LINE_ITEMS_COPY).await.unwrap();
+    let writer = BinaryCopyInWriter::new(sink, &LINE_ITEM_TYPES);
+    futures::pin_mut!(writer);
+    for run in runs {
+        let device = run.stream.device.as_str();
+        let store = run.stream.store.as_str();
+        for e in &run.events {
+            if let EventBody::Transaction(t) = &e.body {
+                for (n, item) in t.items.iter().enumerate() {
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &"bench",
+                            &t.timestamp.unix_ms(),
+                            &device,
+                            &1i64,
+                            &(e.key.seq.0 as i64),
+                            &(n as i16),
+                            &store,
+                            &t.transaction_id.as_str(),
+                            &item.sku.as_str(),
+                            &item.quantity,
+                            &item.price.e4(),
+                            &0i16,
+                        ])
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+    writer.as_mut().finish().await.unwrap();
+}
+
 async fn ingest_bench(cluster: &PgCluster) {
     let lines_target = env("HUB_BENCH_LINES", 1_000_000);
     let writers = env("HUB_BENCH_WRITERS", 50) as usize;
@@ -313,36 +352,7 @@ async fn ingest_bench(cluster: &PgCluster) {
             let mut client = admin_client(&url).await;
             for run in &work[w] {
                 let tx = client.transaction().await.unwrap();
-                let sink = tx.copy_in(LINE_ITEMS_COPY).await.unwrap();
-                let writer = BinaryCopyInWriter::new(sink, &LINE_ITEM_TYPES);
-                futures::pin_mut!(writer);
-                let device = run.stream.device.as_str();
-                let store = run.stream.store.as_str();
-                for e in &run.events {
-                    if let EventBody::Transaction(t) = &e.body {
-                        for (n, item) in t.items.iter().enumerate() {
-                            writer
-                                .as_mut()
-                                .write(&[
-                                    &"bench",
-                                    &t.timestamp.unix_ms(),
-                                    &device,
-                                    &1i64,
-                                    &(e.key.seq.0 as i64),
-                                    &(n as i16),
-                                    &store,
-                                    &t.transaction_id.as_str(),
-                                    &item.sku.as_str(),
-                                    &item.quantity,
-                                    &item.price.e4(),
-                                    &0i16,
-                                ])
-                                .await
-                                .unwrap();
-                        }
-                    }
-                }
-                writer.as_mut().finish().await.unwrap();
+                copy_line_items(&tx, [run]).await;
                 tx.commit().await.unwrap();
             }
         }));
@@ -354,6 +364,19 @@ async fn ingest_bench(cluster: &PgCluster) {
     let raw_rate = line_count as f64 / raw_s;
     println!(
         "raw binary COPY (keyed, partitioned): {line_count} rows in {raw_s:.2}s = {raw_rate:.0} rows/s"
+    );
+    // The same rows again, in one COPY and one transaction on one connection: the shape of
+    // the raw figure, for reference (the ratio is to the concurrent baseline above).
+    let mut client = admin_client(&admin_url).await;
+    client.batch_execute("TRUNCATE line_items").await.unwrap();
+    let started = Instant::now();
+    let tx = client.transaction().await.unwrap();
+    copy_line_items(&tx, work.iter().flatten()).await;
+    tx.commit().await.unwrap();
+    let one_s = started.elapsed().as_secs_f64();
+    println!(
+        "  for reference, one binary COPY of the same rows in one transaction: {one_s:.2}s = {:.0} rows/s",
+        line_count as f64 / one_s
     );
 
     // The hub's ingest.

@@ -788,6 +788,145 @@ async fn series_figures(hub: Hub) {
     assert_eq!(groups(&series), ["drinks", "uncategorized"]);
 }
 
+/// Top items over any range are the items' sales in the hours that start in it, in each
+/// store's time zone: whole local days come from day rows and the hours around them from
+/// line items, and together they give what summing every hour gives, for stores in zones a
+/// quarter or half hour off UTC, a scope of one zone or several, and ranges of hours or days.
+async fn top_items_sum_the_hours_of_the_range(hub: Hub) {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    use storesync_protocol::domain::TransactionKind;
+    use storesync_protocol::event::EventBody;
+    use storesync_protocol::rollup::{Dimension, Granularity, SalesFigures, rollup_rows};
+
+    const HOUR: i64 = 3_600_000;
+    let stores = [
+        ("z1", "Europe/Paris"),
+        ("z2", "Asia/Kathmandu"),
+        ("z3", "America/St_Johns"),
+    ];
+    let regions: Vec<(&str, &str, &str)> = stores.iter().map(|(s, z)| (*s, "north", *z)).collect();
+    setup_tenant(hub.state.store().as_ref(), "zoned", &regions).await;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut hours: Vec<(&str, String, i64, SalesFigures)> = Vec::new();
+    for (n, (store_id, zone)) in stores.iter().enumerate() {
+        let tz = jiff::tz::TimeZone::get(zone).unwrap();
+        let mut bodies = Vec::new();
+        for i in 0..80 {
+            let at = T0 + rng.random_range(-9 * 24 * HOUR..24 * HOUR);
+            let kind = if i % 9 == 0 {
+                TransactionKind::Return
+            } else {
+                TransactionKind::Sale
+            };
+            let sign = if kind == TransactionKind::Return {
+                -1
+            } else {
+                1
+            };
+            let sku = format!("sku-{}", rng.random_range(0..8));
+            let line = [(
+                sku.as_str(),
+                sign * rng.random_range(1..4),
+                rng.random_range(100..900),
+            )];
+            let t = txn(
+                &format!("{store_id}-{i}"),
+                store_id,
+                at,
+                &line,
+                "card",
+                kind,
+            );
+            for (key, f) in rollup_rows(&t, &tz) {
+                if let (Granularity::Hour, Dimension::Item(sku)) = (key.granularity, key.dimension)
+                {
+                    hours.push((*store_id, sku.as_str().to_owned(), key.bucket_ms, f));
+                }
+            }
+            bodies.push(EventBody::Transaction(t));
+        }
+        let mut device = Device::new("zoned", store_id, &format!("zd{n}"), 1);
+        let (stream, events, head) = device.run(bodies);
+        hub.state
+            .store()
+            .commit_events(&stream, &events, head)
+            .await
+            .unwrap();
+    }
+    let analyst = token(&hub, "zoned", Role::Analyst, &[]);
+    let ranges = [
+        (
+            T0 - 8 * 24 * HOUR + 17 * 60_000,
+            T0 - 24 * HOUR + 41 * 60_000,
+        ),
+        (T0 - 10 * 24 * HOUR, T0 + 2 * 24 * HOUR),
+        (T0 - 5 * HOUR - 15 * 60_000, T0 + 2 * HOUR),
+        (
+            T0 - 3 * 24 * HOUR - 30 * 60_000,
+            T0 - 24 * HOUR - 45 * 60_000,
+        ),
+    ];
+    let scopes: [&[&str]; 3] = [&[], &["z1"], &["z2", "z3"]];
+    let mut compared = 0;
+    for (from, to) in ranges {
+        for scope in scopes {
+            let mut expected: BTreeMap<String, SalesFigures> = BTreeMap::new();
+            for (store_id, sku, bucket, f) in &hours {
+                if *bucket >= from && *bucket < to && (scope.is_empty() || scope.contains(store_id))
+                {
+                    expected.entry(sku.clone()).or_default().add(f);
+                }
+            }
+            let filter = if scope.is_empty() {
+                String::new()
+            } else {
+                format!("&stores={}", scope.join(","))
+            };
+            let uri = format!("/api/v1/sales/top-items?from={from}&to={to}&limit=100{filter}");
+            let (status, body) = call(&hub.router, "GET", &uri, Some(&analyst)).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            let got: BTreeMap<String, (i64, i64, i64)> = body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| {
+                    let cents = (item["revenue"].as_f64().unwrap() * 100.0).round() as i64;
+                    let units = item["units"].as_i64().unwrap();
+                    let refunds = item["refunds"].as_i64().unwrap();
+                    (
+                        item["sku"].as_str().unwrap().to_owned(),
+                        (cents, units, refunds),
+                    )
+                })
+                .collect();
+            let want: BTreeMap<String, (i64, i64, i64)> = expected
+                .iter()
+                .map(|(sku, f)| (sku.clone(), (f.revenue_e4 / 100, f.units, f.refunds)))
+                .collect();
+            assert_eq!(got, want, "{uri}");
+            compared += want.len();
+        }
+    }
+    assert!(compared > 40, "{compared} items compared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_items_sum_the_hours_of_the_range_on_sqlite() {
+    top_items_sum_the_hours_of_the_range(hub().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_items_sum_the_hours_of_the_range_on_postgres() {
+    let limits = LimitsConfig {
+        rate_per_s: 10_000.0,
+        rate_burst: 10_000,
+        ..LimitsConfig::default()
+    };
+    top_items_sum_the_hours_of_the_range(hub_with(pg_store("t_api_top_items").await, limits).await)
+        .await;
+}
+
 #[tokio::test]
 async fn basket_with_no_sales_has_no_nan() {
     let hub = hub().await;

@@ -1579,27 +1579,59 @@ fn summary_granularity(from: i64, to: i64) -> Granularity {
     }
 }
 
-async fn top_items(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Params,
-) -> ApiResult<Response> {
-    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
-    let (from, to) = parse_range(&q)?;
-    let limit = parse_limit(&q, "limit", 10, 100)? as usize;
-    let key = series_key("top", &q);
-    cached(&state, &caller, key, &stores, async {
+/// Each item's sales over the hours that start in `[from, to)`, in each store's time zone.
+///
+/// The local days of a zone that lie wholly in the range are read from the day rows (a row
+/// per item and day), the hours before and after them from line items (the hub keeps no
+/// item rows by hour: `store::item_hours`), so a week of a chain reads a day's worth of
+/// line items rather than the week's. Stores are grouped by zone from the cached store
+/// list; a tenant whose stores share one zone reads its scope as given.
+async fn items_over(
+    state: &AppState,
+    tenant: &TenantId,
+    from: i64,
+    to: i64,
+    stores: &Option<Vec<StoreId>>,
+) -> ApiResult<Vec<crate::store::RollupRow>> {
+    let known = state.tenant_stores(tenant).await?;
+    let mut zones: BTreeMap<&str, Vec<StoreId>> = BTreeMap::new();
+    for s in known.iter() {
+        if stores
+            .as_ref()
+            .is_none_or(|scope| scope.contains(&s.store_id))
+        {
+            zones
+                .entry(s.time_zone.as_str())
+                .or_default()
+                .push(s.store_id.clone());
+        }
+    }
+    let mut reads: Vec<(Granularity, i64, i64, Option<Vec<StoreId>>)> = Vec::new();
+    if zones.len() <= 1 {
+        let days = match zones.keys().next() {
+            Some(zone) => whole_days(from, to, &crate::store::time_zone(zone)?),
+            None => None,
+        };
+        reads.extend(split_by_days(from, to, days, stores));
+    } else {
+        for (zone, ids) in zones {
+            let days = whole_days(from, to, &crate::store::time_zone(zone)?);
+            reads.extend(split_by_days(from, to, days, &Some(ids)));
+        }
+    }
+    let mut sums: BTreeMap<String, SalesFigures> = BTreeMap::new();
+    for (granularity, from_ms, to_ms, stores) in reads {
         let rows = state
             .inner
             .store
             .rollups(
-                &caller.tenant,
+                tenant,
                 &RollupQuery {
-                    granularity: summary_granularity(from, to),
+                    granularity,
                     dim: DimKind::Item,
-                    from_ms: from,
-                    to_ms: to,
-                    stores: stores.clone(),
+                    from_ms,
+                    to_ms,
+                    stores,
                     values: None,
                     by_store: false,
                     by_zone: false,
@@ -1610,7 +1642,69 @@ async fn top_items(
                 },
             )
             .await?;
-        let mut rows = rows;
+        for row in rows {
+            sums.entry(row.value).or_default().add(&row.figures);
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(value, figures)| crate::store::RollupRow {
+            store_id: None,
+            value,
+            bucket_ms: 0,
+            figures,
+        })
+        .collect())
+}
+
+/// The first and the last local midnight of `[from, to]` in `tz`, when at least one whole
+/// day lies between them.
+fn whole_days(from: i64, to: i64, tz: &jiff::tz::TimeZone) -> Option<(i64, i64)> {
+    let start = bucket_start(from, Granularity::Day, tz);
+    // The next midnight: a day lasts 23 to 25 hours.
+    let first = if start == from {
+        start
+    } else {
+        bucket_start(start.saturating_add(26 * 3_600_000), Granularity::Day, tz)
+    };
+    let last = bucket_start(to, Granularity::Day, tz);
+    (first < last).then_some((first, last))
+}
+
+/// The reads of `[from, to)` for some stores: hours before the whole days, the days, hours
+/// after them (or the range's hours alone).
+fn split_by_days(
+    from: i64,
+    to: i64,
+    days: Option<(i64, i64)>,
+    stores: &Option<Vec<StoreId>>,
+) -> Vec<(Granularity, i64, i64, Option<Vec<StoreId>>)> {
+    let parts = match days {
+        Some((first, last)) => vec![
+            (Granularity::Hour, from, first),
+            (Granularity::Day, first, last),
+            (Granularity::Hour, last, to),
+        ],
+        None => vec![(Granularity::Hour, from, to)],
+    };
+    parts
+        .into_iter()
+        .filter(|(_, a, b)| a < b)
+        .map(|(g, a, b)| (g, a, b, stores.clone()))
+        .collect()
+}
+
+async fn top_items(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let stores = scope(&state, &caller, parse_stores(&q)?).await?;
+    let (from, to) = parse_range(&q)?;
+    let limit = parse_limit(&q, "limit", 10, 100)? as usize;
+    let key = series_key("top", &q);
+    cached(&state, &caller, key, &stores, async {
+        let mut rows = items_over(&state, &caller.tenant, from, to, &stores).await?;
         rows.sort_by(|a, b| {
             b.figures
                 .revenue_e4

@@ -28,7 +28,8 @@ use super::{DimKind, RollupQuery, RollupRow, StoreError, time_zone};
 /// The width of a slot.
 pub(crate) const SLOT_MS: i64 = 900_000;
 
-/// The slot of line items that lie wholly inside the range (when buckets are summed).
+/// The slot of line items that lie wholly inside the range (when buckets are summed); no
+/// line item's own slot, as validation refuses business times before 2000.
 pub(crate) const INSIDE: i64 = -1;
 
 const HOUR_MS: i64 = 3_600_000;

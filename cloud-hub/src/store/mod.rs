@@ -543,8 +543,8 @@ impl Change {
         }
     }
 
-    /// A store's name, region or time zone changed: series grouped or bucketed by them may
-    /// have, and so has the tenant's store list.
+    /// A store was added, or its name, region or time zone changed: series grouped or
+    /// bucketed by them may have, and so has the tenant's store list.
     pub fn stores_edited(tenant: &str) -> Change {
         Change::catalog(tenant)
     }

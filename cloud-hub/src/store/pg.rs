@@ -82,6 +82,11 @@ pub const CHANGES_CHANNEL: &str = "storesync_changes";
 /// pooled connection paid it five times, which set the uncached p99.
 const ROLLUP_READ_SETTINGS: &str = "SET LOCAL jit = off; ";
 
+/// Settings of the line-item read behind items by hour (`item_hours`): as a rollup read, and
+/// room to group its rows in a hash table. With the default 4 MB PostgreSQL sorted a week of
+/// a chain's line items (777,000 rows) to group them, 741 ms against 344 ms hashed.
+const LINE_READ_SETTINGS: &str = "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; ";
+
 /// Tables partitioned by time.
 const PARTITIONED: [&str; 4] = [
     "transactions",
@@ -557,7 +562,7 @@ impl PgStore {
             item_hours::LINE_FIGURES,
         );
         let rows = self
-            .tenant_query_with(tenant_id, &sql, &params, ROLLUP_READ_SETTINGS)
+            .tenant_query_with(tenant_id, &sql, &params, LINE_READ_SETTINGS)
             .await?;
         if let Some(bound) = bound
             && rows.len() as u64 > bound
@@ -916,9 +921,10 @@ impl Store for PgStore {
             &[&tenant.as_str(), &store.store_id.as_str(), &store.name, &store.region, &store.time_zone],
         )
         .await?;
-        // Series by region or week and every replica's store list change with an edit:
-        // announced with the write.
-        let edited = before.is_some_and(|r| {
+        // Series by region or week and every replica's store list change with an edit or a
+        // new store (items over a range are grouped by the listed stores' zones): announced
+        // with the write.
+        let edited = before.is_none_or(|r| {
             (
                 r.get::<_, &str>(0),
                 r.get::<_, &str>(1),

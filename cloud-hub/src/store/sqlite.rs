@@ -729,9 +729,9 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         self.zones.remove(tenant.as_str(), store.store_id.as_str());
-        // Series by region or week and the store list change with an edit (see the
-        // PostgreSQL store).
-        if before.is_some_and(|b| {
+        // Series by region or week and the store list change with an edit or a new store
+        // (see the PostgreSQL store).
+        if before.is_none_or(|b| {
             b != (
                 store.name.clone(),
                 store.region.clone(),

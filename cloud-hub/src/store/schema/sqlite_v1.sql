@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS line_items (tenant_id TEXT NOT NULL, at_ms INTEGER NO
   sku TEXT NOT NULL, quantity INTEGER NOT NULL, price_e4 INTEGER NOT NULL, kind INTEGER NOT NULL,
   PRIMARY KEY (tenant_id, device_id, epoch, seq, line_no));
 CREATE INDEX IF NOT EXISTS line_items_store_sku ON line_items (tenant_id, store_id, sku, at_ms);
+-- Items by hour are summed from line items by time (store/item_hours.rs).
+CREATE INDEX IF NOT EXISTS line_items_by_time ON line_items (tenant_id, at_ms);
 CREATE TABLE IF NOT EXISTS stock_movements (tenant_id TEXT NOT NULL, at_ms INTEGER NOT NULL, device_id TEXT NOT NULL,
   epoch INTEGER NOT NULL, class INTEGER NOT NULL, seq INTEGER NOT NULL, store_id TEXT NOT NULL, sku TEXT NOT NULL,
   source_id TEXT NOT NULL, is_count INTEGER NOT NULL, quantity INTEGER NOT NULL, PRIMARY KEY (tenant_id, device_id, epoch, class, seq));
