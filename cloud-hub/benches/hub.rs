@@ -23,7 +23,7 @@
 //! 1. Ingest: `HUB_BENCH_WRITERS` concurrent writers call `Store::commit_events` with runs
 //!    of 200 transactions (5 line items each on average), against a raw binary COPY of the
 //!    same line items into the same keyed, partitioned `line_items` table by as many
-//!    concurrent writers.
+//!    concurrent writers (and, for reference, by one COPY in one transaction).
 //! 2. Dashboard API: 100 concurrent HTTP clients over real sockets against an in-process
 //!    hub serving generated data; p50/p99 of cached (repeated) and uncached (unique ranges)
 //!    series queries.
@@ -128,6 +128,29 @@
 //!   1.3 line items, so the daily rows are nearly as many as the sales; the gain grows with
 //!   sales per item and day. First run, uncached series p50 105 ms, p99 241 ms; cached p99
 //!   4.1 ms.
+//! - no item rows by hour (schema v5): reads of items by hour sum line items
+//!   (`store/item_hours.rs`), top items read whole local days from day rows and only the
+//!   hours around them from line items. Ingest, default size, quiet machine. Before, four
+//!   runs: raw COPY 189,883 / 180,675 / 164,005 / 180,663 rows/s, hub 58,388 / 72,332 /
+//!   58,927 / 67,219 line items/s = 0.31x / 0.40x / 0.36x / 0.37x (commit p50 620-797 ms).
+//!   After, four runs: raw 176,797 / 190,155 / 175,720 / 182,060 rows/s, hub 102,018 /
+//!   100,517 / 96,028 / 94,775 line items/s = 0.58x / 0.53x / 0.55x / 0.52x (commit p50
+//!   437-484 ms); two more runs, each with a compile or another benchmark beside it, gave
+//!   0.70x and 0.46x. One COPY of all the rows in one transaction on one connection (printed
+//!   for reference since): 198,000-210,000 rows/s, so the absolute target (250,000 line
+//!   items/s) is above what this machine's PostgreSQL takes of these rows even raw. Tried
+//!   before this change and dropped: no bucket index on item rows, 72,589 / 76,156 against
+//!   72,332 in between, not worth slower reads. API, 90 days: loaded in 120 s against 176 s;
+//!   series unchanged (uncached p99 218 / 173 ms, cached p99 2.7 / 2.6 ms, after / before).
+//!   Item reads, 30 days, 20-40 requests one at a time: top items of one store over 7 days
+//!   p50 14.3 ms before, 18.8-19.5 ms after; of all 100 stores 152 ms before, 511 ms from
+//!   line items alone, 260-269 ms with the day rows (p99 356-367 ms; the two hour edges
+//!   each scan a week's partition of line items, which has no time index); one store's
+//!   hourly series by item over a day 8.1 ms before, 5.6-5.7 ms after. EXPLAIN ANALYZE of
+//!   the line read behind a week of all stores: 741 ms sorting its 777,000 rows to group
+//!   them with the default `work_mem`, 344 ms hashing them with 64 MB (now set for it).
+//!   Final code, 90 days (loaded in 118 s): uncached series p99 186 ms; top items of one
+//!   store p50 28.7 ms, of all stores p50 291 ms, p99 334 ms; hourly item series 6.0 ms.
 
 #![allow(
     clippy::unwrap_used,
