@@ -34,9 +34,10 @@
 //!
 //! **Rollups are updated in the ingest transaction**, not by a worker: a dashboard read
 //! after `commit_events` returned sees the figures of that run, and rollups can never be
-//! ahead of or behind the events. Minute, hour and day rollups (by store, item, payment
-//! method, register) are computed with the protocol's `rollup_rows` in the store's time
-//! zone, so hub and edge figures are equal; weeks are summed from days (read summed by the
+//! ahead of or behind the events. Minute rollups by store and payment method, hour rollups
+//! by store, payment method and register, day rollups by those and by item are computed
+//! with the protocol's `rollup_rows` in the store's time zone, so hub and edge figures are
+//! equal (items by hour are summed from line items when read, the same figures); weeks are summed from days (read summed by the
 //! stores' time zone, as a week starts on a local Monday), regions from stores and
 //! categories from items at query time, the last in the database joined with the tenant's
 //! catalog so one row per category leaves it (recategorizing an item restates history).
@@ -65,8 +66,10 @@
 //!
 //! Sales series, top items and basket metrics read `sales_rollups`, at the coarsest stored
 //! granularity that answers the bucket (weeks from days), except items by hour (hourly item
-//! and category series, top items over 31 days or less): the hub keeps no item rows by
-//! hour, and [`store::Store::rollups`] sums those from line items (see `store/item_hours.rs`). Rollup reads run with JIT
+//! and category series, and the hours at the ends of a top-items range, whose whole local
+//! days are read from day rows): the hub keeps no item rows by hour, and
+//! [`store::Store::rollups`] sums those from line items (see `store/item_hours.rs`), as far
+//! back as line items are kept (`retention_days`). Rollup reads run with JIT
 //! off (compiling a wide read's plan took 30 times longer than the read). Responses are
 //! cached in process ([`cache`]): a hit takes one uncontended lock and allocates nothing to
 //! look up; identical misses arriving together are computed once; at most

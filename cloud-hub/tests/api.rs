@@ -791,7 +791,8 @@ async fn series_figures(hub: Hub) {
 /// Top items over any range are the items' sales in the hours that start in it, in each
 /// store's time zone: whole local days come from day rows and the hours around them from
 /// line items, and together they give what summing every hour gives, for stores in zones a
-/// quarter or half hour off UTC, a scope of one zone or several, and ranges of hours or days.
+/// quarter or half hour off UTC, a scope of one zone or several, and ranges of hours or days,
+/// across daylight-saving changes, starting at a local midnight or inside an hour.
 async fn top_items_sum_the_hours_of_the_range(hub: Hub) {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
@@ -812,8 +813,8 @@ async fn top_items_sum_the_hours_of_the_range(hub: Hub) {
     for (n, (store_id, zone)) in stores.iter().enumerate() {
         let tz = jiff::tz::TimeZone::get(zone).unwrap();
         let mut bodies = Vec::new();
-        for i in 0..80 {
-            let at = T0 + rng.random_range(-9 * 24 * HOUR..24 * HOUR);
+        for i in 0..160 {
+            let at = T0 + rng.random_range(-26 * 24 * HOUR..24 * HOUR);
             let kind = if i % 9 == 0 {
                 TransactionKind::Return
             } else {
@@ -855,7 +856,17 @@ async fn top_items_sum_the_hours_of_the_range(hub: Hub) {
             .unwrap();
     }
     let analyst = token(&hub, "zoned", Role::Analyst, &[]);
+    // Paris leaves summer time at 2026-10-25T01:00Z (its midnights until then are at
+    // 22:00Z), St John's at 2026-11-01T04:30Z.
+    let paris_change = 1_792_890_000_000;
+    let st_johns_change = 1_793_507_400_000;
     let ranges = [
+        (paris_change - 27 * HOUR, st_johns_change + 20 * HOUR),
+        (
+            paris_change - 50 * HOUR - 15 * 60_000,
+            paris_change + 3 * HOUR,
+        ),
+        (T0 - 27 * 24 * HOUR, T0 + 2 * 24 * HOUR),
         (
             T0 - 8 * 24 * HOUR + 17 * 60_000,
             T0 - 24 * HOUR + 41 * 60_000,
@@ -908,7 +919,7 @@ async fn top_items_sum_the_hours_of_the_range(hub: Hub) {
             compared += want.len();
         }
     }
-    assert!(compared > 40, "{compared} items compared");
+    assert!(compared > 60, "{compared} items compared");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

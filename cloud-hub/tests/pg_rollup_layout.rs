@@ -221,6 +221,71 @@ async fn store_level_series_equal_the_line_items_after_replays() {
     );
 }
 
+/// A fresh database owned by a role that is neither superuser nor BYPASSRLS, as in
+/// production, so that migrations run under the tables' FORCEd policies: its hub
+/// configuration (`admin_url` is the owner), the owner's connection and a superuser's.
+async fn owned_database(
+    name: &str,
+) -> (
+    storesync_hub::store::pg::PgConfig,
+    tokio_postgres::Client,
+    tokio_postgres::Client,
+) {
+    const OWNER: &str = "storesync_test_owner";
+    let cluster = shared_cluster().unwrap();
+    let mut config = cluster.database(name).await.unwrap();
+    let superuser = connect(config.admin_url.as_deref().unwrap()).await;
+    superuser
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OWNER}') THEN \
+               CREATE ROLE {OWNER} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; END IF; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
+             ALTER DATABASE \"{name}\" OWNER TO {OWNER};"
+        ))
+        .await
+        .unwrap();
+    config.admin_url = Some(cluster.url(OWNER, name));
+    let owner = connect(config.admin_url.as_deref().unwrap()).await;
+    (config, owner, superuser)
+}
+
+/// A hub at v4 kept item rows by hour; v5 deletes them (they are summed from line items
+/// now) even though the owner that migrates is under the tenant policy, and FORCEs the
+/// policy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_to_v5_drops_item_hours_under_the_owners_forced_policy() {
+    let (config, owner, superuser) = owned_database("t_rollup_v5").await;
+    let store = PgStore::connect(config).await.unwrap();
+    store.migrate().await.unwrap();
+    owner
+        .batch_execute(
+            "BEGIN; SET LOCAL storesync.tenant_id = 'acme'; \
+             INSERT INTO sales_rollups VALUES ('acme', 1, 1, 's1', 'sku-1', 0, 100, 1, 1, 0, 0, 0), \
+               ('acme', 2, 1, 's1', 'sku-1', 0, 100, 1, 1, 0, 0, 0); \
+             COMMIT; DELETE FROM schema_version WHERE version = 5;",
+        )
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let left: Vec<(i16, i16)> = superuser
+        .query("SELECT granularity, dim FROM sales_rollups", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, vec![(2, 1)], "the day row stays, the hour row goes");
+    let forced: bool = superuser
+        .query_one(
+            "SELECT relforcerowsecurity FROM pg_class WHERE relname = 'sales_rollups'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(forced);
+}
+
 /// Every rollup row of `bodies` that a v2 database kept (items by hour included, which
 /// schema v5 drops), keyed as the table is.
 fn protocol_rows(
@@ -248,34 +313,32 @@ fn protocol_rows(
 /// their own tables, and the moved rows are gone from the old table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_to_v3_moves_store_rows_and_keeps_every_figure() {
-    let cluster = shared_cluster().unwrap();
-    let config = cluster.database("t_rollup_v3").await.unwrap();
-    let admin = connect(config.admin_url.as_deref().unwrap()).await;
-    admin
+    let (config, owner, admin) = owned_database("t_rollup_v3").await;
+    owner
         .batch_execute(
             "CREATE TABLE schema_version (version integer PRIMARY KEY, applied_ms bigint NOT NULL)",
         )
         .await
         .unwrap();
-    admin
+    owner
         .batch_execute(
             &include_str!("../src/store/schema/pg_v1.sql")
                 .replace("{partition}", "PARTITION BY RANGE (at_ms)"),
         )
         .await
         .unwrap();
-    admin
+    owner
         .batch_execute("INSERT INTO schema_version VALUES (1, 0)")
         .await
         .unwrap();
-    admin
+    owner
         .batch_execute(include_str!("../src/store/schema/pg_v2.sql"))
         .await
         .unwrap();
     let mut rows = protocol_rows(&days_of_sales("s1", "a"), "Europe/Paris");
     rows.extend(protocol_rows(&days_of_sales("s2", "b"), "America/New_York"));
     for ((g, dim, store, value, bucket), f) in &rows {
-        admin
+        owner
             .execute(
                 "INSERT INTO sales_rollups VALUES ('acme', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
@@ -295,6 +358,15 @@ async fn migration_to_v3_moves_store_rows_and_keeps_every_figure() {
             .await
             .unwrap();
     }
+    // A hub at v2 had FORCEd the tenant policy on the table, for its owner too.
+    owner
+        .batch_execute(
+            "ALTER TABLE sales_rollups ENABLE ROW LEVEL SECURITY; ALTER TABLE sales_rollups FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY tenant_isolation ON sales_rollups \
+               USING (tenant_id = current_setting('storesync.tenant_id', true))",
+        )
+        .await
+        .unwrap();
     let store = PgStore::connect(config).await.unwrap();
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();

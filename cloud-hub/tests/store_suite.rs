@@ -1701,7 +1701,7 @@ async fn item_rollups_sum_into_catalog_categories(store: Arc<dyn Store>) {
 /// Items by hour are summed from line items when read (the hub keeps no item rows by hour).
 /// In zones a quarter or half hour off UTC and across daylight-saving changes, over ranges
 /// that start and end inside an hour, they equal the protocol's item rollup rows, whichever
-/// columns are kept apart; a read too large for its limit is refused, not cut.
+/// columns are kept apart; a read too large for its limit is refused.
 async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Store>) {
     use rand::{Rng, SeedableRng};
     use storesync_hub::store::RollupQuery;
@@ -1899,19 +1899,25 @@ async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Sto
     assert!(!want.is_empty());
     assert_eq!(served(filtered).await, want);
 
-    // Limits: all rows under one they do not reach; a refusal naming the cause above one.
-    let mut q = every_bucket(Granularity::Hour, DimKind::Item, true, true);
-    let all = expect(&q).len() as u64;
-    for limit in [all, all + 1] {
-        q.limit = Some(limit);
-        assert_eq!(store.rollups(&acme, &q).await.unwrap().len() as u64, all);
-    }
-    q.limit = Some(1);
-    match store.rollups(&acme, &q).await {
-        Err(StoreError::Invalid(message)) => {
-            assert!(message.contains("too many rows"), "{message}")
+    // Limits, by store and summed over stores (where the read bound counts the zones): all
+    // rows under a limit they do not reach; that many rows over one they pass; a refusal
+    // naming the cause when the line items to read pass a multiple of it.
+    for by_store in [true, false] {
+        let mut q = every_bucket(Granularity::Hour, DimKind::Item, by_store, true);
+        let all = expect(&q).len() as u64;
+        assert!(all > 10, "{all} rows");
+        for (limit, rows) in [(all + 1, all), (all, all), (all - 1, all - 1)] {
+            q.limit = Some(limit);
+            let got = store.rollups(&acme, &q).await.unwrap().len() as u64;
+            assert_eq!(got, rows, "by store {by_store}, limit {limit}");
         }
-        other => panic!("expected a refusal, got {other:?}"),
+        q.limit = Some(1);
+        match store.rollups(&acme, &q).await {
+            Err(StoreError::Invalid(message)) => {
+                assert!(message.contains("too many rows"), "{message}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }
 

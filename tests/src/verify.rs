@@ -321,9 +321,10 @@ pub fn edge_rollups(
 }
 
 /// The groupings compared: (hub bucket, hub group_by, agent group).
-pub const ROLLUP_VIEWS: [(&str, &str, &str); 4] = [
+pub const ROLLUP_VIEWS: [(&str, &str, &str); 5] = [
     ("hour", "store", "store"),
     ("hour", "payment", "payment"),
+    ("hour", "item", "item"),
     ("day", "item", "item"),
     ("minute", "store", "store"),
 ];

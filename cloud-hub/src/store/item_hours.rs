@@ -3,7 +3,8 @@
 //! The hub keeps item rollup rows by day only (see [`crate::ingest::stored`]): an item's
 //! hour holds about one line item in typical store data, so item-hour rows cost ingest as
 //! much as the line items themselves and compress nothing. Reads of items by hour (hourly
-//! item and category series, top items over a month or less) sum the line items instead,
+//! item and category series, the hours at the ends of a top-items range) sum the line items
+//! instead,
 //! with the same figures the protocol's rollup gives them (voids count nothing for items; a
 //! sale line counts one transaction, a return line one refund).
 //!
@@ -16,7 +17,8 @@
 //! to its end need no slot: the statement sums them as one row per group (slot [`INSIDE`]).
 //!
 //! Line items are kept for `retention_days`; item rows by day for ever. So hourly item
-//! figures reach back as far as the line items, and use the store's current zone.
+//! figures reach back as far as the line items (older hours read as no sales; item rows by
+//! day cover the older history), and use the store's current zone.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,8 +37,10 @@ pub(crate) const INSIDE: i64 = -1;
 const HOUR_MS: i64 = 3_600_000;
 
 /// Slot rows that can make one result row, at most, per zone: 4 slots an hour, or, with the
-/// buckets summed, the inside row and 4 slots at each end of the range.
-const SLOTS_PER_ROW: u64 = 9;
+/// buckets summed, the inside row and up to 5 slots at each end of the range (an end off a
+/// quarter hour). The bound counts slot rows read, and slots of hours outside the range are
+/// read too, so a read near the bound may be refused with fewer result rows than the limit.
+const SLOTS_PER_ROW: u64 = 11;
 
 /// Whether `q` is answered from line items rather than stored rollup rows.
 pub(crate) fn from_lines(q: &RollupQuery) -> bool {

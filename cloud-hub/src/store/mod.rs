@@ -410,7 +410,8 @@ pub(crate) const CATEGORY_COLUMN: &str = "COALESCE(i.category, 'uncategorized')"
 /// Which rollup rows to read, and which columns to keep apart (the others are summed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupQuery {
-    /// A stored granularity (minute, hour or day).
+    /// A stored granularity (minute, hour or day) of the dimension, or hour for items
+    /// (summed from line items, see `item_hours`).
     pub granularity: Granularity,
     /// Which dimension's rows.
     pub dim: DimKind,
@@ -436,7 +437,9 @@ pub struct RollupQuery {
     /// Keep buckets apart.
     pub by_bucket: bool,
     /// Return at most this many rows (`None`: all). Which rows is unspecified: a caller
-    /// that refuses large answers asks for one row more than it accepts.
+    /// that refuses large answers asks for one row more than it accepts. Items by hour,
+    /// summed from line items, refuse a read of more than a multiple of this many line-item
+    /// groups with [`StoreError::Invalid`] instead.
     pub limit: Option<u64>,
 }
 
@@ -720,7 +723,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Sync state of every device of the tenant.
     async fn device_status(&self, tenant: &TenantId) -> Result<Vec<DeviceStatus>, StoreError>;
 
-    /// Summed rollup rows, in no particular order.
+    /// Summed rollup rows, in no particular order; items by hour summed from line items
+    /// (see [`RollupQuery`]).
     async fn rollups(
         &self,
         tenant: &TenantId,

@@ -23,6 +23,9 @@
 -- Existing store-level rows move; the v2 table keeps its other rows and is attached as the
 -- default partition. Runs as one implicit transaction, with its schema_version row.
 
+-- The owner runs this under the FORCEd tenant policy of a hub at v2, with no tenant set:
+-- lifted so that the rows move (the migration re-FORCEs it on every table before it ends).
+ALTER TABLE sales_rollups NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE sales_rollups RENAME TO sales_rollups_other;
 ALTER INDEX sales_rollups_by_bucket RENAME TO sales_rollups_other_by_bucket;
 
