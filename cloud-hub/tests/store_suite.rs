@@ -1921,6 +1921,48 @@ async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Sto
     }
 }
 
+/// The next change announced within 1.5 s, if any.
+async fn next_change(
+    changes: &mut tokio::sync::broadcast::Receiver<storesync_hub::store::Change>,
+) -> Option<storesync_hub::store::Change> {
+    tokio::time::timeout(std::time::Duration::from_millis(1_500), changes.recv())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+/// Adding a store, or changing its region, name or zone, is announced as a tenant-wide
+/// change (API replicas drop the tenant's store list and cached series); writing a store
+/// as it is announces nothing.
+async fn a_new_or_edited_store_is_announced(store: Arc<dyn Store>) {
+    use storesync_hub::store::StoreInfo;
+    setup_tenant(&*store, "acme", &[]).await;
+    let mut changes = store.subscribe();
+    let info = |region: &str| StoreInfo {
+        store_id: store_id("s2"),
+        name: "Store s2".into(),
+        region: region.into(),
+        time_zone: "UTC".into(),
+    };
+    let acme = tenant("acme");
+    store.upsert_store(&acme, &info("south")).await.unwrap();
+    let added = next_change(&mut changes)
+        .await
+        .expect("an added store is announced");
+    assert_eq!(added.tenant, "acme");
+    assert!(added.is_tenant_wide(), "{added:?}");
+    store.upsert_store(&acme, &info("south")).await.unwrap();
+    store.upsert_store(&acme, &info("west")).await.unwrap();
+    let edited = next_change(&mut changes)
+        .await
+        .expect("an edit is announced");
+    assert!(edited.is_tenant_wide(), "{edited:?}");
+    assert!(
+        next_change(&mut changes).await.is_none(),
+        "the unchanged write announced nothing"
+    );
+}
+
 /// Two sales of `store` with ids of their own (transaction ids are unique in a tenant).
 fn store_sales(store: &str) -> Vec<EventBody> {
     vec![
@@ -2007,6 +2049,7 @@ async fn rollups_by_zone_sum_the_stores_of_each_time_zone(store: Arc<dyn Store>)
 }
 
 on_both_backends!(
+    a_new_or_edited_store_is_announced,
     item_hours_from_line_items_equal_the_protocol_rollup,
     rollups_by_zone_sum_the_stores_of_each_time_zone,
     item_rollups_sum_into_catalog_categories,

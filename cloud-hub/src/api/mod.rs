@@ -1585,7 +1585,9 @@ fn summary_granularity(from: i64, to: i64) -> Granularity {
 /// per item and day), the hours before and after them from line items (the hub keeps no
 /// item rows by hour: `store::item_hours`), so a week of a chain reads a day's worth of
 /// line items rather than the week's. Stores are grouped by zone from the cached store
-/// list; a tenant whose stores share one zone reads its scope as given.
+/// list (a new store or a zone change drops it on every replica); a tenant whose stores
+/// share one zone reads its scope as given. Day rows keep the zone they were summed in, so
+/// for a store whose zone changed, days before the change meet hour edges of the new zone.
 async fn items_over(
     state: &AppState,
     tenant: &TenantId,
