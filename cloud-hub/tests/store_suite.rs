@@ -1807,6 +1807,18 @@ async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Sto
         other.run(vec![sale("g-1", "s1", paris_change, &[("sku-1", 9, 100)])]);
     store.commit_events(&stream, &events, head).await.unwrap();
 
+    // The catalog names categories for two items; the others are uncategorized.
+    let category = |sku: &str| match sku {
+        "sku-0" | "sku-3" => "pens",
+        _ => "uncategorized",
+    };
+    for sku in ["sku-0", "sku-3"] {
+        let sku = storesync_protocol::ids::Sku::new(sku).unwrap();
+        store
+            .set_item_category(&tenant("acme"), &sku, "pens")
+            .await
+            .unwrap();
+    }
     type Sums = BTreeMap<(String, String, i64), SalesFigures>;
     let expect = |q: &RollupQuery| -> Sums {
         let mut out = Sums::new();
@@ -1825,10 +1837,10 @@ async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Sto
                 (true, false) => (*store_id).to_owned(),
                 (true, true) => zone(store_id).to_owned(),
             };
-            let value = if q.by_value {
-                sku.clone()
-            } else {
-                String::new()
+            let value = match (q.by_value, q.by_category) {
+                (false, _) => String::new(),
+                (true, false) => sku.clone(),
+                (true, true) => category(sku).to_owned(),
             };
             let bucket = if q.by_bucket { *bucket } else { 0 };
             out.entry((group, value, bucket)).or_default().add(f);
@@ -1890,6 +1902,18 @@ async fn item_hours_from_line_items_equal_the_protocol_rollup(store: Arc<dyn Sto
         }
     }
     assert!(compared > 1_000, "{compared} rows compared");
+    for (by_store, by_bucket) in [(false, false), (true, true)] {
+        let by_category = RollupQuery {
+            from_ms: ranges[1].0,
+            to_ms: ranges[1].1,
+            by_category: true,
+            by_bucket,
+            ..every_bucket(Granularity::Hour, DimKind::Item, by_store, true)
+        };
+        let want = expect(&by_category);
+        assert!(want.keys().any(|k| k.1 == "pens") && want.keys().any(|k| k.1 == "uncategorized"));
+        assert_eq!(served(by_category.clone()).await, want, "{by_category:?}");
+    }
     let filtered = RollupQuery {
         stores: Some(vec![store_id("s2"), store_id("s3")]),
         values: Some(vec!["sku-1".into(), "sku-4".into()]),
