@@ -249,6 +249,35 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Writes the line items of `t`, event `seq` of `device` (epoch 1), as `LINE_ITEMS_COPY` rows.
+async fn write_lines(
+    mut writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    t: &Transaction,
+    device: &str,
+    seq: i64,
+) {
+    for (n, item) in t.items.iter().enumerate() {
+        writer
+            .as_mut()
+            .write(&[
+                &"bench",
+                &t.timestamp.unix_ms(),
+                &device,
+                &1i64,
+                &seq,
+                &(n as i16),
+                &t.store_id.as_str(),
+                &t.transaction_id.as_str(),
+                &item.sku.as_str(),
+                &item.quantity,
+                &item.price.e4(),
+                &0i16,
+            ])
+            .await
+            .unwrap();
+    }
+}
+
 /// Writes the line items of `runs` to `line_items` in one binary COPY.
 async fn copy_line_items(
     tx: &tokio_postgres::Transaction<'_>,
@@ -259,29 +288,9 @@ async fn copy_line_items(
     futures::pin_mut!(writer);
     for run in runs {
         let device = run.stream.device.as_str();
-        let store = run.stream.store.as_str();
         for e in &run.events {
             if let EventBody::Transaction(t) = &e.body {
-                for (n, item) in t.items.iter().enumerate() {
-                    writer
-                        .as_mut()
-                        .write(&[
-                            &"bench",
-                            &t.timestamp.unix_ms(),
-                            &device,
-                            &1i64,
-                            &(e.key.seq.0 as i64),
-                            &(n as i16),
-                            &store,
-                            &t.transaction_id.as_str(),
-                            &item.sku.as_str(),
-                            &item.quantity,
-                            &item.price.e4(),
-                            &0i16,
-                        ])
-                        .await
-                        .unwrap();
-                }
+                write_lines(writer.as_mut(), t, device, e.key.seq.0 as i64).await;
             }
         }
     }
@@ -560,27 +569,8 @@ async fn load_store(
                     .or_default()
                     .add(&f);
             }
-            for (n, item) in t.items.iter().enumerate() {
-                lines_total += 1;
-                writer
-                    .as_mut()
-                    .write(&[
-                        &"bench",
-                        &at,
-                        &device.as_str(),
-                        &1i64,
-                        &seq,
-                        &(n as i16),
-                        &store.as_str(),
-                        &t.transaction_id.as_str(),
-                        &item.sku.as_str(),
-                        &item.quantity,
-                        &item.price.e4(),
-                        &0i16,
-                    ])
-                    .await
-                    .unwrap();
-            }
+            lines_total += t.items.len() as u64;
+            write_lines(writer.as_mut(), &t, &device, seq).await;
         }
     }
     writer.as_mut().finish().await.unwrap();

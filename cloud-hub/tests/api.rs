@@ -149,16 +149,22 @@ async fn hub_with(store: Arc<dyn Store>, limits: LimitsConfig) -> Hub {
     }
 }
 
+/// Limits with rate limits out of a test's way.
+fn open_limits() -> LimitsConfig {
+    LimitsConfig {
+        rate_per_s: 10_000.0,
+        rate_burst: 10_000,
+        ..LimitsConfig::default()
+    }
+}
+
 async fn hub() -> Hub {
-    hub_with(
-        sqlite_store("api").await,
-        LimitsConfig {
-            rate_per_s: 10_000.0,
-            rate_burst: 10_000,
-            ..LimitsConfig::default()
-        },
-    )
-    .await
+    hub_with(sqlite_store("api").await, open_limits()).await
+}
+
+/// [`hub`] on PostgreSQL, in database `name` of the shared test cluster.
+async fn pg_hub(name: &str) -> Hub {
+    hub_with(pg_store(name).await, open_limits()).await
 }
 
 fn token(hub: &Hub, tenant_name: &str, role: Role, stores: &[&str]) -> String {
@@ -279,12 +285,7 @@ async fn role_and_tenant_matrix_over_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_and_tenant_matrix_over_every_route_on_postgres() {
-    let limits = LimitsConfig {
-        rate_per_s: 10_000.0,
-        rate_burst: 10_000,
-        ..LimitsConfig::default()
-    };
-    role_and_tenant_matrix(hub_with(pg_store("t_api_matrix").await, limits).await).await;
+    role_and_tenant_matrix(pg_hub("t_api_matrix").await).await;
 }
 
 /// Routes that need a body: an allowed caller sending none gets 400.
@@ -552,12 +553,7 @@ async fn series_figures_grouping_csv_and_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_figures_grouping_csv_and_cache_on_postgres() {
-    let limits = LimitsConfig {
-        rate_per_s: 10_000.0,
-        rate_burst: 10_000,
-        ..LimitsConfig::default()
-    };
-    series_figures(hub_with(pg_store("t_api_series").await, limits).await).await;
+    series_figures(pg_hub("t_api_series").await).await;
 }
 
 /// Puts `sku` of acme in `category` through the store, as a catalog edit does.
@@ -929,13 +925,7 @@ async fn top_items_sum_the_hours_of_the_range_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_items_sum_the_hours_of_the_range_on_postgres() {
-    let limits = LimitsConfig {
-        rate_per_s: 10_000.0,
-        rate_burst: 10_000,
-        ..LimitsConfig::default()
-    };
-    top_items_sum_the_hours_of_the_range(hub_with(pg_store("t_api_top_items").await, limits).await)
-        .await;
+    top_items_sum_the_hours_of_the_range(pg_hub("t_api_top_items").await).await;
 }
 
 #[tokio::test]
@@ -1451,14 +1441,29 @@ async fn admin_adds_users_and_inventory_folds() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(on_hand, 12);
-    let (status, _) = call(
-        &hub.router,
-        "GET",
-        "/api/v1/inventory?limit=0",
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // `offset` and `limit` page the list: one-row pages in order are the whole list, with
+    // its length as `total`; a page past the end is empty.
+    let (_, all) = call(&hub.router, "GET", "/api/v1/inventory", Some(&admin)).await;
+    let whole = all["items"].as_array().unwrap().clone();
+    assert!(whole.len() >= 3, "{all}");
+    assert_eq!(all["total"], whole.len());
+    let mut paged = Vec::new();
+    for offset in 0..=whole.len() {
+        let uri = format!("/api/v1/inventory?limit=1&offset={offset}");
+        let (status, page) = call(&hub.router, "GET", &uri, Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            (&page["total"], &page["offset"]),
+            (&all["total"], &offset.into())
+        );
+        paged.extend(page["items"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(paged, whole);
+    for bad in ["limit=0", "offset=-1", "offset=x"] {
+        let uri = format!("/api/v1/inventory?{bad}");
+        let (status, _) = call(&hub.router, "GET", &uri, Some(&admin)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
 }
 
 /// An identity provider speaks for the one tenant it is configured for (`corp-sso`:
@@ -1750,11 +1755,9 @@ async fn series_points_are_capped_across_groups_on_postgres() {
 /// (weeks, regions) is judged by its points, and by `series_rows_max` for what it reads.
 async fn series_points_capped(store: Arc<dyn Store>) {
     let limits = LimitsConfig {
-        rate_per_s: 10_000.0,
-        rate_burst: 10_000,
         series_points_max: 2,
         series_rows_max: 3,
-        ..LimitsConfig::default()
+        ..open_limits()
     };
     let hub = hub_with(store, limits).await;
     let admin = token(&hub, "acme", Role::Admin, &[]);
